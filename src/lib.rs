@@ -7,3 +7,4 @@
 //! - [`chain`]: Pastella knowledge as pure functions: varints, keccak, addresses, block blobs,
 //!   templates, difficulty and targets, the seed rule. No I/O.
 pub mod chain;
+pub mod pow;
