@@ -426,12 +426,7 @@ pub enum Module {
 impl Module {
     /// Every module, in start-up order.
     pub fn all() -> Vec<Module> {
-        vec![
-            Module::Stratum,
-            Module::Unlocker,
-            Module::Payments,
-            Module::Api,
-        ]
+        vec![Module::Stratum, Module::Unlocker, Module::Payments, Module::Api]
     }
 
     /// The name used on the command line.
@@ -507,9 +502,9 @@ impl ConfigError {
     /// The file the error is about.
     pub fn file(&self) -> &str {
         match self {
-            ConfigError::Read { file, .. }
-            | ConfigError::Syntax { file, .. }
-            | ConfigError::Invalid { file, .. } => file,
+            ConfigError::Read { file, .. } | ConfigError::Syntax { file, .. } | ConfigError::Invalid { file, .. } => {
+                file
+            }
         }
     }
 
@@ -540,52 +535,31 @@ impl Config {
     /// (unknown keys, overridden aliases) the operator should see.
     pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         Config::from_json_str(&text, &file)
     }
 
     /// Parses and validates config text; `file_label` prefixes every error line.
-    pub fn from_json_str(
-        text: &str,
-        file_label: &str,
-    ) -> Result<(Config, Vec<String>), ConfigError> {
+    pub fn from_json_str(text: &str, file_label: &str) -> Result<(Config, Vec<String>), ConfigError> {
         let file = file_label.to_string();
         let value: Value = serde_json::from_str(text).map_err(|e| syntax_error(&file, &e))?;
         let mut check = Check::default();
         let mut warnings = Vec::new();
         if !value.is_object() {
             // serde would read a struct from an array by position; a config never is one.
-            check.fail(
-                "(document)",
-                format!("must be a JSON object {{...}}, got {}", json_kind(&value)),
-            );
-            return Err(ConfigError::Invalid {
-                file,
-                errors: check.errors,
-                warnings,
-            });
+            check.fail("(document)", format!("must be a JSON object {{...}}, got {}", json_kind(&value)));
+            return Err(ConfigError::Invalid { file, errors: check.errors, warnings });
         }
         let config = match deserialize_raw(value, &mut check) {
             Some((raw, unknown)) => {
-                warnings.extend(
-                    unknown
-                        .into_iter()
-                        .map(|path| format!("unknown key \"{path}\" ignored")),
-                );
+                warnings.extend(unknown.into_iter().map(|path| format!("unknown key \"{path}\" ignored")));
                 build(raw, &mut check, &mut warnings)
             }
             None => None,
         };
         match config {
             Some(config) if check.errors.is_empty() => Ok((config, warnings)),
-            _ => Err(ConfigError::Invalid {
-                file,
-                errors: check.errors,
-                warnings,
-            }),
+            _ => Err(ConfigError::Invalid { file, errors: check.errors, warnings }),
         }
     }
 
@@ -618,11 +592,7 @@ impl Config {
             c.cn_variant,
             c.cn_blob_type
         )?;
-        writeln!(
-            out,
-            "pool:          host {}, address {}",
-            c.pool_host, c.pool_address
-        )?;
+        writeln!(out, "pool:          host {}, address {}", c.pool_host, c.pool_address)?;
         writeln!(
             out,
             "daemon:        http://{}:{} (timeout {} ms)",
@@ -703,11 +673,7 @@ impl Config {
                 RandomXMode::Fast => "fast",
                 RandomXMode::Light => "light",
             },
-            if r.threads == 0 {
-                "all-cores".to_string()
-            } else {
-                r.threads.to_string()
-            },
+            if r.threads == 0 { "all-cores".to_string() } else { r.threads.to_string() },
             on_off(r.huge_pages)
         )?;
         let p = &c.payments;
@@ -735,14 +701,9 @@ impl Config {
             u.depth,
             percent(u.pool_fee_bps),
             percent(u.finder_reward_bps),
-            u.solo_fee_bps
-                .map_or_else(|| "same as pool fee".to_string(), percent)
+            u.solo_fee_bps.map_or_else(|| "same as pool fee".to_string(), percent)
         )?;
-        writeln!(
-            out,
-            "pplns:         window {} x network difficulty",
-            c.pplns.window_factor
-        )?;
+        writeln!(out, "pplns:         window {} x network difficulty", c.pplns.window_factor)?;
         let a = &c.api;
         writeln!(
             out,
@@ -767,18 +728,8 @@ impl Config {
         )?;
         let m = &c.metrics;
         match m.port {
-            Some(port) => writeln!(
-                out,
-                "metrics:       {}, {}:{}/metrics",
-                on_off(m.enabled),
-                m.bind_ip,
-                port
-            )?,
-            None => writeln!(
-                out,
-                "metrics:       {}, /metrics on the API port",
-                on_off(m.enabled)
-            )?,
+            Some(port) => writeln!(out, "metrics:       {}, {}:{}/metrics", on_off(m.enabled), m.bind_ip, port)?,
+            None => writeln!(out, "metrics:       {}, /metrics on the API port", on_off(m.enabled))?,
         }
         let ch = &c.charts;
         for (name, series) in [
@@ -805,11 +756,7 @@ impl Config {
             on_off(ch.blocks.enabled),
             ch.blocks.days
         )?;
-        writeln!(
-            out,
-            "monitoring:    every {} s",
-            c.monitoring.check_interval.as_secs()
-        )?;
+        writeln!(out, "monitoring:    every {} s", c.monitoring.check_interval.as_secs())?;
         write!(out, "logging:       {}", c.logging.level)
     }
 }
@@ -894,12 +841,7 @@ fn syntax_error(file: &str, error: &serde_json::Error) -> ConfigError {
         Some(i) => text[..i].to_string(),
         None => text,
     };
-    ConfigError::Syntax {
-        file: file.to_string(),
-        line: error.line(),
-        column: error.column(),
-        message,
-    }
+    ConfigError::Syntax { file: file.to_string(), line: error.line(), column: error.column(), message }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1235,9 +1177,8 @@ fn deserialize_raw(mut value: Value, check: &mut Check) -> Option<(RawConfig, Ve
     loop {
         let mut unknown = Vec::new();
         let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
-        let result: Result<RawConfig, _> = serde_path_to_error::deserialize(
-            serde_ignored::Deserializer::new(&value, &mut on_unknown),
-        );
+        let result: Result<RawConfig, _> =
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&value, &mut on_unknown));
         let error = match result {
             Ok(raw) => return Some((raw, unknown)),
             Err(error) => error,
@@ -1245,13 +1186,7 @@ fn deserialize_raw(mut value: Value, check: &mut Check) -> Option<(RawConfig, Ve
         let segments: Vec<Segment> = error.path().iter().cloned().collect();
         let path = render_path(&segments);
         let shown = if path.is_empty() { "(document)" } else { &path };
-        check.fail(
-            shown,
-            format!(
-                "has the wrong type: {}",
-                tidy_serde_message(&error.inner().to_string())
-            ),
-        );
+        check.fail(shown, format!("has the wrong type: {}", tidy_serde_message(&error.inner().to_string())));
         if failed.contains(&path) || !drop_value(&mut value, &segments) {
             return None;
         }
@@ -1289,9 +1224,7 @@ fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
         P::Root => String::new(),
         P::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
         P::Map { parent, key } => join(&ignored_path(parent), key),
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
-            ignored_path(parent)
-        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => ignored_path(parent),
     }
 }
 
@@ -1340,9 +1273,7 @@ fn tidy_serde_message(message: &str) -> String {
     let mut out = message.to_string();
     if let Some(i) = out.find("expected struct ") {
         let rest = &out[i + "expected struct ".len()..];
-        let end = rest
-            .find(|c: char| !c.is_alphanumeric() && c != '_')
-            .unwrap_or(rest.len());
+        let end = rest.find(|c: char| !c.is_alphanumeric() && c != '_').unwrap_or(rest.len());
         out = format!("{}expected an object{}", &out[..i], &rest[end..]);
     }
     for (from, to) in WORDS {
@@ -1365,15 +1296,10 @@ impl Check {
     fn fail(&mut self, path: &str, message: impl Into<String>) {
         let covered = self.errors.iter().any(|e| {
             path == e.path
-                || path
-                    .strip_prefix(e.path.as_str())
-                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+                || path.strip_prefix(e.path.as_str()).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
         });
         if !covered {
-            self.errors.push(FieldError {
-                path: path.to_string(),
-                message: message.into(),
-            });
+            self.errors.push(FieldError { path: path.to_string(), message: message.into() });
         }
     }
 
@@ -1384,13 +1310,7 @@ impl Check {
         value
     }
 
-    fn between<T: PartialOrd + fmt::Display + Copy>(
-        &mut self,
-        path: &str,
-        value: T,
-        lo: T,
-        hi: T,
-    ) -> T {
+    fn between<T: PartialOrd + fmt::Display + Copy>(&mut self, path: &str, value: T, lo: T, hi: T) -> T {
         if value < lo || value > hi {
             self.fail(path, format!("must be between {lo} and {hi}, got {value}"));
         }
@@ -1401,10 +1321,7 @@ impl Check {
         match u16::try_from(value) {
             Ok(port) if port != 0 => port,
             _ => {
-                self.fail(
-                    path,
-                    format!("must be a TCP port (1 to 65535), got {value}"),
-                );
+                self.fail(path, format!("must be a TCP port (1 to 65535), got {value}"));
                 0
             }
         }
@@ -1441,20 +1358,14 @@ impl Check {
     /// A percentage with at most two decimals as basis points (1 % = 100).
     fn percent_bps(&mut self, path: &str, value: f64) -> u32 {
         if !(0.0..=100.0).contains(&value) {
-            self.fail(
-                path,
-                format!("must be between 0 and 100 (percent), got {value}"),
-            );
+            self.fail(path, format!("must be between 0 and 100 (percent), got {value}"));
             return 0;
         }
         let scaled = value * 100.0;
         let bps = scaled.round();
         // Money math is integer basis points; refuse rather than silently round 1.234 %.
         if (scaled - bps).abs() > 1e-6 {
-            self.fail(
-                path,
-                format!("must have at most 2 decimal places (percent), got {value}"),
-            );
+            self.fail(path, format!("must have at most 2 decimal places (percent), got {value}"));
         }
         bps as u32
     }
@@ -1479,9 +1390,7 @@ fn prefer<T>(
 ) -> Option<(T, String)> {
     match (top, old) {
         (Some(top), Some(_)) => {
-            warnings.push(format!(
-                "\"{old_path}\" ignored: \"{top_path}\" is also set and takes precedence"
-            ));
+            warnings.push(format!("\"{old_path}\" ignored: \"{top_path}\" is also set and takes precedence"));
             Some((top, top_path.to_string()))
         }
         (Some(top), None) => Some((top, top_path.to_string())),
@@ -1498,92 +1407,59 @@ fn prefer_or_default<T: Default>(
     old_path: &str,
     warnings: &mut Vec<String>,
 ) -> (T, String) {
-    prefer(top, top_path, old, old_path, warnings)
-        .unwrap_or_else(|| (T::default(), top_path.to_string()))
+    prefer(top, top_path, old, old_path, warnings).unwrap_or_else(|| (T::default(), top_path.to_string()))
 }
 
 /// Builds the typed config. Returns `None` only when something required is missing; range
 /// errors are in `check` (the caller rejects the config if there are any).
 fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Option<Config> {
     let coin = raw.coin.unwrap_or_else(|| "pastella".to_string());
-    if coin.is_empty()
-        || coin
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, ':' | '*' | '?' | '[' | ']'))
-    {
+    if coin.is_empty() || coin.chars().any(|c| c.is_whitespace() || matches!(c, ':' | '*' | '?' | '[' | ']')) {
         check.fail(
             "coin",
-            format!("must be a name without spaces, ':' or glob characters (it prefixes every Redis key), got {coin:?}"),
+            format!(
+                "must be a name without spaces, ':' or glob characters (it prefixes every Redis key), got {coin:?}"
+            ),
         );
     }
     let symbol = raw.symbol.unwrap_or_else(|| "PAS".to_string());
     let pool_host = raw.pool_host.unwrap_or_else(|| "127.0.0.1".to_string());
     if pool_host.trim().is_empty() {
-        check.fail(
-            "poolHost",
-            "must be the host name miners connect to, got \"\"",
-        );
+        check.fail("poolHost", "must be the host name miners connect to, got \"\"");
     }
 
     let server = raw.pool_server.unwrap_or_default();
-    let pool_address = match prefer(
-        raw.pool_address,
-        "poolAddress",
-        server.pool_address,
-        "poolServer.poolAddress",
-        warnings,
-    ) {
-        None => {
-            check.fail(
-                "poolAddress",
-                "is required: the pool wallet's PAS1... address that block rewards pay",
-            );
-            None
-        }
-        Some((text, path)) => match Address::parse(&text) {
-            Ok(address) => Some(address),
-            Err(e) => {
-                check.fail(
-                    &path,
-                    format!("is not a valid Pastella address ({text:?}): {e}"),
-                );
+    let pool_address =
+        match prefer(raw.pool_address, "poolAddress", server.pool_address, "poolServer.poolAddress", warnings) {
+            None => {
+                check.fail("poolAddress", "is required: the pool wallet's PAS1... address that block rewards pay");
                 None
             }
-        },
-    };
+            Some((text, path)) => match Address::parse(&text) {
+                Ok(address) => Some(address),
+                Err(e) => {
+                    check.fail(&path, format!("is not a valid Pastella address ({text:?}): {e}"));
+                    None
+                }
+            },
+        };
 
     let coin_units = raw.coin_units.unwrap_or(COIN);
     if coin_units != COIN {
-        check.fail(
-            "coinUnits",
-            format!("must be {COIN} (Pastella amounts have 8 decimals), got {coin_units}"),
-        );
+        check.fail("coinUnits", format!("must be {COIN} (Pastella amounts have 8 decimals), got {coin_units}"));
     }
-    let coin_difficulty_target = check.at_least(
-        "coinDifficultyTarget",
-        raw.coin_difficulty_target.unwrap_or(30),
-        1,
-    );
+    let coin_difficulty_target = check.at_least("coinDifficultyTarget", raw.coin_difficulty_target.unwrap_or(30), 1);
     let cn_algorithm = raw.cn_algorithm.unwrap_or_else(|| "randomx".to_string());
     if !cn_algorithm.eq_ignore_ascii_case("randomx") {
-        check.fail(
-            "cnAlgorithm",
-            format!("must be \"randomx\" (Pastella mines RandomX rx/0), got {cn_algorithm:?}"),
-        );
+        check.fail("cnAlgorithm", format!("must be \"randomx\" (Pastella mines RandomX rx/0), got {cn_algorithm:?}"));
     }
     let cn_blob_type = raw.cn_blob_type.unwrap_or(0);
     if cn_blob_type != 0 {
-        check.fail(
-            "cnBlobType",
-            format!("must be 0 (Pastella blocks are CryptoNote blob type 0), got {cn_blob_type}"),
-        );
+        check.fail("cnBlobType", format!("must be 0 (Pastella blocks are CryptoNote blob type 0), got {cn_blob_type}"));
     }
     let is_random_x = raw.is_random_x.unwrap_or(true);
     if !is_random_x {
-        check.fail(
-            "isRandomX",
-            "must be true (Pastella mines RandomX), got false",
-        );
+        check.fail("isRandomX", "must be true (Pastella mines RandomX), got false");
     }
 
     let daemon = build_daemon(raw.daemon.unwrap_or_default(), check);
@@ -1594,56 +1470,19 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
         "poolServer.blockRefreshInterval",
         warnings,
     );
-    let miner_timeout = prefer(
-        raw.miner_timeout,
-        "minerTimeout",
-        server.miner_timeout,
-        "poolServer.minerTimeout",
-        warnings,
-    );
-    let ports = prefer(
-        raw.ports,
-        "ports",
-        server.ports,
-        "poolServer.ports",
-        warnings,
-    );
-    let var_diff = prefer_or_default(
-        raw.var_diff,
-        "varDiff",
-        server.var_diff,
-        "poolServer.varDiff",
-        warnings,
-    );
-    let fixed_diff = prefer_or_default(
-        raw.fixed_diff,
-        "fixedDiff",
-        server.fixed_diff,
-        "poolServer.fixedDiff",
-        warnings,
-    );
-    let banning = prefer_or_default(
-        raw.banning,
-        "banning",
-        server.banning,
-        "poolServer.banning",
-        warnings,
-    );
-    let share_trust = prefer_or_default(
-        raw.share_trust,
-        "shareTrust",
-        server.share_trust,
-        "poolServer.shareTrust",
-        warnings,
-    );
+    let miner_timeout =
+        prefer(raw.miner_timeout, "minerTimeout", server.miner_timeout, "poolServer.minerTimeout", warnings);
+    let ports = prefer(raw.ports, "ports", server.ports, "poolServer.ports", warnings);
+    let var_diff = prefer_or_default(raw.var_diff, "varDiff", server.var_diff, "poolServer.varDiff", warnings);
+    let fixed_diff =
+        prefer_or_default(raw.fixed_diff, "fixedDiff", server.fixed_diff, "poolServer.fixedDiff", warnings);
+    let banning = prefer_or_default(raw.banning, "banning", server.banning, "poolServer.banning", warnings);
+    let share_trust =
+        prefer_or_default(raw.share_trust, "shareTrust", server.share_trust, "poolServer.shareTrust", warnings);
 
     let pool_server = PoolServerConfig {
         enabled: server.enabled.unwrap_or(true),
-        bind_ip: check.ip(
-            "poolServer.bindIp",
-            server.bind_ip,
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        ),
+        bind_ip: check.ip("poolServer.bindIp", server.bind_ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         block_refresh_interval: Duration::from_millis(match block_refresh {
             Some((ms, path)) => check.between(&path, ms, 10, 60_000),
             None => 100,
@@ -1659,30 +1498,16 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
             None => 600,
         }),
         max_connections: {
-            let n = check.at_least(
-                "poolServer.maxConnections",
-                server.max_connections.unwrap_or(200_000),
-                1,
-            );
+            let n = check.at_least("poolServer.maxConnections", server.max_connections.unwrap_or(200_000), 1);
             check.usize("poolServer.maxConnections", n)
         },
         max_connections_per_ip: {
-            let n = check.at_least(
-                "poolServer.maxConnectionsPerIp",
-                server.max_connections_per_ip.unwrap_or(10_000),
-                1,
-            );
+            let n =
+                check.at_least("poolServer.maxConnectionsPerIp", server.max_connections_per_ip.unwrap_or(10_000), 1);
             check.usize("poolServer.maxConnectionsPerIp", n)
         },
-        instance_id: server
-            .instance_id
-            .and_then(|text| parse_instance_id("poolServer.instanceId", &text, check)),
-        reserve_size: check.between(
-            "poolServer.reserveSize",
-            server.reserve_size.unwrap_or(17),
-            8,
-            127,
-        ) as usize,
+        instance_id: server.instance_id.and_then(|text| parse_instance_id("poolServer.instanceId", &text, check)),
+        reserve_size: check.between("poolServer.reserveSize", server.reserve_size.unwrap_or(17), 8, 127) as usize,
     };
 
     let ports = build_ports(ports, check, warnings);
@@ -1692,19 +1517,11 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
     let share_trust = build_share_trust(share_trust, check);
     let randomx = build_randomx(raw.randomx.unwrap_or_default(), check);
     let payments = build_payments(raw.payments.unwrap_or_default(), check);
-    let wallet_api = build_wallet_api(
-        raw.wallet_api.unwrap_or_default(),
-        &payments,
-        check,
-        warnings,
-    );
+    let wallet_api = build_wallet_api(raw.wallet_api.unwrap_or_default(), &payments, check, warnings);
     let block_unlocker = build_block_unlocker(raw.block_unlocker.unwrap_or_default(), check);
     let window_factor = raw.pplns.unwrap_or_default().window_factor.unwrap_or(2.0);
     if !(window_factor > 0.0 && window_factor <= 100.0) {
-        check.fail(
-            "pplns.windowFactor",
-            format!("must be > 0 and <= 100, got {window_factor}"),
-        );
+        check.fail("pplns.windowFactor", format!("must be > 0 and <= 100, got {window_factor}"));
     }
     let api = build_api(raw.api.unwrap_or_default(), check);
     let redis = build_redis(raw.redis.unwrap_or_default(), check, warnings);
@@ -1752,12 +1569,7 @@ fn parse_instance_id(path: &str, text: &str, check: &mut Check) -> Option<[u8; 4
     match hex::decode_to_slice(text, &mut id) {
         Ok(()) => Some(id),
         Err(_) => {
-            check.fail(
-                path,
-                format!(
-                    "must be 8 hex characters (4 bytes, unique per stratum node), got {text:?}"
-                ),
-            );
+            check.fail(path, format!("must be 8 hex characters (4 bytes, unique per stratum node), got {text:?}"));
             None
         }
     }
@@ -1767,11 +1579,7 @@ fn build_daemon(raw: RawDaemon, check: &mut Check) -> DaemonConfig {
     DaemonConfig {
         host: check.host("daemon.host", raw.host),
         port: check.port("daemon.port", raw.port.unwrap_or(21001)),
-        timeout: Duration::from_millis(check.at_least(
-            "daemon.timeoutMs",
-            raw.timeout_ms.unwrap_or(5000),
-            100,
-        )),
+        timeout: Duration::from_millis(check.at_least("daemon.timeoutMs", raw.timeout_ms.unwrap_or(5000), 100)),
     }
 }
 
@@ -1783,18 +1591,9 @@ fn build_wallet_api(
 ) -> WalletApiConfig {
     let api_key = raw.api_key.unwrap_or_default();
     if payments.enabled && api_key.is_empty() {
-        check.fail(
-            "walletApi.apiKey",
-            "is required while payments are enabled: the wallet API's --rpc-password",
-        );
+        check.fail("walletApi.apiKey", "is required while payments are enabled: the wallet API's --rpc-password");
     }
-    let timeout = match prefer(
-        raw.timeout_ms,
-        "walletApi.timeoutMs",
-        raw.timeout,
-        "walletApi.timeout",
-        warnings,
-    ) {
+    let timeout = match prefer(raw.timeout_ms, "walletApi.timeoutMs", raw.timeout, "walletApi.timeout", warnings) {
         Some((ms, path)) => check.at_least(&path, ms, 100),
         None => 30_000,
     };
@@ -1808,11 +1607,7 @@ fn build_wallet_api(
     }
 }
 
-fn build_ports(
-    raw: Option<(RawPorts, String)>,
-    check: &mut Check,
-    warnings: &mut Vec<String>,
-) -> Vec<PortConfig> {
+fn build_ports(raw: Option<(RawPorts, String)>, check: &mut Check, warnings: &mut Vec<String>) -> Vec<PortConfig> {
     let Some((raw, base)) = raw else {
         check.fail(
             "ports",
@@ -1825,10 +1620,7 @@ fn build_ports(
     let mut entry = |path: String, key: Option<u16>, raw: RawPort, check: &mut Check| {
         let port = match (key, raw.port) {
             (Some(key), Some(inner)) if inner != u64::from(key) => {
-                check.fail(
-                    &join(&path, "port"),
-                    format!("must match the key {key} or be left out, got {inner}"),
-                );
+                check.fail(&join(&path, "port"), format!("must match the key {key} or be left out, got {inner}"));
                 Some(key)
             }
             (Some(key), _) => Some(key),
@@ -1854,10 +1646,7 @@ fn build_ports(
                 // Named in the spelling of the file's format, so that a dropped mistyped value
                 // is not reported a second time as missing.
                 let key = if key.is_some() { "diff" } else { "difficulty" };
-                check.fail(
-                    &join(&path, key),
-                    "is required: the port's starting difficulty",
-                );
+                check.fail(&join(&path, key), "is required: the port's starting difficulty");
                 None
             }
         };
@@ -1897,10 +1686,7 @@ fn build_ports(
     found.sort_by_key(|(p, _)| p.port);
     for pair in found.windows(2) {
         if pair[0].0.port == pair[1].0.port {
-            check.fail(
-                &pair[1].1,
-                format!("duplicates port {} of {}", pair[1].0.port, pair[0].1),
-            );
+            check.fail(&pair[1].1, format!("duplicates port {} of {}", pair[1].0.port, pair[0].1));
         }
     }
     found.into_iter().map(|(p, _)| p).collect()
@@ -1911,24 +1697,15 @@ fn build_var_diff((raw, base): (RawVarDiff, String), check: &mut Check) -> VarDi
     let min_diff = check.at_least(&p("minDiff"), raw.min_diff.unwrap_or(100), 1);
     let max_diff = raw.max_diff.unwrap_or(100_000_000);
     if max_diff < min_diff {
-        check.fail(
-            &p("maxDiff"),
-            format!("must be >= minDiff ({min_diff}), got {max_diff}"),
-        );
+        check.fail(&p("maxDiff"), format!("must be >= minDiff ({min_diff}), got {max_diff}"));
     }
     let variance_percent = raw.variance_percent.unwrap_or(30.0);
     if !(0.0..100.0).contains(&variance_percent) {
-        check.fail(
-            &p("variancePercent"),
-            format!("must be >= 0 and < 100, got {variance_percent}"),
-        );
+        check.fail(&p("variancePercent"), format!("must be >= 0 and < 100, got {variance_percent}"));
     }
     let max_jump = raw.max_jump.unwrap_or(50.0);
     if !(max_jump > 0.0 && max_jump <= 1000.0) {
-        check.fail(
-            &p("maxJump"),
-            format!("must be > 0 and <= 1000 (percent), got {max_jump}"),
-        );
+        check.fail(&p("maxJump"), format!("must be > 0 and <= 1000 (percent), got {max_jump}"));
     }
     VarDiffConfig {
         enabled: raw.enabled.unwrap_or(true),
@@ -1950,10 +1727,7 @@ fn build_fixed_diff((raw, base): (RawFixedDiff, String), check: &mut Check) -> F
         (Some(c), None) => {
             check.fail(
                 &path,
-                format!(
-                    "must not be a letter, digit or space (it would split addresses), got {:?}",
-                    c.to_string()
-                ),
+                format!("must not be a letter, digit or space (it would split addresses), got {:?}", c.to_string()),
             );
             '.'
         }
@@ -1962,20 +1736,14 @@ fn build_fixed_diff((raw, base): (RawFixedDiff, String), check: &mut Check) -> F
             '.'
         }
     };
-    FixedDiffConfig {
-        enabled: raw.enabled.unwrap_or(true),
-        address_separator,
-    }
+    FixedDiffConfig { enabled: raw.enabled.unwrap_or(true), address_separator }
 }
 
 fn build_banning((raw, base): (RawBanning, String), check: &mut Check) -> BanningConfig {
     let p = |key: &str| join(&base, key);
     let invalid_percent = raw.invalid_percent.unwrap_or(80.0);
     if !(invalid_percent > 0.0 && invalid_percent <= 100.0) {
-        check.fail(
-            &p("invalidPercent"),
-            format!("must be > 0 and <= 100, got {invalid_percent}"),
-        );
+        check.fail(&p("invalidPercent"), format!("must be > 0 and <= 100, got {invalid_percent}"));
     }
     BanningConfig {
         enabled: raw.enabled.unwrap_or(false),
@@ -2001,13 +1769,8 @@ fn build_randomx(raw: RawRandomX, check: &mut Check) -> RandomXConfig {
         None | Some("fast") => RandomXMode::Fast,
         Some("light") => RandomXMode::Light,
         Some(_) => {
-            check.fail(
-                "randomx.mode",
-                format!(
-                    "must be \"fast\" or \"light\", got {:?}",
-                    raw.mode.unwrap_or_default()
-                ),
-            );
+            check
+                .fail("randomx.mode", format!("must be \"fast\" or \"light\", got {:?}", raw.mode.unwrap_or_default()));
             RandomXMode::Fast
         }
     };
@@ -2049,40 +1812,24 @@ fn build_payments(raw: RawPayments, check: &mut Check) -> PaymentsConfig {
     }
     if let Some(max) = raw.max_payment {
         if max < min_payment {
-            check.fail(
-                "payments.maxPayment",
-                format!("must be >= minPayment ({min_payment}) or null, got {max}"),
-            );
+            check.fail("payments.maxPayment", format!("must be >= minPayment ({min_payment}) or null, got {max}"));
         }
     }
     let max_transaction_amount = raw.max_transaction_amount.unwrap_or(100 * COIN);
     if max_transaction_amount < min_payment {
-        let hint = if max_transaction_amount == 0 {
-            " (the old pool read 0 as 10000000000; write that)"
-        } else {
-            ""
-        };
+        let hint = if max_transaction_amount == 0 { " (the old pool read 0 as 10000000000; write that)" } else { "" };
         check.fail(
             "payments.maxTransactionAmount",
             format!("must be >= minPayment ({min_payment}){hint}, got {max_transaction_amount}"),
         );
     }
-    let blocked = raw
-        .blocked_addresses_file
-        .unwrap_or_else(|| "payment_blocked.json".to_string());
+    let blocked = raw.blocked_addresses_file.unwrap_or_else(|| "payment_blocked.json".to_string());
     if blocked.trim().is_empty() {
-        check.fail(
-            "payments.blockedAddressesFile",
-            "must be a file path, got \"\"",
-        );
+        check.fail("payments.blockedAddressesFile", "must be a file path, got \"\"");
     }
     PaymentsConfig {
         enabled: raw.enabled.unwrap_or(true),
-        interval: Duration::from_secs(check.at_least(
-            "payments.interval",
-            raw.interval.unwrap_or(300),
-            5,
-        )),
+        interval: Duration::from_secs(check.at_least("payments.interval", raw.interval.unwrap_or(300), 5)),
         max_addresses: max_addresses as usize,
         transfer_fee,
         dynamic_transfer_fee,
@@ -2106,10 +1853,7 @@ fn build_block_unlocker(raw: RawBlockUnlocker, check: &mut Check) -> BlockUnlock
         );
     }
     let pool_fee_bps = check.percent_bps("blockUnlocker.poolFee", raw.pool_fee.unwrap_or(1.0));
-    let finder_reward_bps = check.percent_bps(
-        "blockUnlocker.finderReward",
-        raw.finder_reward.unwrap_or(1.0),
-    );
+    let finder_reward_bps = check.percent_bps("blockUnlocker.finderReward", raw.finder_reward.unwrap_or(1.0));
     if pool_fee_bps + finder_reward_bps > 10_000 {
         check.fail(
             "blockUnlocker.finderReward",
@@ -2120,13 +1864,8 @@ fn build_block_unlocker(raw: RawBlockUnlocker, check: &mut Check) -> BlockUnlock
             ),
         );
     }
-    let solo_fee_bps = raw
-        .solo_fee
-        .map(|fee| check.percent_bps("blockUnlocker.soloFee", fee));
-    for (key, value) in [
-        ("devDonation", raw.dev_donation),
-        ("networkFee", raw.network_fee),
-    ] {
+    let solo_fee_bps = raw.solo_fee.map(|fee| check.percent_bps("blockUnlocker.soloFee", fee));
+    for (key, value) in [("devDonation", raw.dev_donation), ("networkFee", raw.network_fee)] {
         if let Some(value) = value.filter(|v| *v != 0.0) {
             check.fail(
                 &format!("blockUnlocker.{key}"),
@@ -2136,11 +1875,7 @@ fn build_block_unlocker(raw: RawBlockUnlocker, check: &mut Check) -> BlockUnlock
     }
     BlockUnlockerConfig {
         enabled: raw.enabled.unwrap_or(true),
-        interval: Duration::from_secs(check.at_least(
-            "blockUnlocker.interval",
-            raw.interval.unwrap_or(10),
-            1,
-        )),
+        interval: Duration::from_secs(check.at_least("blockUnlocker.interval", raw.interval.unwrap_or(10), 1)),
         depth,
         pool_fee_bps,
         finder_reward_bps,
@@ -2158,11 +1893,7 @@ fn build_api(raw: RawApi, check: &mut Check) -> ApiConfig {
             raw.hashrate_window.unwrap_or(600),
             60,
         )),
-        update_interval: Duration::from_secs(check.at_least(
-            "api.updateInterval",
-            raw.update_interval.unwrap_or(5),
-            1,
-        )),
+        update_interval: Duration::from_secs(check.at_least("api.updateInterval", raw.update_interval.unwrap_or(5), 1)),
         blocks: check.usize("api.blocks", raw.blocks.unwrap_or(30)),
         payments: check.usize("api.payments", raw.payments.unwrap_or(30)),
         password: raw.password.unwrap_or_default(),
@@ -2171,15 +1902,9 @@ fn build_api(raw: RawApi, check: &mut Check) -> ApiConfig {
 }
 
 fn build_redis(raw: RawRedis, check: &mut Check, warnings: &mut Vec<String>) -> RedisConfig {
-    let password = prefer(
-        raw.password,
-        "redis.password",
-        raw.auth,
-        "redis.auth",
-        warnings,
-    )
-    .map(|(password, _)| password)
-    .filter(|password| !password.is_empty());
+    let password = prefer(raw.password, "redis.password", raw.auth, "redis.auth", warnings)
+        .map(|(password, _)| password)
+        .filter(|password| !password.is_empty());
     RedisConfig {
         host: check.host("redis.host", raw.host),
         port: check.port("redis.port", raw.port.unwrap_or(6379)),
@@ -2191,11 +1916,7 @@ fn build_redis(raw: RawRedis, check: &mut Check, warnings: &mut Vec<String>) -> 
 fn build_metrics(raw: RawMetrics, check: &mut Check) -> MetricsConfig {
     MetricsConfig {
         enabled: raw.enabled.unwrap_or(true),
-        bind_ip: check.ip(
-            "metrics.bindIp",
-            raw.bind_ip,
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-        ),
+        bind_ip: check.ip("metrics.bindIp", raw.bind_ip, IpAddr::V4(Ipv4Addr::LOCALHOST)),
         port: raw.port.map(|port| check.port("metrics.port", port)),
     }
 }
@@ -2214,10 +1935,7 @@ fn check_listeners(
     }
     if api.enabled && api.port != 0 {
         if let Some((_, what)) = taken.iter().find(|(port, _)| *port == api.port) {
-            check.fail(
-                "api.port",
-                format!("must differ from {what}, got {}", api.port),
-            );
+            check.fail("api.port", format!("must differ from {what}, got {}", api.port));
         }
         taken.push((api.port, "api.port"));
     }
@@ -2242,10 +1960,7 @@ fn build_series(
     let step_interval = check.at_least(&p("stepInterval"), raw.step_interval.unwrap_or(step), 1);
     let maximum_period = raw.maximum_period.unwrap_or(keep);
     if maximum_period < step_interval {
-        check.fail(
-            &p("maximumPeriod"),
-            format!("must be >= stepInterval ({step_interval}), got {maximum_period}"),
-        );
+        check.fail(&p("maximumPeriod"), format!("must be >= stepInterval ({step_interval}), got {maximum_period}"));
     }
     ChartSeries {
         enabled: raw.enabled.unwrap_or(true),
@@ -2277,40 +1992,17 @@ fn build_charts(raw: RawCharts, check: &mut Check, warnings: &mut Vec<String>) -
     });
     ChartsConfig {
         pool: PoolCharts {
-            hashrate: build_series(
-                pool.hashrate,
-                "charts.pool.hashrate",
-                (60, 1800, 86_400),
-                check,
-            ),
+            hashrate: build_series(pool.hashrate, "charts.pool.hashrate", (60, 1800, 86_400), check),
             miners: build_series(pool.miners, "charts.pool.miners", (60, 1800, 86_400), check),
-            workers: build_series(
-                pool.workers,
-                "charts.pool.workers",
-                (60, 1800, 86_400),
-                check,
-            ),
-            difficulty: build_series(
-                pool.difficulty,
-                "charts.pool.difficulty",
-                (1800, 10_800, 604_800),
-                check,
-            ),
+            workers: build_series(pool.workers, "charts.pool.workers", (60, 1800, 86_400), check),
+            difficulty: build_series(pool.difficulty, "charts.pool.difficulty", (1800, 10_800, 604_800), check),
         },
         user: UserCharts {
-            hashrate: build_series(
-                user.hashrate,
-                "charts.user.hashrate",
-                (180, 1800, 86_400),
-                check,
-            ),
+            hashrate: build_series(user.hashrate, "charts.user.hashrate", (180, 1800, 86_400), check),
             worker_hashrate: build_series(worker_hashrate, &worker_path, (60, 60, 86_400), check),
             payments_enabled: user.payments.and_then(|p| p.enabled).unwrap_or(true),
         },
-        blocks: BlockCharts {
-            enabled: blocks.enabled.unwrap_or(true),
-            days,
-        },
+        blocks: BlockCharts { enabled: blocks.enabled.unwrap_or(true), days },
     }
 }
 
@@ -2324,24 +2016,19 @@ fn build_monitoring(raw: RawMonitoring, check: &mut Check) -> MonitoringConfig {
         (None, None, Some(s)) => (s, "monitoring.wallet.checkInterval"),
         (None, None, None) => (60, "monitoring.checkInterval"),
     };
-    MonitoringConfig {
-        check_interval: Duration::from_secs(check.at_least(path, secs, 1)),
-    }
+    MonitoringConfig { check_interval: Duration::from_secs(check.at_least(path, secs, 1)) }
 }
 
 fn build_logging(raw: RawLogging, check: &mut Check, warnings: &mut Vec<String>) -> LoggingConfig {
-    let (level, path) = prefer(
-        raw.level,
-        "logging.level",
-        raw.console.and_then(|c| c.level),
-        "logging.console.level",
-        warnings,
-    )
-    .unwrap_or_else(|| ("info".to_string(), "logging.level".to_string()));
+    let (level, path) =
+        prefer(raw.level, "logging.level", raw.console.and_then(|c| c.level), "logging.console.level", warnings)
+            .unwrap_or_else(|| ("info".to_string(), "logging.level".to_string()));
     if let Err(why) = validate_filter(&level) {
         check.fail(
             &path,
-            format!("must be a log filter such as \"info\" or \"info,pastella_pool::stratum=debug\" ({why}), got {level:?}"),
+            format!(
+                "must be a log filter such as \"info\" or \"info,pastella_pool::stratum=debug\" ({why}), got {level:?}"
+            ),
         );
     }
     LoggingConfig { level }
@@ -2360,9 +2047,7 @@ fn validate_filter(filter: &str) -> Result<(), String> {
             return Err(format!("{directive:?} is not one of {}", LEVELS.join(", ")));
         }
     }
-    tracing_subscriber::EnvFilter::try_new(filter)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    tracing_subscriber::EnvFilter::try_new(filter).map(|_| ()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -2407,12 +2092,7 @@ mod tests {
 
     #[test]
     fn redis_url_encodes_the_password() {
-        let mut redis = RedisConfig {
-            host: "127.0.0.1".into(),
-            port: 6379,
-            db: 2,
-            password: None,
-        };
+        let mut redis = RedisConfig { host: "127.0.0.1".into(), port: 6379, db: 2, password: None };
         assert_eq!(redis.url(), "redis://127.0.0.1:6379/2");
         redis.password = Some("p@ss:w/rd".into());
         assert_eq!(redis.url(), "redis://:p%40ss%3Aw%2Frd@127.0.0.1:6379/2");

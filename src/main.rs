@@ -43,13 +43,7 @@ struct RunArgs {
     config: ConfigArg,
     /// A module to run; repeat to run several. Lets one machine serve only stratum while
     /// another runs the unlocker and payments.
-    #[arg(
-        long = "module",
-        short = 'm',
-        value_name = "NAME",
-        value_enum,
-        default_value = "all"
-    )]
+    #[arg(long = "module", short = 'm', value_name = "NAME", value_enum, default_value = "all")]
     modules: Vec<ModuleArg>,
 }
 
@@ -112,12 +106,8 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal()).init();
     for warning in &warnings {
         tracing::warn!("{}: {warning}", args.config.config.display());
     }
@@ -125,13 +115,16 @@ fn run(args: &RunArgs) -> ExitCode {
     for line in config.summary().lines() {
         tracing::info!("{line}");
     }
-    let names: Vec<&str> = modules.iter().map(|m| m.name()).collect();
-    // Printed, not logged, so no log filter can hide why nothing listens.
-    eprintln!(
-        "pool runtime not built yet: would start {}; nothing started",
-        names.join(", ")
-    );
-    ExitCode::SUCCESS
+    let system = actix::System::new();
+    match system.block_on(pastella_pool::app::run(config, modules)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Printed, not only logged, so no log filter can hide why the pool stopped.
+            eprintln!("error: {error:#}");
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn selected_modules(args: &[ModuleArg]) -> Vec<Module> {

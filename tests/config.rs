@@ -59,29 +59,20 @@ fn shipped_config_loads_without_warnings() {
     assert_eq!(config.redis_prefix(), "pastella");
     assert_eq!(config.pool_address.to_string(), POOL_ADDRESS);
     assert_eq!(config.coin_units, 100_000_000);
-    assert_eq!(
-        (config.daemon.host.as_str(), config.daemon.port),
-        ("127.0.0.1", 21001)
-    );
+    assert_eq!((config.daemon.host.as_str(), config.daemon.port), ("127.0.0.1", 21001));
     assert_eq!(config.wallet_api.port, 21002);
     assert_eq!(config.wallet_api.api_key, "devnet-api-key");
     assert_eq!(config.wallet_api.wallet_file, "pool.wallet");
     assert_eq!(config.wallet_api.wallet_password, "devnet");
     let ports: Vec<(u16, u64)> = config.ports.iter().map(|p| (p.port, p.diff)).collect();
-    assert_eq!(
-        ports,
-        [(3333, 5000), (5555, 15000), (7777, 25000), (9999, 500_000)]
-    );
+    assert_eq!(ports, [(3333, 5000), (5555, 15000), (7777, 25000), (9999, 500_000)]);
     assert_eq!(config.ports[3].desc, "Mining farms / NiceHash");
     assert!(config.banning.enabled);
     assert!(!config.share_trust.enabled);
     assert_eq!(config.redis.url(), "redis://127.0.0.1:6379/0");
     assert_eq!(config.block_unlocker.pool_fee_bps, 100);
     assert_eq!(config.block_unlocker.finder_reward_bps, 100);
-    assert_eq!(
-        config.pool_server.block_refresh_interval,
-        Duration::from_millis(100)
-    );
+    assert_eq!(config.pool_server.block_refresh_interval, Duration::from_millis(100));
     assert_eq!(config.api.port, 8117);
     assert_eq!(config.metrics.port, None);
 }
@@ -109,23 +100,14 @@ fn defaults_fill_a_minimal_config() {
     assert_eq!(config.randomx.mode, RandomXMode::Fast);
     assert_eq!(config.payments.max_addresses, 15);
     assert_eq!(config.payments.max_transaction_amount, 10_000_000_000);
-    assert_eq!(
-        config.payments.blocked_addresses_file,
-        PathBuf::from("payment_blocked.json")
-    );
+    assert_eq!(config.payments.blocked_addresses_file, PathBuf::from("payment_blocked.json"));
     assert_eq!(config.block_unlocker.depth, 10);
     assert_eq!(config.block_unlocker.solo_fee_bps, None);
     assert_eq!(config.pplns.window_factor, 2.0);
     assert_eq!(config.api.hashrate_window, Duration::from_secs(600));
     assert_eq!(config.redis.password, None);
-    assert_eq!(
-        config.charts.pool.difficulty.step_interval,
-        Duration::from_secs(10_800)
-    );
-    assert_eq!(
-        config.charts.user.worker_hashrate.update_interval,
-        Duration::from_secs(60)
-    );
+    assert_eq!(config.charts.pool.difficulty.step_interval, Duration::from_secs(10_800));
+    assert_eq!(config.charts.user.worker_hashrate.update_interval, Duration::from_secs(60));
     assert_eq!(config.monitoring.check_interval, Duration::from_secs(60));
     assert_eq!(config.logging.level, "info");
     assert_eq!(config.ports[0].desc, "");
@@ -217,38 +199,19 @@ const OLD_POOL_CONFIG: &str = r#"{
 
 #[test]
 fn old_pool_config_maps_and_warns() {
-    let (config, warnings) =
-        Config::from_json_str(OLD_POOL_CONFIG, "old.json").unwrap_or_else(|e| panic!("{e}"));
+    let (config, warnings) = Config::from_json_str(OLD_POOL_CONFIG, "old.json").unwrap_or_else(|e| panic!("{e}"));
 
-    assert_eq!(
-        config.coin, "Pastella",
-        "the coin name is kept verbatim: it is the Redis prefix"
-    );
+    assert_eq!(config.coin, "Pastella", "the coin name is kept verbatim: it is the Redis prefix");
     assert_eq!(config.pool_address.to_string(), POOL_ADDRESS);
-    let ports: Vec<(u16, u64, &str)> = config
-        .ports
-        .iter()
-        .map(|p| (p.port, p.diff, p.desc.as_str()))
-        .collect();
+    let ports: Vec<(u16, u64, &str)> = config.ports.iter().map(|p| (p.port, p.diff, p.desc.as_str())).collect();
     assert_eq!(
         ports,
-        [
-            (3333, 5000, "Low end"),
-            (5555, 15000, "Mid range"),
-            (7777, 25000, "High end"),
-            (9999, 500_000, "SSL")
-        ]
+        [(3333, 5000, "Low end"), (5555, 15000, "Mid range"), (7777, 25000, "High end"), (9999, 500_000, "SSL")]
     );
-    assert_eq!(
-        config.pool_server.block_refresh_interval,
-        Duration::from_millis(600)
-    );
+    assert_eq!(config.pool_server.block_refresh_interval, Duration::from_millis(600));
     assert_eq!(config.pool_server.miner_timeout, Duration::from_secs(900));
     let v = &config.var_diff;
-    assert_eq!(
-        (v.min_diff, v.max_diff, v.target_time, v.retarget_time),
-        (200, 50_000_000, 45, 20)
-    );
+    assert_eq!((v.min_diff, v.max_diff, v.target_time, v.retarget_time), (200, 50_000_000, 45, 20));
     assert_eq!((v.variance_percent, v.max_jump), (25.0, 100.0));
     assert_eq!(config.fixed_diff.address_separator, '+');
     assert!(config.share_trust.enabled);
@@ -270,10 +233,7 @@ fn old_pool_config_maps_and_warns() {
     assert_eq!(config.monitoring.check_interval, Duration::from_secs(90));
     assert_eq!(config.logging.level, "warn");
     assert!(!config.charts.user.worker_hashrate.enabled);
-    assert_eq!(
-        config.charts.user.worker_hashrate.update_interval,
-        Duration::from_secs(30)
-    );
+    assert_eq!(config.charts.user.worker_hashrate.update_interval, Duration::from_secs(30));
     assert!(!config.charts.user.payments_enabled);
     assert_eq!(config.charts.blocks.days, 14);
 
@@ -302,11 +262,7 @@ fn old_pool_config_maps_and_warns() {
         "telegram",
     ] {
         let expected = format!("unknown key \"{path}\" ignored");
-        assert!(
-            warnings.contains(&expected),
-            "missing warning {expected:?}; warnings were:\n{}",
-            warnings.join("\n")
-        );
+        assert!(warnings.contains(&expected), "missing warning {expected:?}; warnings were:\n{}", warnings.join("\n"));
     }
     assert!(!warnings.iter().any(|w| w.contains("poolServer.ports\"")));
 }
@@ -323,15 +279,9 @@ fn top_level_settings_win_over_pool_server() {
     assert_eq!(config.ports[0].port, 3333);
     assert_eq!(config.var_diff.min_diff, 100);
     assert_eq!(config.pool_server.miner_timeout, Duration::from_secs(700));
-    for old in [
-        "poolServer.ports",
-        "poolServer.varDiff",
-        "poolServer.minerTimeout",
-    ] {
+    for old in ["poolServer.ports", "poolServer.varDiff", "poolServer.minerTimeout"] {
         assert!(
-            warnings
-                .iter()
-                .any(|w| w.starts_with(&format!("\"{old}\" ignored"))),
+            warnings.iter().any(|w| w.starts_with(&format!("\"{old}\" ignored"))),
             "no precedence warning for {old}: {warnings:?}"
         );
     }
@@ -370,10 +320,7 @@ fn optional_settings_parse() {
         v["metrics"]["port"] = json!(9100);
         v["poolServer"]["bindIp"] = json!("::");
     });
-    assert_eq!(
-        config.pool_server.instance_id,
-        Some([0x0a, 0x0b, 0x0c, 0x0d])
-    );
+    assert_eq!(config.pool_server.instance_id, Some([0x0a, 0x0b, 0x0c, 0x0d]));
     assert_eq!(config.randomx.mode, RandomXMode::Light);
     assert_eq!(config.payments.max_payment, Some(5_000_000));
     assert_eq!(config.metrics.port, Some(9100));
@@ -382,63 +329,29 @@ fn optional_settings_parse() {
 
 #[test]
 fn port_rules() {
+    rejects(|v| v["ports"]["3333"]["diff"] = json!(0), "ports.3333.diff must be >= 1, got 0");
+    rejects(|v| v["ports"]["3333"]["diff"] = json!("abc"), "ports.3333.diff has the wrong type");
+    rejects(|v| v["ports"]["3333"]["diff"] = json!(-5), "ports.3333.diff has the wrong type");
     rejects(
-        |v| v["ports"]["3333"]["diff"] = json!(0),
-        "ports.3333.diff must be >= 1, got 0",
-    );
-    rejects(
-        |v| v["ports"]["3333"]["diff"] = json!("abc"),
-        "ports.3333.diff has the wrong type",
-    );
-    rejects(
-        |v| v["ports"]["3333"]["diff"] = json!(-5),
-        "ports.3333.diff has the wrong type",
-    );
-    rejects(
-        |v| {
-            v["ports"]["3333"]
-                .as_object_mut()
-                .unwrap()
-                .remove("diff")
-                .map(drop)
-                .unwrap()
-        },
+        |v| v["ports"]["3333"].as_object_mut().unwrap().remove("diff").map(drop).unwrap(),
         "ports.3333.diff is required",
     );
-    rejects(
-        |v| v["ports"] = json!({}),
-        "ports must list at least one stratum port",
-    );
+    rejects(|v| v["ports"] = json!({}), "ports must list at least one stratum port");
     rejects(
         |v| {
             v.as_object_mut().unwrap().remove("ports");
         },
         "ports is required",
     );
-    rejects(
-        |v| v["ports"]["abc"] = json!({"diff": 5}),
-        "ports.abc is not a port number",
-    );
-    rejects(
-        |v| v["ports"]["0"] = json!({"diff": 5}),
-        "ports.0 must be a TCP port (1 to 65535), got 0",
-    );
-    rejects(
-        |v| v["ports"]["70000"] = json!({"diff": 5}),
-        "ports.70000 must be a TCP port (1 to 65535), got 70000",
-    );
-    rejects(
-        |v| v["ports"]["3333"]["port"] = json!(4444),
-        "ports.3333.port must match the key 3333",
-    );
+    rejects(|v| v["ports"]["abc"] = json!({"diff": 5}), "ports.abc is not a port number");
+    rejects(|v| v["ports"]["0"] = json!({"diff": 5}), "ports.0 must be a TCP port (1 to 65535), got 0");
+    rejects(|v| v["ports"]["70000"] = json!({"diff": 5}), "ports.70000 must be a TCP port (1 to 65535), got 70000");
+    rejects(|v| v["ports"]["3333"]["port"] = json!(4444), "ports.3333.port must match the key 3333");
     rejects(
         |v| v["ports"] = json!([{"port": 3333, "difficulty": 1}, {"port": 3333, "difficulty": 2}]),
         "ports[1] duplicates port 3333 of ports[0]",
     );
-    rejects(
-        |v| v["ports"] = json!([{"difficulty": 1}]),
-        "ports[0].port is required",
-    );
+    rejects(|v| v["ports"] = json!([{"difficulty": 1}]), "ports[0].port is required");
     rejects(
         |v| {
             v.as_object_mut().unwrap().remove("ports");
@@ -458,22 +371,19 @@ fn port_rules() {
 
 #[test]
 fn address_rules() {
-    rejects(|v| v["poolAddress"] = json!("PAS1nope"), "poolAddress is not a valid Pastella address (\"PAS1nope\"): The address should be 54 characters");
-    let typo = format!("{}G", &POOL_ADDRESS[..POOL_ADDRESS.len() - 1]);
     rejects(
-        |v| v["poolAddress"] = json!(typo),
-        "Possibly invalid checksum",
+        |v| v["poolAddress"] = json!("PAS1nope"),
+        "poolAddress is not a valid Pastella address (\"PAS1nope\"): The address should be 54 characters",
     );
+    let typo = format!("{}G", &POOL_ADDRESS[..POOL_ADDRESS.len() - 1]);
+    rejects(|v| v["poolAddress"] = json!(typo), "Possibly invalid checksum");
     rejects(
         |v| {
             v.as_object_mut().unwrap().remove("poolAddress");
         },
         "poolAddress is required",
     );
-    rejects(
-        |v| v["poolAddress"] = json!(42),
-        "poolAddress has the wrong type",
-    );
+    rejects(|v| v["poolAddress"] = json!(42), "poolAddress has the wrong type");
     rejects(
         |v| {
             v.as_object_mut().unwrap().remove("poolAddress");
@@ -485,25 +395,13 @@ fn address_rules() {
 
 #[test]
 fn coin_rules() {
-    rejects(
-        |v| v["coinUnits"] = json!(1_000_000_000_000u64),
-        "coinUnits must be 100000000",
-    );
-    rejects(
-        |v| v["cnAlgorithm"] = json!("cryptonight"),
-        "cnAlgorithm must be \"randomx\"",
-    );
+    rejects(|v| v["coinUnits"] = json!(1_000_000_000_000u64), "coinUnits must be 100000000");
+    rejects(|v| v["cnAlgorithm"] = json!("cryptonight"), "cnAlgorithm must be \"randomx\"");
     rejects(|v| v["isRandomX"] = json!(false), "isRandomX must be true");
     rejects(|v| v["cnBlobType"] = json!(2), "cnBlobType must be 0");
-    rejects(
-        |v| v["coin"] = json!("pas tella"),
-        "coin must be a name without spaces",
-    );
+    rejects(|v| v["coin"] = json!("pas tella"), "coin must be a name without spaces");
     rejects(|v| v["coin"] = json!(""), "coin must be a name");
-    rejects(
-        |v| v["coinDifficultyTarget"] = json!(0),
-        "coinDifficultyTarget must be >= 1, got 0",
-    );
+    rejects(|v| v["coinDifficultyTarget"] = json!(0), "coinDifficultyTarget must be >= 1, got 0");
 }
 
 #[test]
@@ -520,138 +418,60 @@ fn pool_server_rules() {
         |v| v["poolServer"]["templateRefreshInterval"] = json!(0),
         "poolServer.templateRefreshInterval must be between 1 and 3600, got 0",
     );
-    rejects(
-        |v| v["minerTimeout"] = json!(10),
-        "minerTimeout must be >= 30, got 10",
-    );
-    rejects(
-        |v| v["poolServer"]["maxConnections"] = json!(0),
-        "poolServer.maxConnections must be >= 1, got 0",
-    );
+    rejects(|v| v["minerTimeout"] = json!(10), "minerTimeout must be >= 30, got 10");
+    rejects(|v| v["poolServer"]["maxConnections"] = json!(0), "poolServer.maxConnections must be >= 1, got 0");
     rejects(
         |v| v["poolServer"]["maxConnectionsPerIp"] = json!(0),
         "poolServer.maxConnectionsPerIp must be >= 1, got 0",
     );
-    rejects(
-        |v| v["poolServer"]["instanceId"] = json!("xyz"),
-        "poolServer.instanceId must be 8 hex characters",
-    );
-    rejects(
-        |v| v["poolServer"]["reserveSize"] = json!(7),
-        "poolServer.reserveSize must be between 8 and 127, got 7",
-    );
+    rejects(|v| v["poolServer"]["instanceId"] = json!("xyz"), "poolServer.instanceId must be 8 hex characters");
+    rejects(|v| v["poolServer"]["reserveSize"] = json!(7), "poolServer.reserveSize must be between 8 and 127, got 7");
     rejects(
         |v| v["poolServer"]["reserveSize"] = json!(128),
         "poolServer.reserveSize must be between 8 and 127, got 128",
     );
-    rejects(
-        |v| v["poolServer"]["bindIp"] = json!("localhost"),
-        "poolServer.bindIp must be an IP address",
-    );
+    rejects(|v| v["poolServer"]["bindIp"] = json!("localhost"), "poolServer.bindIp must be an IP address");
 }
 
 #[test]
 fn stratum_policy_rules() {
-    rejects(
-        |v| v["varDiff"]["minDiff"] = json!(0),
-        "varDiff.minDiff must be >= 1, got 0",
-    );
-    rejects(
-        |v| v["varDiff"]["maxDiff"] = json!(50),
-        "varDiff.maxDiff must be >= minDiff (100), got 50",
-    );
-    rejects(
-        |v| v["varDiff"]["targetTime"] = json!(0),
-        "varDiff.targetTime must be >= 1, got 0",
-    );
-    rejects(
-        |v| v["varDiff"]["retargetTime"] = json!(0),
-        "varDiff.retargetTime must be >= 1, got 0",
-    );
+    rejects(|v| v["varDiff"]["minDiff"] = json!(0), "varDiff.minDiff must be >= 1, got 0");
+    rejects(|v| v["varDiff"]["maxDiff"] = json!(50), "varDiff.maxDiff must be >= minDiff (100), got 50");
+    rejects(|v| v["varDiff"]["targetTime"] = json!(0), "varDiff.targetTime must be >= 1, got 0");
+    rejects(|v| v["varDiff"]["retargetTime"] = json!(0), "varDiff.retargetTime must be >= 1, got 0");
     rejects(
         |v| v["varDiff"]["variancePercent"] = json!(100),
         "varDiff.variancePercent must be >= 0 and < 100, got 100",
     );
-    rejects(
-        |v| v["varDiff"]["maxJump"] = json!(0),
-        "varDiff.maxJump must be > 0 and <= 1000",
-    );
+    rejects(|v| v["varDiff"]["maxJump"] = json!(0), "varDiff.maxJump must be > 0 and <= 1000");
     rejects(
         |v| v["fixedDiff"]["addressSeparator"] = json!("ab"),
         "fixedDiff.addressSeparator must be a single character, got \"ab\"",
     );
-    rejects(
-        |v| v["fixedDiff"]["addressSeparator"] = json!("x"),
-        "fixedDiff.addressSeparator must not be a letter",
-    );
-    rejects(
-        |v| v["banning"]["time"] = json!(0),
-        "banning.time must be >= 1, got 0",
-    );
-    rejects(
-        |v| v["banning"]["invalidPercent"] = json!(0),
-        "banning.invalidPercent must be > 0 and <= 100, got 0",
-    );
-    rejects(
-        |v| v["banning"]["checkThreshold"] = json!(0),
-        "banning.checkThreshold must be >= 1, got 0",
-    );
-    rejects(
-        |v| v["shareTrust"]["min"] = json!(101),
-        "shareTrust.min must be between 0 and 100, got 101",
-    );
-    rejects(
-        |v| v["randomx"]["mode"] = json!("turbo"),
-        "randomx.mode must be \"fast\" or \"light\", got \"turbo\"",
-    );
-    rejects(
-        |v| v["randomx"]["threads"] = json!(-1),
-        "randomx.threads has the wrong type",
-    );
+    rejects(|v| v["fixedDiff"]["addressSeparator"] = json!("x"), "fixedDiff.addressSeparator must not be a letter");
+    rejects(|v| v["banning"]["time"] = json!(0), "banning.time must be >= 1, got 0");
+    rejects(|v| v["banning"]["invalidPercent"] = json!(0), "banning.invalidPercent must be > 0 and <= 100, got 0");
+    rejects(|v| v["banning"]["checkThreshold"] = json!(0), "banning.checkThreshold must be >= 1, got 0");
+    rejects(|v| v["shareTrust"]["min"] = json!(101), "shareTrust.min must be between 0 and 100, got 101");
+    rejects(|v| v["randomx"]["mode"] = json!("turbo"), "randomx.mode must be \"fast\" or \"light\", got \"turbo\"");
+    rejects(|v| v["randomx"]["threads"] = json!(-1), "randomx.threads has the wrong type");
 }
 
 #[test]
 fn payment_rules() {
-    rejects(
-        |v| v["payments"]["maxAddresses"] = json!(90),
-        "payments.maxAddresses must be between 1 and 89",
-    );
-    rejects(
-        |v| v["payments"]["maxAddresses"] = json!(0),
-        "payments.maxAddresses must be between 1 and 89",
-    );
-    rejects(
-        |v| v["payments"]["interval"] = json!(4),
-        "payments.interval must be >= 5, got 4",
-    );
-    rejects(
-        |v| v["payments"]["transferFee"] = json!(999),
-        "payments.transferFee must be >= 1000",
-    );
-    rejects(
-        |v| v["payments"]["minPayment"] = json!(0),
-        "payments.minPayment must be >= 1, got 0",
-    );
-    rejects(
-        |v| v["payments"]["minPayment"] = json!(1000),
-        "payments.minPayment must be > transferFee (1000)",
-    );
-    rejects(
-        |v| v["payments"]["maxPayment"] = json!(10),
-        "payments.maxPayment must be >= minPayment (100000)",
-    );
+    rejects(|v| v["payments"]["maxAddresses"] = json!(90), "payments.maxAddresses must be between 1 and 89");
+    rejects(|v| v["payments"]["maxAddresses"] = json!(0), "payments.maxAddresses must be between 1 and 89");
+    rejects(|v| v["payments"]["interval"] = json!(4), "payments.interval must be >= 5, got 4");
+    rejects(|v| v["payments"]["transferFee"] = json!(999), "payments.transferFee must be >= 1000");
+    rejects(|v| v["payments"]["minPayment"] = json!(0), "payments.minPayment must be >= 1, got 0");
+    rejects(|v| v["payments"]["minPayment"] = json!(1000), "payments.minPayment must be > transferFee (1000)");
+    rejects(|v| v["payments"]["maxPayment"] = json!(10), "payments.maxPayment must be >= minPayment (100000)");
     rejects(
         |v| v["payments"]["maxTransactionAmount"] = json!(0),
         "payments.maxTransactionAmount must be >= minPayment (100000)",
     );
-    rejects(
-        |v| v["payments"]["denomination"] = json!(0),
-        "payments.denomination must be >= 1, got 0",
-    );
-    rejects(
-        |v| v["walletApi"]["apiKey"] = json!(""),
-        "walletApi.apiKey is required while payments are enabled",
-    );
+    rejects(|v| v["payments"]["denomination"] = json!(0), "payments.denomination must be >= 1, got 0");
+    rejects(|v| v["walletApi"]["apiKey"] = json!(""), "walletApi.apiKey is required while payments are enabled");
     // Without payments the wallet API key is not needed.
     accepts(|v| {
         v["walletApi"]["apiKey"] = json!("");
@@ -670,26 +490,14 @@ fn unlocker_rules() {
         |v| v["blockUnlocker"]["poolFee"] = json!(1.234),
         "blockUnlocker.poolFee must have at most 2 decimal places",
     );
-    rejects(
-        |v| v["blockUnlocker"]["poolFee"] = json!(101),
-        "blockUnlocker.poolFee must be between 0 and 100",
-    );
-    rejects(
-        |v| v["blockUnlocker"]["finderReward"] = json!(-1),
-        "blockUnlocker.finderReward must be between 0 and 100",
-    );
+    rejects(|v| v["blockUnlocker"]["poolFee"] = json!(101), "blockUnlocker.poolFee must be between 0 and 100");
+    rejects(|v| v["blockUnlocker"]["finderReward"] = json!(-1), "blockUnlocker.finderReward must be between 0 and 100");
     rejects(
         |v| v["blockUnlocker"]["soloFee"] = json!(0.001),
         "blockUnlocker.soloFee must have at most 2 decimal places",
     );
-    rejects(
-        |v| v["blockUnlocker"]["depth"] = json!(5),
-        "blockUnlocker.depth must be >= 10",
-    );
-    rejects(
-        |v| v["blockUnlocker"]["interval"] = json!(0),
-        "blockUnlocker.interval must be >= 1, got 0",
-    );
+    rejects(|v| v["blockUnlocker"]["depth"] = json!(5), "blockUnlocker.depth must be >= 10");
+    rejects(|v| v["blockUnlocker"]["interval"] = json!(0), "blockUnlocker.interval must be >= 1, got 0");
     rejects(
         |v| {
             v["blockUnlocker"]["poolFee"] = json!(60);
@@ -717,62 +525,20 @@ fn unlocker_rules() {
 
 #[test]
 fn service_rules() {
-    rejects(
-        |v| v["daemon"]["port"] = json!(70_000),
-        "daemon.port must be a TCP port (1 to 65535), got 70000",
-    );
-    rejects(
-        |v| v["daemon"]["timeoutMs"] = json!(10),
-        "daemon.timeoutMs must be >= 100, got 10",
-    );
-    rejects(
-        |v| v["daemon"]["host"] = json!(""),
-        "daemon.host must be a host name",
-    );
-    rejects(
-        |v| v["daemon"] = json!(5),
-        "daemon has the wrong type: invalid type: integer `5`, expected an object",
-    );
-    rejects(
-        |v| v["walletApi"]["port"] = json!(0),
-        "walletApi.port must be a TCP port",
-    );
-    rejects(
-        |v| v["pplns"]["windowFactor"] = json!(0),
-        "pplns.windowFactor must be > 0 and <= 100, got 0",
-    );
-    rejects(
-        |v| v["api"]["hashrateWindow"] = json!(59),
-        "api.hashrateWindow must be >= 60, got 59",
-    );
-    rejects(
-        |v| v["api"]["updateInterval"] = json!(0),
-        "api.updateInterval must be >= 1, got 0",
-    );
-    rejects(
-        |v| v["api"]["port"] = json!(3333),
-        "api.port must differ from a stratum port, got 3333",
-    );
-    rejects(
-        |v| v["api"]["bindIp"] = json!("0.0.0"),
-        "api.bindIp must be an IP address",
-    );
-    rejects(
-        |v| v["metrics"]["port"] = json!(8117),
-        "metrics.port must differ from api.port",
-    );
-    rejects(
-        |v| v["metrics"]["bindIp"] = json!("x"),
-        "metrics.bindIp must be an IP address",
-    );
-    rejects(
-        |v| v["redis"]["db"] = json!(-1),
-        "redis.db must be >= 0, got -1",
-    );
-    rejects(
-        |v| v["redis"]["port"] = json!(0),
-        "redis.port must be a TCP port (1 to 65535), got 0",
-    );
+    rejects(|v| v["daemon"]["port"] = json!(70_000), "daemon.port must be a TCP port (1 to 65535), got 70000");
+    rejects(|v| v["daemon"]["timeoutMs"] = json!(10), "daemon.timeoutMs must be >= 100, got 10");
+    rejects(|v| v["daemon"]["host"] = json!(""), "daemon.host must be a host name");
+    rejects(|v| v["daemon"] = json!(5), "daemon has the wrong type: invalid type: integer `5`, expected an object");
+    rejects(|v| v["walletApi"]["port"] = json!(0), "walletApi.port must be a TCP port");
+    rejects(|v| v["pplns"]["windowFactor"] = json!(0), "pplns.windowFactor must be > 0 and <= 100, got 0");
+    rejects(|v| v["api"]["hashrateWindow"] = json!(59), "api.hashrateWindow must be >= 60, got 59");
+    rejects(|v| v["api"]["updateInterval"] = json!(0), "api.updateInterval must be >= 1, got 0");
+    rejects(|v| v["api"]["port"] = json!(3333), "api.port must differ from a stratum port, got 3333");
+    rejects(|v| v["api"]["bindIp"] = json!("0.0.0"), "api.bindIp must be an IP address");
+    rejects(|v| v["metrics"]["port"] = json!(8117), "metrics.port must differ from api.port");
+    rejects(|v| v["metrics"]["bindIp"] = json!("x"), "metrics.bindIp must be an IP address");
+    rejects(|v| v["redis"]["db"] = json!(-1), "redis.db must be >= 0, got -1");
+    rejects(|v| v["redis"]["port"] = json!(0), "redis.port must be a TCP port (1 to 65535), got 0");
     rejects(
         |v| v["charts"]["pool"]["hashrate"]["maximumPeriod"] = json!(60),
         "charts.pool.hashrate.maximumPeriod must be >= stepInterval (1800), got 60",
@@ -781,22 +547,10 @@ fn service_rules() {
         |v| v["charts"]["user"]["workerHashrate"]["updateInterval"] = json!(0),
         "charts.user.workerHashrate.updateInterval must be >= 1, got 0",
     );
-    rejects(
-        |v| v["charts"]["blocks"]["days"] = json!(0),
-        "charts.blocks.days must be >= 1, got 0",
-    );
-    rejects(
-        |v| v["monitoring"]["checkInterval"] = json!(0),
-        "monitoring.checkInterval must be >= 1, got 0",
-    );
-    rejects(
-        |v| v["logging"]["level"] = json!("verbose"),
-        "logging.level must be a log filter",
-    );
-    rejects(
-        |v| v["logging"]["level"] = json!("x=loud"),
-        "logging.level must be a log filter",
-    );
+    rejects(|v| v["charts"]["blocks"]["days"] = json!(0), "charts.blocks.days must be >= 1, got 0");
+    rejects(|v| v["monitoring"]["checkInterval"] = json!(0), "monitoring.checkInterval must be >= 1, got 0");
+    rejects(|v| v["logging"]["level"] = json!("verbose"), "logging.level must be a log filter");
+    rejects(|v| v["logging"]["level"] = json!("x=loud"), "logging.level must be a log filter");
 }
 
 #[test]
@@ -817,18 +571,9 @@ fn all_errors_are_reported_together() {
         "blockUnlocker.depth must be >= 10",
         "poolAddress is not a valid Pastella address",
     ] {
-        assert!(
-            errors.iter().any(|e| e.contains(expected)),
-            "missing {expected:?} in:\n{}",
-            errors.join("\n")
-        );
+        assert!(errors.iter().any(|e| e.contains(expected)), "missing {expected:?} in:\n{}", errors.join("\n"));
     }
-    assert_eq!(
-        errors.len(),
-        6,
-        "one error per problem, no follow-ups:\n{}",
-        errors.join("\n")
-    );
+    assert_eq!(errors.len(), 6, "one error per problem, no follow-ups:\n{}", errors.join("\n"));
 }
 
 #[test]
@@ -850,12 +595,7 @@ fn error_display_names_the_file_on_every_line() {
 fn invalid_json_reports_line_and_column() {
     let text = "{\n  \"coin\": \"pastella\",\n  \"ports\": {\"3333\": {\"diff\": 5000,}}\n}";
     match Config::from_json_str(text, "broken.json") {
-        Err(ConfigError::Syntax {
-            file,
-            line,
-            column,
-            message,
-        }) => {
+        Err(ConfigError::Syntax { file, line, column, message }) => {
             assert_eq!(file, "broken.json");
             assert_eq!(line, 3);
             assert_eq!(column, 35);
@@ -864,10 +604,7 @@ fn invalid_json_reports_line_and_column() {
         other => panic!("expected a syntax error, got {other:?}"),
     }
     let error = Config::from_json_str("{\"a\": 1", "x.json").unwrap_err();
-    assert!(
-        error.to_string().starts_with("x.json:1:7: invalid JSON: "),
-        "{error}"
-    );
+    assert!(error.to_string().starts_with("x.json:1:7: invalid JSON: "), "{error}");
 }
 
 #[test]
@@ -876,19 +613,14 @@ fn non_object_document_is_rejected() {
     let errors = error.field_errors();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].path, "(document)");
-    assert_eq!(
-        errors[0].message,
-        "must be a JSON object {...}, got an array"
-    );
+    assert_eq!(errors[0].message, "must be a JSON object {...}, got an array");
 }
 
 #[test]
 fn unreadable_file_is_an_error() {
     let error = Config::load(Path::new("/nonexistent/pastella/config.json")).unwrap_err();
     assert!(matches!(error, ConfigError::Read { .. }));
-    assert!(error
-        .to_string()
-        .starts_with("/nonexistent/pastella/config.json: cannot read"));
+    assert!(error.to_string().starts_with("/nonexistent/pastella/config.json: cannot read"));
 }
 
 #[test]
@@ -899,10 +631,7 @@ fn summary_masks_secrets() {
     });
     let summary = config.summary();
     for secret in ["devnet-api-key", "hunter2", "redis-pass"] {
-        assert!(
-            !summary.contains(secret),
-            "summary leaks {secret}:\n{summary}"
-        );
+        assert!(!summary.contains(secret), "summary leaks {secret}:\n{summary}");
     }
     assert!(summary.contains("apiKey ****"), "{summary}");
     assert!(summary.contains("walletPassword ****"), "{summary}");
@@ -916,15 +645,7 @@ fn summary_masks_secrets() {
 
 #[test]
 fn modules() {
-    assert_eq!(
-        Module::all(),
-        [
-            Module::Stratum,
-            Module::Unlocker,
-            Module::Payments,
-            Module::Api
-        ]
-    );
+    assert_eq!(Module::all(), [Module::Stratum, Module::Unlocker, Module::Payments, Module::Api]);
     assert_eq!(Module::Payments.to_string(), "payments");
 }
 
@@ -965,26 +686,13 @@ fn check_config_rejects_a_broken_file_with_code_2() {
     let output = check_config(&invalid);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("ports.3333.diff must be >= 1, got 0"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("payments.maxAddresses must be between 1 and 89"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("warning: unknown key \"poolServer.clusterForks\" ignored"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("ports.3333.diff must be >= 1, got 0"), "{stderr}");
+    assert!(stderr.contains("payments.maxAddresses must be between 1 and 89"), "{stderr}");
+    assert!(stderr.contains("warning: unknown key \"poolServer.clusterForks\" ignored"), "{stderr}");
     assert!(stderr.contains(&invalid.display().to_string()), "{stderr}");
 
     let syntax = dir.path().join("syntax.json");
-    std::fs::write(
-        &syntax,
-        "{\n  \"coin\": \"pastella\"\n  \"symbol\": \"PAS\"\n}",
-    )
-    .unwrap();
+    std::fs::write(&syntax, "{\n  \"coin\": \"pastella\"\n  \"symbol\": \"PAS\"\n}").unwrap();
     let output = check_config(&syntax);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");

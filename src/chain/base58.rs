@@ -54,10 +54,7 @@ pub fn encode(data: &[u8]) -> String {
 }
 
 fn decode_block(block: &[u8], out: &mut Vec<u8>) -> Result<(), Base58Error> {
-    let size = ENCODED_BLOCK_SIZES
-        .iter()
-        .position(|&s| s == block.len())
-        .ok_or(Base58Error::InvalidLength)?;
+    let size = ENCODED_BLOCK_SIZES.iter().position(|&s| s == block.len()).ok_or(Base58Error::InvalidLength)?;
     let mut num: u128 = 0;
     for &c in block {
         let d = digit(c).ok_or(Base58Error::InvalidCharacter(c as char))?;

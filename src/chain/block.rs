@@ -215,13 +215,7 @@ impl Block {
             return Err(ParseError::TrailingBytes(blob.len() - r.pos));
         }
         let block = Block {
-            header: BlockHeader {
-                major_version: major as u8,
-                minor_version: minor as u8,
-                timestamp,
-                prev_id,
-                nonce,
-            },
+            header: BlockHeader { major_version: major as u8, minor_version: minor as u8, timestamp, prev_id, nonce },
             coinbase: Coinbase { unlock_time, height, outputs, extra },
             tx_hashes,
         };
@@ -354,7 +348,10 @@ mod tests {
     #[test]
     fn genesis_vectors() {
         let genesis = genesis_block();
-        assert_eq!(genesis.coinbase_hash().to_hex(), "80ee7502ab8e6ef3f3f89a6738737e5325ffc2b71b600e2233d41592572ed88d");
+        assert_eq!(
+            genesis.coinbase_hash().to_hex(),
+            "80ee7502ab8e6ef3f3f89a6738737e5325ffc2b71b600e2233d41592572ed88d"
+        );
         let blob = genesis.serialize();
         assert_eq!(blob.len(), 124);
         assert_eq!(
@@ -417,7 +414,13 @@ mod tests {
             proptest::collection::vec(any::<[u8; 32]>(), 0..20),
         )
             .prop_map(|(major, minor, ts, prev, nonce, unlock, height, outs, extra, txs)| Block {
-                header: BlockHeader { major_version: major, minor_version: minor, timestamp: ts, prev_id: Hash(prev), nonce },
+                header: BlockHeader {
+                    major_version: major,
+                    minor_version: minor,
+                    timestamp: ts,
+                    prev_id: Hash(prev),
+                    nonce,
+                },
                 coinbase: Coinbase {
                     unlock_time: unlock,
                     height,

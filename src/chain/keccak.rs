@@ -32,10 +32,7 @@ mod tests {
 
     #[test]
     fn empty_input_is_keccak_not_sha3() {
-        assert_eq!(
-            keccak(b"").to_hex(),
-            "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
-        );
+        assert_eq!(keccak(b"").to_hex(), "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod base58;
 pub mod block;
 pub mod difficulty;
 pub mod keccak;
+pub mod lwma;
 pub mod params;
 pub mod seed;
 pub mod template;

@@ -265,7 +265,10 @@ mod tests {
     #[test]
     fn pool_output_and_key_check() {
         let t = synthetic();
-        let key: [u8; 32] = hex::decode("69499635a9e294755ad720fcb1cdf1fa4e776ed069bf537886bc48f5467465a0").unwrap().try_into().unwrap();
+        let key: [u8; 32] = hex::decode("69499635a9e294755ad720fcb1cdf1fa4e776ed069bf537886bc48f5467465a0")
+            .unwrap()
+            .try_into()
+            .unwrap();
         assert_eq!(t.output_to(&key).map(|o| o.amount), Some(400_000_000));
         assert_eq!(t.output_to(&[1; 32]), None);
     }

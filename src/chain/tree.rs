@@ -85,9 +85,7 @@ pub fn coinbase_branch(other_leaves: &[Hash]) -> Vec<Hash> {
 
 /// The tree root for coinbase hash `leaf0` and the branch from [`coinbase_branch`].
 pub fn root_from_branch(leaf0: Hash, branch: &[Hash]) -> Hash {
-    branch
-        .iter()
-        .fold(leaf0, |node, sibling| keccak_parts(&[&node.0, &sibling.0]))
+    branch.iter().fold(leaf0, |node, sibling| keccak_parts(&[&node.0, &sibling.0]))
 }
 
 #[cfg(test)]

@@ -358,7 +358,7 @@ impl Shared {
                             i
                         }
                         None => {
-                            if vms.len() >= MAX_LIVE_SEEDS + 1 {
+                            if vms.len() > MAX_LIVE_SEEDS {
                                 vms.remove(0);
                             }
                             vms.push((state.epoch, vm));

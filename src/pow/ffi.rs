@@ -153,9 +153,7 @@ impl Dataset {
     pub fn init_items(&self, cache: &Cache, start: u64, count: u64) {
         // SAFETY: valid objects; range within item_count is the caller's contract, and RandomX
         // writes only the items of the range.
-        unsafe {
-            randomx_init_dataset(self.ptr.as_ptr(), cache.ptr.as_ptr(), start as c_ulong, count as c_ulong)
-        }
+        unsafe { randomx_init_dataset(self.ptr.as_ptr(), cache.ptr.as_ptr(), start as c_ulong, count as c_ulong) }
     }
 }
 

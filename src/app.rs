@@ -1,0 +1,249 @@
+//! Wiring: builds every actor from the config and runs until a signal.
+//!
+//! Start order: metrics, Redis, RandomX engine, share ledger, job distributor, one arbiter per
+//! core for the sessions, one supervisor per port, the HTTP server. Shutdown reverses it and
+//! writes every pending share to Redis before exiting.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use arc_swap::ArcSwapOption;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::accounting::ledger::{Drain, LedgerConfig, ShareLedger};
+use crate::config::{Config, Module, RandomXMode};
+use crate::jobs::{DistributorConfig, JobDistributor, JobTemplate, Subscribe};
+use crate::node::DaemonClient;
+use crate::pow::{Mode, PowConfig, PowEngine};
+use crate::store::Store;
+use crate::stratum::supervisor::{GetPortStats, StopAccepting};
+use crate::stratum::{PortSupervisor, StratumContext};
+
+/// A running pool.
+pub struct Pool {
+    /// The effective config.
+    pub config: Arc<Config>,
+    /// Redis.
+    pub store: Store,
+    /// The verifier pool (stratum module only).
+    pub engine: Option<PowEngine>,
+    /// The share ledger (stratum module only).
+    pub ledger: Option<Addr<ShareLedger>>,
+    /// One supervisor per stratum port.
+    pub supervisors: Vec<Addr<PortSupervisor>>,
+    /// The template being mined.
+    pub current: Arc<ArcSwapOption<JobTemplate>>,
+    /// Where the HTTP server listens, if the API module runs.
+    pub http_addr: Option<SocketAddr>,
+    /// The Prometheus handle.
+    pub metrics: PrometheusHandle,
+    arbiters: Vec<Arbiter>,
+    http: Option<actix_web::dev::ServerHandle>,
+}
+
+/// Installs the metrics recorder once per process (tests start several pools).
+fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = crate::metrics::install().context("installing the metrics recorder")?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+fn pow_config(config: &Config) -> PowConfig {
+    PowConfig {
+        mode: match config.randomx.mode {
+            RandomXMode::Fast => Mode::Fast,
+            RandomXMode::Light => Mode::Light,
+        },
+        threads: config.randomx.threads,
+        dataset_threads: 0,
+        huge_pages: config.randomx.huge_pages,
+    }
+}
+
+/// Starts the selected modules. Must run inside an actix `System`.
+pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
+    let config = Arc::new(config);
+    let metrics = metrics_handle()?;
+    let redis_url = config.redis.url();
+    let store = Store::connect(&redis_url, config.redis_prefix(), Duration::from_secs(30))
+        .await
+        .with_context(|| format!("connecting to Redis at {}", crate::store::redact(&redis_url)))?;
+    let current: Arc<ArcSwapOption<JobTemplate>> = Arc::new(ArcSwapOption::empty());
+    let mut pool = Pool {
+        config: config.clone(),
+        store: store.clone(),
+        engine: None,
+        ledger: None,
+        supervisors: Vec::new(),
+        current: current.clone(),
+        http_addr: None,
+        metrics: metrics.clone(),
+        arbiters: Vec::new(),
+        http: None,
+    };
+    if modules.contains(&Module::Stratum) && config.pool_server.enabled {
+        start_stratum(&mut pool).await?;
+    }
+    if modules.contains(&Module::Api) && config.api.enabled {
+        start_http(&mut pool)?;
+    }
+    Ok(pool)
+}
+
+async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
+    let config = pool.config.clone();
+    let engine = PowEngine::new(pow_config(&config)).context("starting the RandomX verifier threads")?;
+    let instance_id = config.pool_server.instance_id.unwrap_or_else(rand::random);
+    let ledger = ShareLedger::new(
+        pool.store.clone(),
+        LedgerConfig {
+            instance: hex::encode(instance_id),
+            window_factor: config.pplns.window_factor,
+            flush_every: Duration::from_secs(1),
+        },
+        pool.current.clone(),
+    )
+    .start();
+    let daemon = DaemonClient::new(&config.daemon.host, config.daemon.port, config.daemon.timeout);
+    let distributor = JobDistributor::new(
+        daemon,
+        DistributorConfig {
+            poll_interval: config.pool_server.block_refresh_interval,
+            refresh_interval: config.pool_server.template_refresh_interval,
+            pool_address: config.pool_address,
+            reserve_size: config.pool_server.reserve_size,
+            instance_id,
+        },
+        engine.clone(),
+        pool.current.clone(),
+    )
+    .start();
+    let shared = Arc::new(StratumContext::new(
+        config.clone(),
+        engine.clone(),
+        pool.current.clone(),
+        ledger.clone().recipient(),
+        distributor.clone().recipient(),
+    ));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    pool.arbiters = (0..cores).map(|_| Arbiter::new()).collect();
+    let handles = Arc::new(pool.arbiters.iter().map(|a| a.handle()).collect::<Vec<_>>());
+    for port in &config.ports {
+        let listener = PortSupervisor::bind(config.pool_server.bind_ip, port.port)
+            .with_context(|| format!("binding stratum port {}:{}", config.pool_server.bind_ip, port.port))?;
+        let supervisor = PortSupervisor::new(port.clone(), listener, shared.clone(), handles.clone()).start();
+        distributor.do_send(Subscribe(supervisor.clone().recipient()));
+        pool.supervisors.push(supervisor);
+    }
+    spawn_stratum_reporting(pool, engine.clone());
+    pool.engine = Some(engine);
+    pool.ledger = Some(ledger);
+    Ok(())
+}
+
+/// Periodic figures: verifier state (metrics) and connection counts (Redis, for the API).
+fn spawn_stratum_reporting(pool: &Pool, engine: PowEngine) {
+    let supervisors = pool.supervisors.clone();
+    let store = pool.store.clone();
+    let metrics = pool.metrics.clone();
+    actix::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut round = 0u64;
+        loop {
+            tick.tick().await;
+            round += 1;
+            metrics.run_upkeep();
+            let status = engine.status();
+            let (fast, progress) =
+                status.seeds.first().map(|s| (s.fast_ready, s.dataset_progress)).unwrap_or((false, 0.0));
+            crate::metrics::verifier_state(status.queue_depth, fast, progress);
+            if round % 5 != 0 {
+                continue;
+            }
+            let mut prop = std::collections::HashMap::<String, u64>::new();
+            let mut solo = std::collections::HashMap::<String, u64>::new();
+            let mut ports = Vec::new();
+            for supervisor in &supervisors {
+                let Ok(stats) = supervisor.send(GetPortStats).await else { continue };
+                ports.push((stats.port, stats.connections as u64));
+                for ((key, is_solo), count) in stats.workers {
+                    *if is_solo { &mut solo } else { &mut prop }.entry(key).or_default() += count;
+                }
+            }
+            let prop: Vec<_> = prop.into_iter().collect();
+            let solo: Vec<_> = solo.into_iter().collect();
+            if let Err(e) = store.write_connection_snapshot(&prop, &solo, &ports).await {
+                tracing::debug!("connection snapshot not written: {e}");
+            }
+        }
+    });
+}
+
+fn start_http(pool: &mut Pool) -> anyhow::Result<()> {
+    let config = &pool.config;
+    let state = crate::api::ApiState { metrics: pool.metrics.clone() };
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().app_data(actix_web::web::Data::new(state.clone())).configure(crate::api::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .bind((config.api.bind_ip, config.api.port))
+    .with_context(|| format!("binding the API port {}:{}", config.api.bind_ip, config.api.port))?;
+    pool.http_addr = server.addrs().first().copied();
+    let server = server.run();
+    pool.http = Some(server.handle());
+    actix::spawn(server);
+    tracing::info!("[Api] Listening for API requests on port {}", config.api.port);
+    Ok(())
+}
+
+impl Pool {
+    /// Stops accepting, writes every pending share to Redis, and stops the threads.
+    pub async fn shutdown(self) {
+        for supervisor in &self.supervisors {
+            supervisor.do_send(StopAccepting);
+        }
+        if let Some(ledger) = &self.ledger {
+            match ledger.send(Drain(Duration::from_secs(10))).await {
+                Ok(true) => tracing::info!("all shares written to Redis"),
+                _ => tracing::error!("shares could not all be written to Redis before exit"),
+            }
+        }
+        if let Some(http) = &self.http {
+            http.stop(true).await;
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down cleanly.
+pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
+    let pool = start(config, &modules).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    pool.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

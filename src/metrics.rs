@@ -1,0 +1,233 @@
+//! Every metric the pool exports, named in one place (`pastella_pool_*`, units in the names),
+//! plus the Prometheus recorder setup. Call sites use the small functions below and never
+//! spell a metric name themselves. `docs/METRICS.md` lists them with their meaning.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Stratum connections currently open, by port.
+pub const STRATUM_CONNECTIONS: &str = "pastella_pool_stratum_connections";
+/// Connections accepted, by port.
+pub const STRATUM_CONNECTIONS_TOTAL: &str = "pastella_pool_stratum_connections_total";
+/// Connections refused at accept, by reason.
+pub const STRATUM_CONNECTIONS_REFUSED_TOTAL: &str = "pastella_pool_stratum_connections_refused_total";
+/// Connections closed by the pool, by reason.
+pub const STRATUM_DISCONNECTS_TOTAL: &str = "pastella_pool_stratum_disconnects_total";
+/// Login attempts by result.
+pub const STRATUM_LOGINS_TOTAL: &str = "pastella_pool_stratum_logins_total";
+/// Time from accepting a connection to answering its login.
+pub const STRATUM_LOGIN_SECONDS: &str = "pastella_pool_stratum_login_seconds";
+/// Submitted shares by result.
+pub const SHARES_TOTAL: &str = "pastella_pool_shares_total";
+/// Sum of the job difficulty of accepted shares, by reward type.
+pub const SHARES_DIFFICULTY_TOTAL: &str = "pastella_pool_shares_difficulty_total";
+/// Time from reading a submit to writing its reply.
+pub const SHARE_ACK_SECONDS: &str = "pastella_pool_share_ack_seconds";
+/// RandomX hashing time of one verification, by mode.
+pub const VERIFY_SECONDS: &str = "pastella_pool_verify_seconds";
+/// Time a verification waited for a verifier thread.
+pub const VERIFY_QUEUE_WAIT_SECONDS: &str = "pastella_pool_verify_queue_wait_seconds";
+/// Verifications waiting for a thread.
+pub const VERIFY_QUEUE_DEPTH: &str = "pastella_pool_verify_queue_depth";
+/// 1 when the current seed is verified with the fast-mode dataset, 0 in light mode.
+pub const RANDOMX_FAST_MODE: &str = "pastella_pool_randomx_fast_mode";
+/// Dataset build progress of the newest seed, 0..1.
+pub const RANDOMX_DATASET_PROGRESS: &str = "pastella_pool_randomx_dataset_progress_ratio";
+/// Seconds from a template arriving to the last session of a port having its job.
+pub const JOB_FANOUT_SECONDS: &str = "pastella_pool_job_fanout_seconds";
+/// Seconds since the current template was fetched.
+pub const TEMPLATE_AGE_SECONDS: &str = "pastella_pool_template_age_seconds";
+/// Templates fetched, by reason (new_block, refresh).
+pub const TEMPLATES_TOTAL: &str = "pastella_pool_templates_total";
+/// Height of the block being mined.
+pub const NETWORK_HEIGHT: &str = "pastella_pool_network_height";
+/// Network difficulty of the block being mined.
+pub const NETWORK_DIFFICULTY: &str = "pastella_pool_network_difficulty";
+/// Daemon RPC latency, by method.
+pub const DAEMON_RPC_SECONDS: &str = "pastella_pool_daemon_rpc_seconds";
+/// Daemon RPC failures, by method and kind.
+pub const DAEMON_RPC_ERRORS_TOTAL: &str = "pastella_pool_daemon_rpc_errors_total";
+/// Block candidates submitted, by daemon answer.
+pub const BLOCKS_SUBMITTED_TOTAL: &str = "pastella_pool_blocks_submitted_total";
+/// Redis operation latency, by operation.
+pub const REDIS_SECONDS: &str = "pastella_pool_redis_seconds";
+/// Redis failures, by operation.
+pub const REDIS_ERRORS_TOTAL: &str = "pastella_pool_redis_errors_total";
+/// Share records written to Redis per flush.
+pub const LEDGER_FLUSH_SHARES: &str = "pastella_pool_ledger_flush_shares";
+/// Share records waiting for a Redis flush (kept across Redis outages).
+pub const LEDGER_PENDING_SHARES: &str = "pastella_pool_ledger_pending_shares";
+/// IP bans issued.
+pub const BANS_TOTAL: &str = "pastella_pool_bans_total";
+/// IPs currently banned.
+pub const BANNED_IPS: &str = "pastella_pool_banned_ips";
+/// Difficulty changes by vardiff, by direction.
+pub const VARDIFF_RETARGETS_TOTAL: &str = "pastella_pool_vardiff_retargets_total";
+
+/// Installs the global Prometheus recorder and describes every metric. Call once, inside a
+/// runtime; serve [`PrometheusHandle::render`] at `/metrics` and call `run_upkeep` periodically.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)?
+        .set_buckets_for_metric(
+            Matcher::Full(LEDGER_FLUSH_SHARES.into()),
+            &[1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0],
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_gauge!(STRATUM_CONNECTIONS, "Stratum connections currently open, by port.");
+    describe_counter!(STRATUM_CONNECTIONS_TOTAL, "Stratum connections accepted, by port.");
+    describe_counter!(STRATUM_CONNECTIONS_REFUSED_TOTAL, "Stratum connections refused at accept, by reason.");
+    describe_counter!(STRATUM_DISCONNECTS_TOTAL, "Stratum connections closed by the pool, by reason.");
+    describe_counter!(STRATUM_LOGINS_TOTAL, "Stratum login attempts, by result.");
+    describe_histogram!(
+        STRATUM_LOGIN_SECONDS,
+        Unit::Seconds,
+        "Time from accepting a connection to answering its login."
+    );
+    describe_counter!(SHARES_TOTAL, "Submitted shares, by result.");
+    describe_counter!(SHARES_DIFFICULTY_TOTAL, "Sum of job difficulty of accepted shares, by reward type.");
+    describe_histogram!(SHARE_ACK_SECONDS, Unit::Seconds, "Time from reading a submit to writing its reply.");
+    describe_histogram!(VERIFY_SECONDS, Unit::Seconds, "RandomX hashing time per verification, by mode.");
+    describe_histogram!(VERIFY_QUEUE_WAIT_SECONDS, Unit::Seconds, "Time a verification waited for a verifier thread.");
+    describe_gauge!(VERIFY_QUEUE_DEPTH, "Verifications waiting for a verifier thread.");
+    describe_gauge!(RANDOMX_FAST_MODE, "1 when the current seed is verified in fast mode, 0 in light mode.");
+    describe_gauge!(RANDOMX_DATASET_PROGRESS, "Build progress of the newest seed's RandomX dataset (0..1).");
+    describe_histogram!(
+        JOB_FANOUT_SECONDS,
+        Unit::Seconds,
+        "Template arrival to the last session of a port having its job."
+    );
+    describe_gauge!(TEMPLATE_AGE_SECONDS, Unit::Seconds, "Seconds since the current block template was fetched.");
+    describe_counter!(TEMPLATES_TOTAL, "Block templates fetched, by reason.");
+    describe_gauge!(NETWORK_HEIGHT, "Height of the block being mined.");
+    describe_gauge!(NETWORK_DIFFICULTY, "Network difficulty of the block being mined.");
+    describe_histogram!(DAEMON_RPC_SECONDS, Unit::Seconds, "Daemon RPC latency, by method.");
+    describe_counter!(DAEMON_RPC_ERRORS_TOTAL, "Daemon RPC failures, by method and kind.");
+    describe_counter!(BLOCKS_SUBMITTED_TOTAL, "Block candidates submitted, by daemon answer.");
+    describe_histogram!(REDIS_SECONDS, Unit::Seconds, "Redis operation latency, by operation.");
+    describe_counter!(REDIS_ERRORS_TOTAL, "Redis failures, by operation.");
+    describe_histogram!(LEDGER_FLUSH_SHARES, "Share records written to Redis per flush.");
+    describe_gauge!(LEDGER_PENDING_SHARES, "Share records waiting for a Redis flush.");
+    describe_counter!(BANS_TOTAL, "IP bans issued.");
+    describe_gauge!(BANNED_IPS, "IPs currently banned.");
+    describe_counter!(VARDIFF_RETARGETS_TOTAL, "Vardiff difficulty changes, by direction.");
+}
+
+/// A stratum connection opened on `port`.
+pub fn connection_opened(port: u16) {
+    counter!(STRATUM_CONNECTIONS_TOTAL, "port" => port.to_string()).increment(1);
+    gauge!(STRATUM_CONNECTIONS, "port" => port.to_string()).increment(1.0);
+}
+
+/// A stratum connection on `port` closed.
+pub fn connection_closed(port: u16) {
+    gauge!(STRATUM_CONNECTIONS, "port" => port.to_string()).decrement(1.0);
+}
+
+/// A connection refused at accept (`limit_global`, `limit_ip`, `banned`).
+pub fn connection_refused(reason: &'static str) {
+    counter!(STRATUM_CONNECTIONS_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// The pool closed a connection (`timeout`, `flood`, `bad_json`, `banned`, `slow_reader`, ...).
+pub fn disconnect(reason: &'static str) {
+    counter!(STRATUM_DISCONNECTS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// A login answered with `result` after `elapsed` since accept.
+pub fn login(result: &'static str, elapsed: Duration) {
+    counter!(STRATUM_LOGINS_TOTAL, "result" => result).increment(1);
+    histogram!(STRATUM_LOGIN_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// A share answered with `result` after `ack` since it was read.
+pub fn share(result: &'static str, ack: Duration) {
+    counter!(SHARES_TOTAL, "result" => result).increment(1);
+    histogram!(SHARE_ACK_SECONDS).record(ack.as_secs_f64());
+}
+
+/// An accepted share's job difficulty.
+pub fn share_difficulty(solo: bool, difficulty: u64) {
+    counter!(SHARES_DIFFICULTY_TOTAL, "type" => if solo { "solo" } else { "prop" }).increment(difficulty);
+}
+
+/// One RandomX verification.
+pub fn verification(fast: bool, waited: Duration, hashing: Duration) {
+    histogram!(VERIFY_SECONDS, "mode" => if fast { "fast" } else { "light" }).record(hashing.as_secs_f64());
+    histogram!(VERIFY_QUEUE_WAIT_SECONDS).record(waited.as_secs_f64());
+}
+
+/// The verifier pool's state (sampled periodically).
+pub fn verifier_state(queue_depth: usize, fast: bool, dataset_progress: f64) {
+    gauge!(VERIFY_QUEUE_DEPTH).set(queue_depth as f64);
+    gauge!(RANDOMX_FAST_MODE).set(if fast { 1.0 } else { 0.0 });
+    gauge!(RANDOMX_DATASET_PROGRESS).set(dataset_progress);
+}
+
+/// Jobs for a new template reached every session of `port`.
+pub fn job_fanout(port: u16, elapsed: Duration) {
+    histogram!(JOB_FANOUT_SECONDS, "port" => port.to_string()).record(elapsed.as_secs_f64());
+}
+
+/// A new template was fetched (`new_block` or `refresh`).
+pub fn template(reason: &'static str, height: u64, difficulty: u64) {
+    counter!(TEMPLATES_TOTAL, "reason" => reason).increment(1);
+    gauge!(NETWORK_HEIGHT).set(height as f64);
+    gauge!(NETWORK_DIFFICULTY).set(difficulty as f64);
+}
+
+/// Age of the template being served.
+pub fn template_age(age: Duration) {
+    gauge!(TEMPLATE_AGE_SECONDS).set(age.as_secs_f64());
+}
+
+/// One daemon RPC call; `error` names the failure kind if it failed.
+pub fn daemon_rpc(method: &'static str, elapsed: Duration, error: Option<&'static str>) {
+    histogram!(DAEMON_RPC_SECONDS, "method" => method).record(elapsed.as_secs_f64());
+    if let Some(kind) = error {
+        counter!(DAEMON_RPC_ERRORS_TOTAL, "method" => method, "kind" => kind).increment(1);
+    }
+}
+
+/// A block candidate's `submitblock` answer (`accepted`, `rejected`, `error`).
+pub fn block_submitted(result: &'static str) {
+    counter!(BLOCKS_SUBMITTED_TOTAL, "result" => result).increment(1);
+}
+
+/// One Redis operation.
+pub fn redis(op: &'static str, elapsed: Duration, ok: bool) {
+    histogram!(REDIS_SECONDS, "op" => op).record(elapsed.as_secs_f64());
+    if !ok {
+        counter!(REDIS_ERRORS_TOTAL, "op" => op).increment(1);
+    }
+}
+
+/// A ledger flush wrote `records` share records; `pending` remain queued.
+pub fn ledger_flush(records: usize, pending: usize) {
+    histogram!(LEDGER_FLUSH_SHARES).record(records as f64);
+    gauge!(LEDGER_PENDING_SHARES).set(pending as f64);
+}
+
+/// An IP was banned; `active` bans remain.
+pub fn ban(active: usize) {
+    counter!(BANS_TOTAL).increment(1);
+    gauge!(BANNED_IPS).set(active as f64);
+}
+
+/// Number of IPs currently banned.
+pub fn banned_ips(active: usize) {
+    gauge!(BANNED_IPS).set(active as f64);
+}
+
+/// Vardiff changed a session's difficulty.
+pub fn retarget(up: bool) {
+    counter!(VARDIFF_RETARGETS_TOTAL, "direction" => if up { "up" } else { "down" }).increment(1);
+}

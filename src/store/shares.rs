@@ -1,0 +1,179 @@
+//! Share records and block candidates: the ledger's writes (spec §9 formats + PPLNS window).
+
+use std::sync::OnceLock;
+
+use redis::Script;
+
+use super::{timed, Store, StoreError};
+
+/// Accepted shares of one worker within one flush, summed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRecord {
+    /// Miner address (the login without `solo:` and fixed-difficulty suffix).
+    pub login: String,
+    /// Worker name.
+    pub worker: String,
+    /// Solo (`solo`) or pooled (`prop`) shares.
+    pub solo: bool,
+    /// Sum of the job difficulties.
+    pub difficulty: u64,
+}
+
+/// A block candidate, recorded after the flush that holds its share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateRecord {
+    /// Finder address.
+    pub login: String,
+    /// Finder worker.
+    pub worker: String,
+    /// Found by a solo miner.
+    pub solo: bool,
+    /// Block id.
+    pub hash: String,
+    /// Block height (index).
+    pub height: u64,
+    /// Network difficulty of the template.
+    pub network_difficulty: u64,
+    /// The pool's own coinbase output amount (never the header's reward).
+    pub reward: u64,
+    /// PPLNS window size N in difficulty units.
+    pub window: u64,
+    /// Job difficulty of the block's share.
+    pub share_difficulty: u64,
+    /// Unix milliseconds when found.
+    pub found_ms: u64,
+}
+
+/// What recording a candidate produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateResult {
+    /// Recorded now: the window snapshot's total and the closed round's totals.
+    Recorded {
+        /// Difficulty units in the PPLNS window snapshot.
+        window_total: u64,
+        /// Σ job difficulty of the closed round.
+        round_shares: u64,
+    },
+    /// Already recorded by an earlier attempt.
+    AlreadyRecorded,
+}
+
+fn flush_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("lua/flush_shares.lua")))
+}
+
+fn candidate_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("lua/record_candidate.lua")))
+}
+
+/// Worker statistics expire after this long without shares (money never expires).
+pub const WORKER_STATS_TTL_SECS: u64 = 15 * 86_400;
+
+impl Store {
+    /// Writes one flush of share records, at most once per `flush_id` (a retry after a lost
+    /// reply is a no-op). `pplns_keep` bounds the PPLNS list: records are trimmed from the
+    /// oldest end while the rest still covers that many difficulty units. Returns false if
+    /// the flush had already been written.
+    pub async fn flush_shares(
+        &self,
+        flush_id: &str,
+        instance: &str,
+        now_ms: u64,
+        pplns_keep: u64,
+        records: &[ShareRecord],
+    ) -> Result<bool, StoreError> {
+        let mut invocation = flush_script().prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(flush_id)
+            .arg(now_ms / 1000)
+            .arg(now_ms)
+            .arg(instance)
+            .arg(WORKER_STATS_TTL_SECS)
+            .arg(pplns_keep)
+            .arg(records.len());
+        for r in records {
+            invocation.arg(&r.login).arg(&r.worker).arg(reward_type(r.solo)).arg(r.difficulty);
+        }
+        let written: i64 = timed("flush_shares", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(written == 1)
+    }
+
+    /// Records a block candidate (old `blocks:candidates` format, round close, PPLNS window
+    /// snapshot, block info), at most once per block hash.
+    pub async fn record_candidate(&self, c: &CandidateRecord) -> Result<CandidateResult, StoreError> {
+        let mut invocation = candidate_script().prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(reward_type(c.solo))
+            .arg(&c.login)
+            .arg(&c.worker)
+            .arg(&c.hash)
+            .arg(c.height)
+            .arg(c.found_ms / 1000)
+            .arg(c.found_ms)
+            .arg(c.network_difficulty)
+            .arg(c.reward)
+            .arg(c.window)
+            .arg(c.share_difficulty);
+        let value: redis::Value = timed("record_candidate", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(match value {
+            redis::Value::Array(items) if items.len() == 3 => {
+                let num = |v: &redis::Value| match v {
+                    redis::Value::Int(i) => *i as u64,
+                    _ => 0,
+                };
+                CandidateResult::Recorded { window_total: num(&items[0]), round_shares: num(&items[1]) }
+            }
+            _ => CandidateResult::AlreadyRecorded,
+        })
+    }
+
+    /// Adds `ip` to the IPs seen for `login` (authorises payout-level changes, spec §10).
+    pub async fn record_login_ip(&self, login: &str, ip: &str) -> Result<(), StoreError> {
+        let key = self.key(&format!("workers_ip:{login}"));
+        timed("record_login_ip", async {
+            let _: i64 = redis::cmd("SADD").arg(key).arg(ip).query_async(&mut self.conn()).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Replaces the connection counts of `active_connections[:solo]` and `ports:<port>` with a
+    /// fresh snapshot from this node.
+    pub async fn write_connection_snapshot(
+        &self,
+        prop: &[(String, u64)],
+        solo: &[(String, u64)],
+        ports: &[(u16, u64)],
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, entries) in [("active_connections", prop), ("active_connections:solo", solo)] {
+            let key = self.key(key);
+            pipe.del(&key).ignore();
+            for (worker, count) in entries {
+                pipe.hset(&key, worker, *count).ignore();
+            }
+        }
+        for (port, users) in ports {
+            pipe.hset_multiple(
+                self.key(&format!("ports:{port}")),
+                &[("port", port.to_string()), ("users", users.to_string())],
+            )
+            .ignore();
+        }
+        timed("connection_snapshot", pipe.query_async::<()>(&mut self.conn())).await
+    }
+}
+
+/// The old pool's reward type names.
+pub fn reward_type(solo: bool) -> &'static str {
+    if solo {
+        "solo"
+    } else {
+        "prop"
+    }
+}

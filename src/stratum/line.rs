@@ -1,0 +1,146 @@
+//! A line reader that holds no buffer while the connection is idle.
+//!
+//! tokio-util's `FramedRead` keeps an 8 KiB buffer per connection; at 100,000 idle miners that
+//! alone is 800 MiB. Here each read goes into a stack buffer, complete lines are handed out,
+//! and only a partial line is kept (in a `Vec` freed as soon as the line completes).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// Why the reader stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// A line grew past the cap without a newline (the old pool's "flooding").
+    #[error("line longer than {0} bytes")]
+    TooLong(usize),
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Newline-delimited lines from `R`, each at most `max` bytes.
+pub struct LineReader<R> {
+    inner: R,
+    partial: Vec<u8>,
+    ready: VecDeque<Vec<u8>>,
+    max: usize,
+    done: bool,
+}
+
+impl<R> LineReader<R> {
+    /// Wraps `inner`; lines longer than `max` bytes end the stream with [`LineError::TooLong`].
+    pub fn new(inner: R, max: usize) -> LineReader<R> {
+        LineReader { inner, partial: Vec::new(), ready: VecDeque::new(), max, done: false }
+    }
+
+    fn take_lines(&mut self, mut data: &[u8]) -> Result<(), LineError> {
+        while let Some(pos) = data.iter().position(|&b| b == b'\n') {
+            let (head, rest) = data.split_at(pos);
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(head);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.len() > self.max {
+                return Err(LineError::TooLong(self.max));
+            }
+            if !line.is_empty() {
+                self.ready.push_back(line);
+            }
+            data = &rest[1..];
+        }
+        if self.partial.len() + data.len() > self.max {
+            return Err(LineError::TooLong(self.max));
+        }
+        self.partial.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+impl<R: AsyncRead + Unpin> Stream for LineReader<R> {
+    type Item = Result<Vec<u8>, LineError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(line) = this.ready.pop_front() {
+                if this.ready.is_empty() {
+                    this.ready = VecDeque::new();
+                }
+                return Poll::Ready(Some(Ok(line)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let mut buf = [0u8; 4096];
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                    this.done = true;
+                }
+                Poll::Ready(Ok(())) => {
+                    if let Err(e) = this.take_lines(read.filled()) {
+                        this.done = true;
+                        this.ready.clear();
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    if this.partial.is_empty() && this.partial.capacity() > 0 {
+                        this.partial = Vec::new();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    async fn lines(input: &[u8], max: usize) -> Vec<Result<Vec<u8>, String>> {
+        let reader = LineReader::new(input, max);
+        reader.map(|r| r.map_err(|e| e.to_string())).collect().await
+    }
+
+    #[tokio::test]
+    async fn splits_lines_and_drops_blank_ones() {
+        let got = lines(b"a\r\n\nbc\nd", 100).await;
+        assert_eq!(got, vec![Ok(b"a".to_vec()), Ok(b"bc".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn over_long_line_ends_the_stream() {
+        let mut input = vec![b'x'; 50];
+        input.push(b'\n');
+        input.extend_from_slice(&[b'y'; 200]);
+        let got = lines(&input, 100).await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].as_ref().unwrap().len(), 50);
+        assert_eq!(got[1], Err("line longer than 100 bytes".into()));
+    }
+
+    #[tokio::test]
+    async fn long_line_across_reads() {
+        let (mut tx, rx) = tokio::io::duplex(16);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            tx.write_all(&[b'z'; 5000]).await.unwrap();
+            tx.write_all(b"\nok\n").await.unwrap();
+        });
+        let got: Vec<_> = LineReader::new(rx, 10_240).collect().await;
+        writer.await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].as_ref().unwrap().len(), 5000);
+        assert_eq!(got[1].as_ref().unwrap(), b"ok");
+    }
+}

@@ -1,0 +1,809 @@
+//! The MinerSession actor: one per TCP connection.
+//!
+//! It owns the socket, the miner's login, difficulty and last few jobs, and answers requests.
+//! Share checks that need RandomX run in a detached task on the verifier pool: the share is
+//! accounted (and a block submitted) even if the miner disconnects before the answer comes
+//! back; the session only writes the reply and updates vardiff and trust.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use serde_json::value::RawValue;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+
+use super::line::{LineError, LineReader};
+use super::login::{self, Login};
+use super::protocol::{self, msg, JobFields, Parsed};
+use super::supervisor::{PortSupervisor, Register, SessionLoggedIn, Unregister};
+use super::trust::Trust;
+use super::vardiff::VarDiff;
+use super::{unix_ms, StratumContext, JOBS_KEPT, LOGIN_TIMEOUT, MAX_LINE, MAX_OUTBOX, TEMPLATE_WAIT};
+use crate::accounting::ledger::{CandidateShare, RecordShare};
+use crate::chain::difficulty::{hash_difficulty, target_hex4, target_hex8};
+use crate::chain::{Hash, HashingBlob};
+use crate::jobs::{JobTemplate, SubmitBlock, EXTRA_NONCE_LEN};
+use crate::pow::Priority;
+
+/// A new template to build a job from (sent by the port supervisor).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Push {
+    /// The template.
+    pub job: Arc<JobTemplate>,
+    /// Counts sessions still to be served, for the fan-out metric.
+    pub fanout: Arc<Fanout>,
+}
+
+impl Drop for Push {
+    /// Handled or undeliverable (session gone), this session is done with the fan-out.
+    fn drop(&mut self) {
+        self.fanout.done();
+    }
+}
+
+/// Housekeeping: timeouts, vardiff for silent miners, bans.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Tick;
+
+/// Tracks one template's fan-out over a port's sessions.
+pub struct Fanout {
+    remaining: AtomicUsize,
+    started: Instant,
+    port: u16,
+}
+
+impl Fanout {
+    /// A fan-out to `sessions` sessions (plus one guard the supervisor releases last).
+    pub fn new(port: u16, sessions: usize, started: Instant) -> Arc<Fanout> {
+        Arc::new(Fanout { remaining: AtomicUsize::new(sessions + 1), started, port })
+    }
+
+    /// One session has its job (or will not get one).
+    pub fn done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            crate::metrics::job_fanout(self.port, self.started.elapsed());
+        }
+    }
+}
+
+struct Job {
+    id: u64,
+    template: Arc<JobTemplate>,
+    extra_nonce: [u8; EXTRA_NONCE_LEN],
+    difficulty: u64,
+    nonces: Vec<u32>,
+}
+
+struct Miner {
+    login: Arc<str>,
+    worker: Arc<str>,
+    solo: bool,
+    fixed: bool,
+    difficulty: u64,
+    target: String,
+    pending_difficulty: Option<u64>,
+    jobs: [Option<Job>; JOBS_KEPT],
+    next_job: usize,
+    vardiff: VarDiff,
+    trust: Option<Trust>,
+}
+
+impl Miner {
+    fn set_difficulty(&mut self, difficulty: u64) {
+        self.difficulty = difficulty;
+        // 4-byte targets lose all precision beyond 2^32; xmrig reads 8-byte targets too.
+        self.target = if difficulty < 1 << 32 { target_hex4(difficulty) } else { target_hex8(difficulty) };
+    }
+
+    fn newest_job(&self) -> Option<&Job> {
+        self.jobs[(self.next_job + JOBS_KEPT - 1) % JOBS_KEPT].as_ref()
+    }
+}
+
+/// One miner connection.
+pub struct MinerSession {
+    id: u64,
+    ip: IpAddr,
+    port: u16,
+    port_difficulty: u64,
+    accepted_at: Instant,
+    shared: Arc<StratumContext>,
+    supervisor: Addr<PortSupervisor>,
+    writer: Option<OwnedWriteHalf>,
+    outbox: Vec<u8>,
+    flushing: bool,
+    closing: bool,
+    miner: Option<Box<Miner>>,
+    /// A login reply waiting for the first template.
+    waiting_login: Option<Box<RawValue>>,
+    last_active: Instant,
+    agent: Option<Box<str>>,
+}
+
+/// Where and how a session was accepted.
+pub struct Accepted {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Peer IP.
+    pub ip: IpAddr,
+    /// Local port.
+    pub port: u16,
+    /// The port's starting difficulty.
+    pub port_difficulty: u64,
+    /// When the connection was accepted.
+    pub at: Instant,
+}
+
+impl MinerSession {
+    /// Starts a session actor on the current arbiter.
+    pub fn start(accepted: Accepted, shared: Arc<StratumContext>, supervisor: Addr<PortSupervisor>) -> Addr<Self> {
+        let (read, write) = accepted.stream.into_split();
+        MinerSession::create(move |ctx| {
+            ctx.add_stream(LineReader::new(read, MAX_LINE));
+            MinerSession {
+                // 53 bits: safe as a JavaScript number in any tool that parses it.
+                id: rand::random::<u64>() >> 11,
+                ip: accepted.ip,
+                port: accepted.port,
+                port_difficulty: accepted.port_difficulty,
+                accepted_at: accepted.at,
+                shared,
+                supervisor,
+                writer: Some(write),
+                outbox: Vec::new(),
+                flushing: false,
+                closing: false,
+                miner: None,
+                waiting_login: None,
+                last_active: Instant::now(),
+                agent: None,
+            }
+        })
+    }
+
+    // ---- output ----
+
+    fn send(&mut self, text: &str, ctx: &mut Context<Self>) {
+        if self.outbox.is_empty() && !self.flushing {
+            if let Some(writer) = &self.writer {
+                match writer.try_write(text.as_bytes()) {
+                    Ok(n) if n == text.len() => return,
+                    Ok(n) => self.outbox.extend_from_slice(&text.as_bytes()[n..]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.outbox.extend_from_slice(text.as_bytes())
+                    }
+                    Err(_) => {
+                        ctx.stop();
+                        return;
+                    }
+                }
+            }
+        } else {
+            self.outbox.extend_from_slice(text.as_bytes());
+        }
+        if self.outbox.len() > MAX_OUTBOX {
+            crate::metrics::disconnect("slow_reader");
+            tracing::debug!(ip = %self.ip, "miner does not read its socket; closing");
+            ctx.stop();
+            return;
+        }
+        self.flush(ctx);
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.outbox.is_empty() {
+            return;
+        }
+        let Some(mut writer) = self.writer.take() else { return };
+        let data = std::mem::take(&mut self.outbox);
+        self.flushing = true;
+        let write = async move {
+            let result = writer.write_all(&data).await;
+            (writer, result)
+        };
+        ctx.spawn(write.into_actor(self).map(|(writer, result), act, ctx| {
+            act.flushing = false;
+            act.writer = Some(writer);
+            if result.is_err() {
+                ctx.stop();
+            } else if !act.outbox.is_empty() {
+                act.flush(ctx);
+            } else if act.closing {
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// Stops after everything queued was written.
+    fn close_after_flush(&mut self, ctx: &mut Context<Self>) {
+        self.closing = true;
+        if !self.flushing && self.outbox.is_empty() {
+            ctx.stop();
+        }
+    }
+
+    fn reply_error(&mut self, id: &RawValue, message: &str, ctx: &mut Context<Self>) {
+        let mut out = String::with_capacity(128 + message.len());
+        protocol::write_error(&mut out, id, message);
+        self.send(&out, ctx);
+    }
+
+    fn reply_result(&mut self, id: &RawValue, result: &str, ctx: &mut Context<Self>) {
+        let mut out = String::with_capacity(64 + result.len());
+        protocol::write_result(&mut out, id, result);
+        self.send(&out, ctx);
+    }
+
+    // ---- jobs ----
+
+    /// Builds a new job from `template` for the logged-in miner and appends it to `out`
+    /// as a push, a login result (`login_id`) or a bare job object (`getjob`).
+    fn new_job(&mut self, template: &Arc<JobTemplate>, out: &mut String, shape: JobShape<'_>) {
+        let Some(miner) = self.miner.as_mut() else { return };
+        if let Some(difficulty) = miner.pending_difficulty.take() {
+            miner.set_difficulty(difficulty);
+        }
+        let extra_nonce = template.next_extra_nonce();
+        let blob = template.template.hashing_blob(&extra_nonce);
+        let mut blob_hex = String::with_capacity(2 * blob.as_slice().len());
+        blob.write_hex(&mut blob_hex);
+        let id = self.shared.next_job_id();
+        let fields = JobFields {
+            blob_hex: &blob_hex,
+            job_id: id,
+            target: &miner.target,
+            session_id: self.id,
+            template_tail: &template.json_tail,
+        };
+        match shape {
+            JobShape::Push => protocol::write_job_push(out, &fields),
+            JobShape::Login(login_id) => protocol::write_login_result(out, login_id, &fields),
+            JobShape::Reply(request_id) => {
+                let mut job = String::with_capacity(512);
+                protocol::write_job(&mut job, &fields);
+                protocol::write_result(out, request_id, &job);
+            }
+        }
+        let slot = miner.next_job;
+        miner.jobs[slot] =
+            Some(Job { id, template: template.clone(), extra_nonce, difficulty: miner.difficulty, nonces: Vec::new() });
+        miner.next_job = (slot + 1) % JOBS_KEPT;
+    }
+
+    fn push_job(&mut self, template: &Arc<JobTemplate>, ctx: &mut Context<Self>) {
+        let mut out = String::with_capacity(512);
+        self.new_job(template, &mut out, JobShape::Push);
+        if !out.is_empty() {
+            self.send(&out, ctx);
+        }
+    }
+
+    // ---- requests ----
+
+    fn on_line(&mut self, line: &[u8], ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        if line.starts_with(b"GET /") || line.starts_with(b"POST /") {
+            self.send(protocol::HTTP_ONLINE, ctx);
+            crate::metrics::disconnect("http");
+            self.close_after_flush(ctx);
+            return;
+        }
+        let (id, method, params) = match protocol::parse(line) {
+            Parsed::Request { id, method, params } => (id, method, params),
+            Parsed::Ignored => return,
+            Parsed::Invalid => {
+                tracing::debug!(ip = %self.ip, "malformed JSON from miner; closing the connection");
+                crate::metrics::disconnect("bad_json");
+                ctx.stop();
+                return;
+            }
+        };
+        let read_at = Instant::now();
+        self.last_active = read_at;
+        if self.shared.bans.is_banned(self.ip) {
+            self.reply_error(id, msg::BANNED, ctx);
+            crate::metrics::disconnect("banned");
+            self.close_after_flush(ctx);
+            return;
+        }
+        match method.as_ref() {
+            "login" => self.login(id, params, ctx),
+            "getjob" => self.getjob(id, params, ctx),
+            "submit" => self.submit(id, params, read_at, ctx),
+            "keepalived" => {
+                if self.authenticated(params) {
+                    self.reply_result(id, "{\"status\":\"KEEPALIVED\"}", ctx);
+                } else {
+                    self.reply_error(id, msg::UNAUTHENTICATED, ctx);
+                }
+            }
+            _ => self.reply_error(id, msg::INVALID_METHOD, ctx),
+        }
+    }
+
+    fn authenticated(&self, params: &RawValue) -> bool {
+        let Some(_) = self.miner else { return false };
+        serde_json::from_str::<protocol::IdParams>(params.get())
+            .ok()
+            .and_then(|p| p.id)
+            .and_then(|id| id.parse::<u64>().ok())
+            == Some(self.id)
+    }
+
+    fn login(&mut self, id: &RawValue, params: &RawValue, ctx: &mut Context<Self>) {
+        let Ok(p) = serde_json::from_str::<protocol::LoginParams>(params.get()) else {
+            self.reply_error(id, msg::INVALID_PARAMS, ctx);
+            return;
+        };
+        let config = &self.shared.config;
+        let parsed = match p.login.as_deref() {
+            None => Err(login::LoginError::Missing),
+            Some(text) => {
+                login::parse(text, p.pass.as_deref(), p.rigid.as_deref(), &config.fixed_diff, &config.var_diff)
+            }
+        };
+        let login = match parsed {
+            Ok(login) => login,
+            Err(e) => {
+                let result = if e == login::LoginError::Missing { "missing_login" } else { "invalid_address" };
+                crate::metrics::login(result, self.accepted_at.elapsed());
+                tracing::debug!(ip = %self.ip, "login refused: {e}");
+                self.reply_error(id, &e.to_string(), ctx);
+                return;
+            }
+        };
+        self.agent = p.agent.map(|a| a.chars().take(128).collect::<String>().into_boxed_str());
+        self.start_mining(login, ctx);
+        match self.shared.current.load_full() {
+            Some(template) => self.answer_login(id, &template, ctx),
+            None => self.waiting_login = Some(id.to_owned()),
+        }
+    }
+
+    fn start_mining(&mut self, login: Login, ctx: &mut Context<Self>) {
+        let config = &self.shared.config;
+        let difficulty = login.fixed_diff.unwrap_or(self.port_difficulty);
+        let mut miner = Box::new(Miner {
+            login: Arc::from(login.login.as_str()),
+            worker: Arc::from(login.worker.as_str()),
+            solo: login.solo,
+            fixed: login.fixed_diff.is_some() || !config.var_diff.enabled,
+            difficulty,
+            target: String::new(),
+            pending_difficulty: None,
+            jobs: Default::default(),
+            next_job: 0,
+            vardiff: VarDiff::new(unix_ms()),
+            trust: config.share_trust.enabled.then(|| Trust::new(&config.share_trust)),
+        });
+        miner.set_difficulty(difficulty);
+        tracing::debug!(
+            ip = %self.ip,
+            miner = %miner.login,
+            worker = %miner.worker,
+            solo = miner.solo,
+            difficulty,
+            agent = self.agent.as_deref().unwrap_or(""),
+            "miner logged in"
+        );
+        self.supervisor.do_send(SessionLoggedIn {
+            id: self.id,
+            worker_key: format!("{}~{}", miner.login, miner.worker),
+            solo: miner.solo,
+        });
+        self.shared.ledger.do_send(RecordShare::login_seen(miner.login.clone(), self.ip));
+        let _ = ctx;
+        self.miner = Some(miner);
+    }
+
+    fn answer_login(&mut self, id: &RawValue, template: &Arc<JobTemplate>, ctx: &mut Context<Self>) {
+        let mut out = String::with_capacity(640);
+        self.new_job(template, &mut out, JobShape::Login(id));
+        crate::metrics::login("ok", self.accepted_at.elapsed());
+        self.send(&out, ctx);
+    }
+
+    fn getjob(&mut self, id: &RawValue, params: &RawValue, ctx: &mut Context<Self>) {
+        if !self.authenticated(params) {
+            self.reply_error(id, msg::UNAUTHENTICATED, ctx);
+            return;
+        }
+        let Some(template) = self.shared.current.load_full() else {
+            self.reply_error(id, msg::NOT_READY, ctx);
+            return;
+        };
+        let mut out = String::with_capacity(640);
+        // Same template, same difficulty: the newest job is still the right answer.
+        let cached = self.miner.as_ref().and_then(|m| {
+            let job = m.newest_job()?;
+            (job.template.seq == template.seq && m.pending_difficulty.is_none()).then_some(job)
+        });
+        if let (Some(job), Some(miner)) = (cached, self.miner.as_ref()) {
+            let mut blob_hex = String::with_capacity(160);
+            job.template.template.hashing_blob(&job.extra_nonce).write_hex(&mut blob_hex);
+            let mut body = String::with_capacity(512);
+            protocol::write_job(
+                &mut body,
+                &JobFields {
+                    blob_hex: &blob_hex,
+                    job_id: job.id,
+                    target: &miner.target,
+                    session_id: self.id,
+                    template_tail: &job.template.json_tail,
+                },
+            );
+            protocol::write_result(&mut out, id, &body);
+        } else {
+            self.new_job(&template, &mut out, JobShape::Reply(id));
+        }
+        self.send(&out, ctx);
+    }
+
+    fn submit(&mut self, id: &RawValue, params: &RawValue, read_at: Instant, ctx: &mut Context<Self>) {
+        match self.check_share(id, params, read_at) {
+            Ok(check) => {
+                let shared = self.shared.clone();
+                let session = ctx.address();
+                actix::spawn(async move {
+                    let verdict = check.run(&shared).await;
+                    session.do_send(verdict);
+                });
+            }
+            Err(Rejection { message, result, counts_against_ip }) => {
+                self.reject(id, message, result, read_at, counts_against_ip, ctx)
+            }
+        }
+    }
+
+    /// The cheap checks of a submit, in the old pool's order, plus stale and low-difficulty
+    /// detection; on success the share is ready for RandomX.
+    fn check_share(&mut self, id: &RawValue, params: &RawValue, read_at: Instant) -> Result<ShareCheck, Rejection> {
+        let p = serde_json::from_str::<protocol::SubmitParams>(params.get())
+            .map_err(|_| Rejection::new(msg::INVALID_PARAMS, "malformed", true))?;
+        let session_ok = p.id.as_deref().and_then(|s| s.parse::<u64>().ok()) == Some(self.id);
+        let unauthenticated = Rejection::new(msg::UNAUTHENTICATED, "unauthenticated", false);
+        let miner = self.miner.as_mut().filter(|_| session_ok).ok_or(unauthenticated)?;
+        let current_height = self.shared.current.load().as_ref().map(|t| t.height()).unwrap_or(0);
+        let Miner { jobs, trust, login, worker, solo, .. } = &mut **miner;
+        let job_id = p.job_id.as_deref().and_then(|j| j.parse::<u64>().ok());
+        let job = jobs.iter_mut().flatten().find(|j| Some(j.id) == job_id).ok_or(Rejection::new(
+            msg::INVALID_JOB_ID,
+            "unknown_job",
+            false,
+        ))?;
+        if job.template.height() < current_height {
+            return Err(Rejection::new(msg::STALE, "stale", false));
+        }
+        let nonce =
+            p.nonce.as_deref().and_then(parse_nonce).ok_or(Rejection::new(msg::MALFORMED_NONCE, "malformed", true))?;
+        let claimed = p
+            .result
+            .as_deref()
+            .filter(|r| r.len() == 64)
+            .and_then(|r| Hash::from_hex(r).ok())
+            .ok_or(Rejection::new(msg::MALFORMED_RESULT, "malformed", true))?;
+        let nonce_value = u32::from_le_bytes(nonce);
+        if job.nonces.contains(&nonce_value) {
+            return Err(Rejection::new(msg::DUPLICATE, "duplicate", true));
+        }
+        job.nonces.push(nonce_value);
+        let claimed_difficulty = hash_difficulty(&claimed);
+        if claimed_difficulty < job.difficulty {
+            if let Some(trust) = trust.as_mut() {
+                trust.on_invalid(&self.shared.config.share_trust);
+            }
+            return Err(Rejection::new(msg::LOW_DIFFICULTY, "low_difficulty", true));
+        }
+        let mut blob = job.template.template.hashing_blob(&job.extra_nonce);
+        blob.set_nonce(nonce);
+        let block = claimed_difficulty >= job.template.template.difficulty;
+        let trusted = !block && trust.map(|t| t.skip_verification(rand::random::<f32>())).unwrap_or(false);
+        Ok(ShareCheck {
+            reply_id: id.to_owned(),
+            read_at,
+            template: job.template.clone(),
+            extra_nonce: job.extra_nonce,
+            nonce,
+            blob,
+            claimed,
+            difficulty: job.difficulty,
+            block,
+            trusted,
+            login: login.clone(),
+            worker: worker.clone(),
+            solo: *solo,
+        })
+    }
+
+    fn reject(
+        &mut self,
+        id: &RawValue,
+        message: &str,
+        result: &'static str,
+        read_at: Instant,
+        counts_against_ip: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        self.reply_error(id, message, ctx);
+        crate::metrics::share(result, read_at.elapsed());
+        if counts_against_ip {
+            self.count_for_ban(false, ctx);
+        }
+    }
+
+    fn count_for_ban(&mut self, valid: bool, ctx: &mut Context<Self>) {
+        if self.shared.bans.record(self.ip, valid).is_some() {
+            crate::metrics::disconnect("banned");
+            self.close_after_flush(ctx);
+        }
+    }
+
+    fn on_verdict(&mut self, v: Verdict, ctx: &mut Context<Self>) {
+        match v.outcome {
+            Outcome::Accepted => {
+                self.reply_result(&v.reply_id, "{\"status\":\"OK\"}", ctx);
+                crate::metrics::share(if v.block { "block" } else { "accepted" }, v.read_at.elapsed());
+                self.count_for_ban(true, ctx);
+                let shared = self.shared.clone();
+                let Some(miner) = self.miner.as_mut() else { return };
+                if let (Some(trust), false) = (miner.trust.as_mut(), v.trusted) {
+                    trust.on_valid(&shared.config.share_trust);
+                }
+                let now = unix_ms();
+                miner.vardiff.on_share(now);
+                let retarget =
+                    if miner.fixed { None } else { miner.vardiff.retarget(now, miner.difficulty, &shared.vardiff) };
+                if let Some(new) = retarget {
+                    self.retarget(new, ctx);
+                }
+            }
+            Outcome::Invalid => {
+                if let Some(trust) = self.miner.as_mut().and_then(|m| m.trust.as_mut()) {
+                    trust.on_invalid(&self.shared.config.share_trust);
+                }
+                self.reject(&v.reply_id, msg::INVALID_RESULT, "invalid", v.read_at, true, ctx);
+            }
+            Outcome::Error => {
+                self.reply_error(&v.reply_id, msg::VERIFY_FAILED, ctx);
+                crate::metrics::share("error", v.read_at.elapsed());
+            }
+        }
+    }
+
+    fn retarget(&mut self, difficulty: u64, ctx: &mut Context<Self>) {
+        let Some(miner) = self.miner.as_mut() else { return };
+        crate::metrics::retarget(difficulty > miner.difficulty);
+        tracing::debug!(miner = %miner.login, worker = %miner.worker, from = miner.difficulty, to = difficulty, "vardiff");
+        miner.pending_difficulty = Some(difficulty);
+        if let Some(template) = self.shared.current.load_full() {
+            self.push_job(&template, ctx);
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let miner_timeout = self.shared.config.pool_server.miner_timeout;
+        if self.shared.bans.is_banned(self.ip) {
+            crate::metrics::disconnect("banned");
+            ctx.stop();
+            return;
+        }
+        if let Some(id) = self.waiting_login.take() {
+            if self.accepted_at.elapsed() >= TEMPLATE_WAIT {
+                crate::metrics::login("not_ready", self.accepted_at.elapsed());
+                self.reply_error(&id, msg::NOT_READY, ctx);
+                self.miner = None;
+            } else {
+                self.waiting_login = Some(id);
+            }
+        }
+        let idle = self.last_active.elapsed();
+        let vardiff = self.shared.vardiff;
+        let retarget = match &mut self.miner {
+            None if self.accepted_at.elapsed() >= LOGIN_TIMEOUT && self.waiting_login.is_none() => {
+                crate::metrics::disconnect("login_timeout");
+                ctx.stop();
+                None
+            }
+            Some(_) if idle >= miner_timeout => {
+                crate::metrics::disconnect("timeout");
+                tracing::debug!(ip = %self.ip, idle_s = idle.as_secs(), "miner timed out");
+                ctx.stop();
+                None
+            }
+            Some(miner) if !miner.fixed => miner.vardiff.retarget(unix_ms(), miner.difficulty, &vardiff),
+            _ => None,
+        };
+        if let Some(new) = retarget {
+            self.retarget(new, ctx);
+        }
+    }
+}
+
+enum JobShape<'a> {
+    Push,
+    Login(&'a RawValue),
+    Reply(&'a RawValue),
+}
+
+fn parse_nonce(text: &str) -> Option<[u8; 4]> {
+    let mut nonce = [0u8; 4];
+    (text.len() == 8 && hex::decode_to_slice(text, &mut nonce).is_ok()).then_some(nonce)
+}
+
+/// A share that passed the cheap checks, on its way to the verifier.
+struct ShareCheck {
+    reply_id: Box<RawValue>,
+    read_at: Instant,
+    template: Arc<JobTemplate>,
+    extra_nonce: [u8; EXTRA_NONCE_LEN],
+    nonce: [u8; 4],
+    blob: HashingBlob,
+    claimed: Hash,
+    difficulty: u64,
+    block: bool,
+    trusted: bool,
+    login: Arc<str>,
+    worker: Arc<str>,
+    solo: bool,
+}
+
+/// Why a submit was refused before verification.
+struct Rejection {
+    message: &'static str,
+    result: &'static str,
+    counts_against_ip: bool,
+}
+
+impl Rejection {
+    fn new(message: &'static str, result: &'static str, counts_against_ip: bool) -> Rejection {
+        Rejection { message, result, counts_against_ip }
+    }
+}
+
+enum Outcome {
+    Accepted,
+    Invalid,
+    Error,
+}
+
+/// The result of a share check, back to its session.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Verdict {
+    reply_id: Box<RawValue>,
+    read_at: Instant,
+    outcome: Outcome,
+    block: bool,
+    trusted: bool,
+}
+
+impl ShareCheck {
+    /// Verifies (unless trusted) and accounts the share; submits the block if it is one.
+    async fn run(self, shared: &StratumContext) -> Verdict {
+        let outcome = if self.trusted {
+            Outcome::Accepted
+        } else {
+            let priority = if self.block { Priority::Block } else { Priority::Normal };
+            let seed = *self.template.template.seed_hash.as_bytes();
+            match shared.engine.verify(seed, self.blob.as_slice().to_vec(), priority).await {
+                Ok(v) => {
+                    crate::metrics::verification(v.fast, v.waited, v.hashing);
+                    if v.hash == self.claimed.0 {
+                        Outcome::Accepted
+                    } else {
+                        Outcome::Invalid
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("share verification failed: {e}");
+                    Outcome::Error
+                }
+            }
+        };
+        if let Outcome::Accepted = outcome {
+            self.account(shared);
+        }
+        Verdict { reply_id: self.reply_id, read_at: self.read_at, outcome, block: self.block, trusted: self.trusted }
+    }
+
+    fn account(&self, shared: &StratumContext) {
+        crate::metrics::share_difficulty(self.solo, self.difficulty);
+        let candidate = self.block.then(|| {
+            let t = &self.template.template;
+            let hash = self.blob.block_id();
+            let blob_hex = hex::encode(t.block_blob(&self.extra_nonce, self.nonce));
+            tracing::info!(
+                height = t.height,
+                hash = %hash,
+                miner = %self.login,
+                worker = %self.worker,
+                solo = self.solo,
+                "Block candidate found; submitting"
+            );
+            shared.jobs.do_send(SubmitBlock { blob_hex, hash, height: t.height });
+            Box::new(CandidateShare {
+                hash,
+                height: t.height,
+                network_difficulty: t.difficulty,
+                reward: self.template.pool_reward,
+                found_ms: unix_ms(),
+            })
+        });
+        shared.ledger.do_send(RecordShare::share(
+            self.login.clone(),
+            self.worker.clone(),
+            self.solo,
+            self.difficulty,
+            candidate,
+        ));
+    }
+}
+
+impl Actor for MinerSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::connection_opened(self.port);
+        self.supervisor.do_send(Register { id: self.id, addr: ctx.address() });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        crate::metrics::connection_closed(self.port);
+        self.shared.limits.release(self.ip);
+        self.supervisor.do_send(Unregister { id: self.id });
+    }
+}
+
+impl StreamHandler<Result<Vec<u8>, LineError>> for MinerSession {
+    fn handle(&mut self, item: Result<Vec<u8>, LineError>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(line) => self.on_line(&line, ctx),
+            Err(LineError::TooLong(max)) => {
+                tracing::debug!(ip = %self.ip, "line over {max} bytes without a newline; closing (flooding)");
+                crate::metrics::disconnect("flood");
+                ctx.stop();
+            }
+            Err(LineError::Io(_)) => ctx.stop(),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Push> for MinerSession {
+    type Result = ();
+    fn handle(&mut self, msg: Push, ctx: &mut Context<Self>) {
+        if let Some(id) = self.waiting_login.take() {
+            self.answer_login(&id, &msg.job, ctx);
+        } else if self.miner.is_some() && !self.closing {
+            self.push_job(&msg.job, ctx);
+        }
+    }
+}
+
+impl Handler<Tick> for MinerSession {
+    type Result = ();
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        self.tick(ctx);
+    }
+}
+
+impl Handler<Verdict> for MinerSession {
+    type Result = ();
+    fn handle(&mut self, msg: Verdict, ctx: &mut Context<Self>) {
+        self.on_verdict(msg, ctx);
+    }
+}

@@ -1,0 +1,252 @@
+//! The PortSupervisor actor: one per configured stratum port. It accepts connections, enforces
+//! the connection caps, starts each session on the next arbiter (one per core), keeps the
+//! registry of its sessions and fans every new template out to them.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::stream;
+use tokio::net::{TcpListener, TcpSocket};
+
+use super::session::{Accepted, Fanout, MinerSession, Push, Tick};
+use super::StratumContext;
+use crate::config::PortConfig;
+use crate::jobs::NewTemplate;
+
+/// A session started (sent by the session).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Register {
+    /// Session id.
+    pub id: u64,
+    /// Its address.
+    pub addr: Addr<MinerSession>,
+}
+
+/// A session logged in (for the connection counts the API shows).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionLoggedIn {
+    /// Session id.
+    pub id: u64,
+    /// `address~worker`.
+    pub worker_key: String,
+    /// Solo miner.
+    pub solo: bool,
+}
+
+/// A session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    /// Session id.
+    pub id: u64,
+}
+
+/// Stops accepting connections (shutdown); open sessions end with their arbiter.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAccepting;
+
+/// Asks for the port's connection figures.
+#[derive(Message)]
+#[rtype(result = "PortStats")]
+pub struct GetPortStats;
+
+/// A port's connection figures.
+#[derive(Debug, Clone, Default, MessageResponse)]
+pub struct PortStats {
+    /// The port.
+    pub port: u16,
+    /// Open connections.
+    pub connections: usize,
+    /// Logged-in sessions by `address~worker` and solo flag.
+    pub workers: HashMap<(String, bool), u64>,
+}
+
+struct Entry {
+    addr: Addr<MinerSession>,
+    login: Option<(String, bool)>,
+}
+
+/// Supervises one stratum port.
+pub struct PortSupervisor {
+    port: PortConfig,
+    shared: Arc<StratumContext>,
+    arbiters: Arc<Vec<ArbiterHandle>>,
+    next_arbiter: usize,
+    listener: Option<TcpListener>,
+    sessions: HashMap<u64, Entry>,
+    tick_every: Duration,
+}
+
+/// Listen backlog: a farm reconnecting after a pool restart arrives all at once.
+const BACKLOG: u32 = 8192;
+
+impl PortSupervisor {
+    /// Binds the port now (so a port in use is a start-up error, not a log line later).
+    pub fn bind(ip: IpAddr, port: u16) -> std::io::Result<TcpListener> {
+        let addr = SocketAddr::new(ip, port);
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    }
+
+    /// A supervisor for `port` accepting on `listener`.
+    pub fn new(
+        port: PortConfig,
+        listener: TcpListener,
+        shared: Arc<StratumContext>,
+        arbiters: Arc<Vec<ArbiterHandle>>,
+    ) -> PortSupervisor {
+        let tick_every = Duration::from_secs(shared.config.var_diff.retarget_time.clamp(1, 15));
+        PortSupervisor {
+            port,
+            shared,
+            arbiters,
+            next_arbiter: 0,
+            listener: Some(listener),
+            sessions: HashMap::new(),
+            tick_every,
+        }
+    }
+
+    fn accept(&mut self, stream: tokio::net::TcpStream, peer: SocketAddr, ctx: &mut Context<Self>) {
+        let ip = canonical_ip(peer.ip());
+        if let Err(reason) = self.shared.limits.acquire(ip) {
+            crate::metrics::connection_refused(reason);
+            tracing::debug!(%ip, port = self.port.port, "connection refused: {reason}");
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(_) => {
+                self.shared.limits.release(ip);
+                return;
+            }
+        };
+        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        let shared = self.shared.clone();
+        let supervisor = ctx.address();
+        let port = self.port.port;
+        let port_difficulty = self.port.diff;
+        let at = Instant::now();
+        let spawned = arbiter.spawn(async move {
+            // Re-register the socket with this arbiter's reactor.
+            match tokio::net::TcpStream::from_std(std_stream) {
+                Ok(stream) => {
+                    MinerSession::start(Accepted { stream, ip, port, port_difficulty, at }, shared, supervisor);
+                }
+                Err(_) => shared.limits.release(ip),
+            }
+        });
+        if !spawned {
+            self.shared.limits.release(ip);
+        }
+    }
+
+    fn fan_out(&mut self, msg: NewTemplate) {
+        let fanout = Fanout::new(self.port.port, self.sessions.len(), Instant::now());
+        for entry in self.sessions.values() {
+            // do_send ignores the mailbox bound; an undelivered Push reports done on drop.
+            entry.addr.do_send(Push { job: msg.0.clone(), fanout: fanout.clone() });
+        }
+        fanout.done();
+    }
+}
+
+/// IPv4-mapped IPv6 peers as plain IPv4, so bans and caps see one address per host.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+impl Actor for PortSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(listener) = self.listener.take() {
+            let accepts = stream::unfold(listener, |listener| async move {
+                let result = listener.accept().await;
+                if let Err(e) = &result {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Some((result, listener))
+            });
+            ctx.add_stream(accepts);
+        }
+        tracing::info!("[Pool] Started on port {} ({}), difficulty {}", self.port.port, self.port.desc, self.port.diff);
+        ctx.run_interval(self.tick_every, |act, _| {
+            act.shared.bans.sweep();
+            for entry in act.sessions.values() {
+                entry.addr.do_send(Tick);
+            }
+        });
+    }
+}
+
+impl StreamHandler<std::io::Result<(tokio::net::TcpStream, SocketAddr)>> for PortSupervisor {
+    fn handle(&mut self, item: std::io::Result<(tokio::net::TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+        if let Ok((stream, peer)) = item {
+            self.accept(stream, peer, ctx);
+        }
+    }
+}
+
+impl Handler<NewTemplate> for PortSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: NewTemplate, _: &mut Context<Self>) {
+        self.fan_out(msg);
+    }
+}
+
+impl Handler<Register> for PortSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+        self.sessions.insert(msg.id, Entry { addr: msg.addr, login: None });
+    }
+}
+
+impl Handler<SessionLoggedIn> for PortSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: SessionLoggedIn, _: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.get_mut(&msg.id) {
+            entry.login = Some((msg.worker_key, msg.solo));
+        }
+    }
+}
+
+impl Handler<Unregister> for PortSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+        self.sessions.remove(&msg.id);
+    }
+}
+
+impl Handler<GetPortStats> for PortSupervisor {
+    type Result = PortStats;
+    fn handle(&mut self, _: GetPortStats, _: &mut Context<Self>) -> PortStats {
+        let mut workers: HashMap<(String, bool), u64> = HashMap::new();
+        for (key, solo) in self.sessions.values().filter_map(|e| e.login.as_ref()) {
+            *workers.entry((key.clone(), *solo)).or_default() += 1;
+        }
+        PortStats { port: self.port.port, connections: self.sessions.len(), workers }
+    }
+}
+
+impl Handler<StopAccepting> for PortSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: StopAccepting, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,424 @@
+//! Shared integration-test harness: a real `redis-server` on a free loopback port, the devnet
+//! in-process, the pool in its own actix System thread, and a test miner that really mines
+//! (RandomX light mode) over real TCP.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pastella_pool::chain::difficulty::{difficulty_of_target4, hash_difficulty};
+use pastella_pool::chain::Hash;
+use pastella_pool::config::{Config, Module};
+use pastella_pool::devnet::{DevnetConfig, DevnetHandle};
+use pastella_pool::pow::Hasher;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// The pool address of the shipped config (the devnet wallet's address).
+pub const POOL_ADDRESS: &str = "PAS1LqBfSfzeu7Khipaj1JbSvkJfP6yJ8Z16wZVjSdd75QqM8KTcnF";
+/// Miner addresses for tests (valid, distinct).
+pub const MINER_A: &str = "PAS18z7m9DGbJFoVv6HiGoiwxNG5mLoniSEFWkguBKt59JSHPHjYaa";
+
+/// A free TCP port on loopback (bound and released: good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `redis-server` child on a free port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server not installed (the README's test command installs it)");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) {
+                    if let Ok(mut con) = client.get_connection() {
+                        if redis::cmd("PING").query::<String>(&mut con).is_ok() {
+                            return RedisServer { port, child, _dir: dir };
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut child = child;
+            let _ = child.kill();
+        }
+        panic!("could not start redis-server");
+    }
+
+    /// A synchronous connection for assertions.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap().get_connection().unwrap()
+    }
+
+    /// Kills Redis (to test outages); `restart` brings it back on the same port.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(mut con) = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap().get_connection()
+            {
+                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis did not restart");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a devnet with a fixed difficulty on free ports.
+pub async fn devnet(difficulty: u64) -> DevnetHandle {
+    pastella_pool::devnet::start(DevnetConfig { difficulty: Some(difficulty), ..DevnetConfig::ephemeral() })
+        .await
+        .expect("devnet starts")
+}
+
+/// Deep-merges `patch` into `base`.
+pub fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+/// A pool config for tests: light mode, fast polling, the given stratum ports and difficulties.
+pub fn pool_config(redis: &RedisServer, devnet: &DevnetHandle, ports: &[(u16, u64)], patch: Value) -> Config {
+    let ports_json: serde_json::Map<String, Value> =
+        ports.iter().map(|(p, d)| (p.to_string(), json!({"diff": d, "desc": format!("test port {p}")}))).collect();
+    let mut config = json!({
+        "coin": "pastella",
+        "poolAddress": POOL_ADDRESS,
+        "coinUnits": 100000000,
+        "cnAlgorithm": "randomx",
+        "isRandomX": true,
+        "daemon": {"host": "127.0.0.1", "port": devnet.daemon_addr.port()},
+        "walletApi": {"host": "127.0.0.1", "port": devnet.wallet_addr.port(), "apiKey": "devnet-api-key",
+                      "walletFile": "pool.wallet", "walletPassword": "devnet"},
+        "redis": {"host": "127.0.0.1", "port": redis.port, "db": 0},
+        "ports": ports_json,
+        "poolServer": {"blockRefreshInterval": 50, "bindIp": "127.0.0.1"},
+        "varDiff": {"minDiff": 1, "maxDiff": 1000000, "targetTime": 30, "retargetTime": 15, "variancePercent": 30, "maxJump": 50},
+        "randomx": {"mode": "light", "threads": 2},
+        "api": {"port": free_port(), "bindIp": "127.0.0.1"},
+        "payments": {"enabled": false},
+        "blockUnlocker": {"enabled": false},
+        "logging": {"level": "warn"}
+    });
+    merge(&mut config, &patch);
+    let (config, _) = Config::from_json_str(&config.to_string(), "test config").unwrap();
+    config
+}
+
+/// The pool running in its own thread and actix System.
+pub struct PoolProcess {
+    pub http_addr: Option<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PoolProcess {
+    pub fn start(config: Config, modules: &[Module]) -> PoolProcess {
+        let modules = modules.to_vec();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let system = actix::System::new();
+            system.block_on(async move {
+                match pastella_pool::app::start(config, &modules).await {
+                    Ok(pool) => {
+                        let _ = ready_tx.send(Ok(pool.http_addr));
+                        let _ = stop_rx.await;
+                        pool.shutdown().await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                    }
+                }
+            });
+        });
+        let http_addr = ready_rx.recv_timeout(Duration::from_secs(60)).expect("pool start").expect("pool starts");
+        PoolProcess { http_addr, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    /// Shuts down cleanly (writes pending shares).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for PoolProcess {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A RandomX light hasher shared by a test's miners (one 256 MiB cache).
+#[derive(Clone)]
+pub struct SharedHasher {
+    inner: Arc<Mutex<Option<(Hash, Hasher)>>>,
+}
+
+impl SharedHasher {
+    pub fn new() -> SharedHasher {
+        SharedHasher { inner: Arc::new(Mutex::new(None)) }
+    }
+
+    /// Searches nonces from `start` until the hash meets `difficulty`; blocking.
+    pub fn search(&self, seed: Hash, blob: &[u8], difficulty: u64, start: u32) -> ([u8; 4], Hash) {
+        let mut guard = self.inner.lock().unwrap();
+        if guard.as_ref().map(|(s, _)| *s != seed).unwrap_or(true) {
+            *guard = Some((seed, Hasher::light(seed.as_bytes()).unwrap()));
+        }
+        let hasher = &mut guard.as_mut().unwrap().1;
+        let mut blob = blob.to_vec();
+        for nonce in start.. {
+            let bytes = nonce.to_le_bytes();
+            blob[39..43].copy_from_slice(&bytes);
+            let hash = Hash(hasher.hash(&blob));
+            if hash_difficulty(&hash) >= difficulty {
+                return (bytes, hash);
+            }
+        }
+        unreachable!()
+    }
+
+    /// Hashes one nonce.
+    pub fn hash(&self, seed: Hash, blob: &[u8], nonce: [u8; 4]) -> Hash {
+        let mut guard = self.inner.lock().unwrap();
+        if guard.as_ref().map(|(s, _)| *s != seed).unwrap_or(true) {
+            *guard = Some((seed, Hasher::light(seed.as_bytes()).unwrap()));
+        }
+        let mut blob = blob.to_vec();
+        blob[39..43].copy_from_slice(&nonce);
+        Hash(guard.as_mut().unwrap().1.hash(&blob))
+    }
+}
+
+/// A job as a test miner sees it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub blob: Vec<u8>,
+    pub target: String,
+    /// Difficulty xmrig would derive from the target.
+    pub difficulty: u64,
+    pub height: u64,
+    pub seed: Hash,
+    pub raw: Value,
+}
+
+impl Job {
+    pub fn from_json(v: &Value) -> Job {
+        let target = v["target"].as_str().unwrap().to_string();
+        let difficulty = if target.len() == 8 {
+            difficulty_of_target4(u32::from_le_bytes(hex::decode(&target).unwrap().try_into().unwrap()))
+        } else {
+            u64::MAX / u64::from_le_bytes(hex::decode(&target).unwrap().try_into().unwrap())
+        };
+        Job {
+            id: v["job_id"].as_str().unwrap().to_string(),
+            blob: hex::decode(v["blob"].as_str().unwrap()).unwrap(),
+            target,
+            difficulty,
+            height: v["height"].as_u64().unwrap(),
+            seed: Hash::from_hex(v["seed_hash"].as_str().unwrap()).unwrap(),
+            raw: v.clone(),
+        }
+    }
+}
+
+/// A stratum client speaking like xmrig.
+pub struct TestMiner {
+    reader: tokio::io::Lines<BufReader<OwnedReadHalf>>,
+    writer: OwnedWriteHalf,
+    next_id: u64,
+    pub session: String,
+    pub pushed: VecDeque<Job>,
+    pub job: Option<Job>,
+}
+
+impl TestMiner {
+    pub async fn connect(addr: SocketAddr) -> TestMiner {
+        Self::from_stream(TcpStream::connect(addr).await.unwrap())
+    }
+
+    /// Connects from a chosen loopback source address (127.0.0.x), to test per-IP rules.
+    pub async fn connect_from(source: IpAddr, addr: SocketAddr) -> TestMiner {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        Self::from_stream(socket.connect(addr).await.unwrap())
+    }
+
+    fn from_stream(stream: TcpStream) -> TestMiner {
+        let (read, writer) = stream.into_split();
+        TestMiner {
+            reader: BufReader::new(read).lines(),
+            writer,
+            next_id: 1,
+            session: String::new(),
+            pushed: VecDeque::new(),
+            job: None,
+        }
+    }
+
+    /// Sends a raw line.
+    pub async fn send_line(&mut self, line: &str) {
+        self.writer.write_all(line.as_bytes()).await.unwrap();
+        self.writer.write_all(b"\n").await.unwrap();
+    }
+
+    /// Reads the next line (None on close or after `timeout`).
+    pub async fn read_line(&mut self, timeout: Duration) -> Option<String> {
+        match tokio::time::timeout(timeout, self.reader.next_line()).await {
+            Ok(Ok(line)) => line,
+            _ => None,
+        }
+    }
+
+    /// True once the pool closed the connection (reads until EOF, within `timeout`).
+    pub async fn closed(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match tokio::time::timeout(deadline - Instant::now(), self.reader.next_line()).await {
+                Ok(Ok(None)) | Ok(Err(_)) => return true,
+                Ok(Ok(Some(_))) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Sends a request and returns the whole reply; job pushes read meanwhile are queued.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = json!({"id": id, "jsonrpc": "2.0", "method": method, "params": params}).to_string();
+        self.send_line(&line).await;
+        loop {
+            let line = self.read_line(Duration::from_secs(30)).await.unwrap_or_else(|| panic!("no reply to {method}"));
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["method"] == "job" {
+                self.pushed.push_back(Job::from_json(&v["params"]));
+                continue;
+            }
+            assert_eq!(v["id"], id, "reply id");
+            return v;
+        }
+    }
+
+    /// Logs in; panics on an error reply.
+    pub async fn login(&mut self, login: &str, pass: &str) -> Value {
+        let reply = self.call("login", json!({"login": login, "pass": pass, "agent": "pastella-test/1.0", "algo": ["rx/0"]})).await;
+        assert!(reply["error"].is_null(), "login failed: {reply}");
+        self.session = reply["result"]["id"].as_str().unwrap().to_string();
+        self.job = Some(Job::from_json(&reply["result"]["job"]));
+        reply
+    }
+
+    /// Waits for the next job push.
+    pub async fn next_push(&mut self, timeout: Duration) -> Option<Job> {
+        if let Some(job) = self.pushed.pop_front() {
+            self.job = Some(job.clone());
+            return Some(job);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let line = self.read_line(deadline - Instant::now()).await?;
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["method"] == "job" {
+                let job = Job::from_json(&v["params"]);
+                self.job = Some(job.clone());
+                return Some(job);
+            }
+        }
+        None
+    }
+
+    /// Submits a nonce/result for `job`.
+    pub async fn submit(&mut self, job: &Job, nonce: [u8; 4], result: &Hash) -> Value {
+        let params = json!({"id": self.session, "job_id": job.id, "nonce": hex::encode(nonce), "result": result.to_hex(), "algo": "rx/0"});
+        self.call("submit", params).await
+    }
+
+    /// Mines one share for the current job at its difficulty (or `min`) and submits it.
+    pub async fn mine_and_submit(&mut self, hasher: &SharedHasher, min: u64, start: u32) -> (Value, [u8; 4], Hash) {
+        let job = self.job.clone().expect("a job");
+        let h = hasher.clone();
+        let (seed, blob, diff) = (job.seed, job.blob.clone(), job.difficulty.max(min));
+        let (nonce, hash) = tokio::task::spawn_blocking(move || h.search(seed, &blob, diff, start)).await.unwrap();
+        let reply = self.submit(&job, nonce, &hash).await;
+        (reply, nonce, hash)
+    }
+}
+
+/// Polls `check` until it returns Some or `timeout` passes.
+pub async fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Where a test keeps temporary files.
+pub fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pastella-test-{}-{name}", std::process::id()))
+}
