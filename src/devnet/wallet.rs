@@ -1,0 +1,315 @@
+//! The simulated wallet: one address, its balance computed from the ledger, the transactions
+//! it relayed, prepared transactions held until sent, and injected send failures.
+//!
+//! Balance model (simpler than the real wallet's inputs and change, same totals): incoming =
+//! coinbase outputs of main-chain blocks paying the wallet key, locked until
+//! `unlock_time <= block count + 1` (`Utilities::isInputUnlocked` with the network block count),
+//! plus confirmed transfers to the wallet address; outgoing = amount + fee of every relayed
+//! transaction, taken from the unlocked balance when it is sent.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ledger::{Ledger, PoolTx};
+use crate::chain::{Address, Hash};
+
+/// How an injected send failure behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// HTTP 400 with the given error code; nothing is sent.
+    Error,
+    /// Hold the request for a while, send nothing, then answer error 30 (daemon offline).
+    Timeout,
+    /// Relay the transaction, then close the connection without a complete answer.
+    DropAfterSuccess,
+}
+
+/// One injected failure, consumed by the next send that would otherwise be relayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// What happens.
+    pub kind: FailureKind,
+    /// The error code for [`FailureKind::Error`] (default 31, DAEMON_ERROR).
+    pub code: i64,
+    /// How long [`FailureKind::Timeout`] holds the request.
+    #[serde(with = "seconds")]
+    pub hold: Duration,
+}
+
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Ok(Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO))
+    }
+}
+
+/// A transaction built by `/transactions/prepare/*` and not yet sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Prepared {
+    /// The transaction.
+    pub tx: PoolTx,
+}
+
+/// A wallet transaction as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TxView {
+    pub hash: Hash,
+    pub block_height: u64,
+    pub fee: u64,
+    pub is_coinbase: bool,
+    pub timestamp: u64,
+    /// (address, signed amount)
+    pub transfers: Vec<(String, i64)>,
+    pub unlock_time: u64,
+}
+
+/// The wallet.
+#[derive(Debug)]
+pub(crate) struct Wallet {
+    /// The wallet's only address.
+    pub address: Address,
+    /// Whether a wallet is open in the API.
+    pub open: bool,
+    /// Wallet files the API knows: filename → password.
+    pub files: BTreeMap<String, String>,
+    /// Hashes of relayed transactions, in sending order.
+    pub sent: Vec<Hash>,
+    /// Prepared, unsent transactions, in preparing order.
+    pub prepared: Vec<Prepared>,
+    /// Failures for the next sends.
+    pub failures: VecDeque<Failure>,
+}
+
+impl Wallet {
+    /// A wallet for `address`, stored as `filename` with `password`.
+    pub fn new(address: Address, filename: &str, password: &str, open: bool) -> Wallet {
+        Wallet {
+            address,
+            open,
+            files: BTreeMap::from([(filename.to_string(), password.to_string())]),
+            sent: Vec::new(),
+            prepared: Vec::new(),
+            failures: VecDeque::new(),
+        }
+    }
+
+    fn text(&self) -> String {
+        self.address.encode()
+    }
+
+    /// `(unlocked, locked)` at the ledger's current height.
+    pub fn balance(&self, ledger: &Ledger) -> (u64, u64) {
+        let key = self.address.key();
+        let count = ledger.count();
+        let mut unlocked: u64 = 0;
+        let mut locked: u64 = 0;
+        for id in ledger.main_ids() {
+            let Some(b) = ledger.block(id) else { continue };
+            let cb = &b.block.coinbase;
+            for out in cb.outputs.iter().filter(|o| &o.key == key) {
+                if cb.unlock_time <= count + 1 {
+                    unlocked = unlocked.saturating_add(out.amount);
+                } else {
+                    locked = locked.saturating_add(out.amount);
+                }
+            }
+        }
+        let me = self.text();
+        for tx in ledger.txs() {
+            let incoming =
+                tx.destinations.iter().filter(|(a, _)| *a == me).map(|(_, v)| *v).fold(0, u64::saturating_add);
+            if incoming == 0 {
+                continue;
+            }
+            match ledger.tx(&tx.hash) {
+                Some((_, Some(_))) => unlocked = unlocked.saturating_add(incoming),
+                // Our own unconfirmed incoming change: locked until it is in a block.
+                _ if self.sent.contains(&tx.hash) => locked = locked.saturating_add(incoming),
+                _ => {}
+            }
+        }
+        let mut spent: u64 = 0;
+        for hash in &self.sent {
+            if let Some((tx, _)) = ledger.tx(hash) {
+                spent = spent.saturating_add(tx.amount()).saturating_add(tx.fee);
+            }
+        }
+        let from_unlocked = spent.min(unlocked);
+        (unlocked - from_unlocked, locked.saturating_sub(spent - from_unlocked))
+    }
+
+    /// What prepared transactions hold back from new sends (`except` excluded).
+    pub fn reserved(&self, except: Option<&Hash>) -> u64 {
+        self.prepared
+            .iter()
+            .filter(|p| Some(&p.tx.hash) != except)
+            .map(|p| p.tx.amount().saturating_add(p.tx.fee))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// The transactions the wallet has seen confirmed, in block order (what
+    /// `SubWallets::getTransactions` holds).
+    pub fn confirmed(&self, ledger: &Ledger) -> Vec<TxView> {
+        let key = self.address.key();
+        let me = self.text();
+        let mut out = Vec::new();
+        for id in ledger.main_ids() {
+            let Some(b) = ledger.block(id) else { continue };
+            let cb = &b.block.coinbase;
+            let mine: u64 = cb.outputs.iter().filter(|o| &o.key == key).map(|o| o.amount).fold(0, u64::saturating_add);
+            if mine > 0 {
+                out.push(TxView {
+                    hash: b.block.coinbase_hash(),
+                    block_height: b.height,
+                    fee: 0,
+                    is_coinbase: true,
+                    timestamp: b.block.header.timestamp,
+                    transfers: vec![(me.clone(), clamp_i64(mine))],
+                    unlock_time: cb.unlock_time,
+                });
+            }
+            for hash in &b.block.tx_hashes {
+                let Some((tx, _)) = ledger.tx(hash) else { continue };
+                if let Some(transfer) = self.transfer(tx) {
+                    out.push(TxView {
+                        hash: *hash,
+                        block_height: b.height,
+                        fee: tx.fee,
+                        is_coinbase: false,
+                        timestamp: b.block.header.timestamp,
+                        transfers: vec![(me.clone(), transfer)],
+                        unlock_time: 0,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Sent transactions not yet in a main-chain block (`getUnconfirmedTransactions`).
+    pub fn unconfirmed(&self, ledger: &Ledger) -> Vec<TxView> {
+        let me = self.text();
+        self.sent
+            .iter()
+            .filter_map(|hash| ledger.tx(hash))
+            .filter(|(_, block)| block.is_none())
+            .map(|(tx, _)| TxView {
+                hash: tx.hash,
+                block_height: 0,
+                fee: tx.fee,
+                is_coinbase: false,
+                timestamp: 0,
+                transfers: vec![(me.clone(), self.transfer(tx).unwrap_or(0))],
+                unlock_time: 0,
+            })
+            .collect()
+    }
+
+    /// The wallet's net balance change from a transaction, if it concerns the wallet.
+    fn transfer(&self, tx: &PoolTx) -> Option<i64> {
+        let me = self.text();
+        let incoming: i128 = tx.destinations.iter().filter(|(a, _)| *a == me).map(|(_, v)| *v as i128).sum();
+        let ours = self.sent.contains(&tx.hash);
+        if !ours && incoming == 0 {
+            return None;
+        }
+        let outgoing: i128 = if ours { tx.amount() as i128 + tx.fee as i128 } else { 0 };
+        Some((incoming - outgoing).clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+    }
+
+    /// State for persistence.
+    pub fn snapshot(&self) -> WalletSnapshot {
+        WalletSnapshot {
+            files: self.files.clone(),
+            sent: self.sent.clone(),
+            prepared: self
+                .prepared
+                .iter()
+                .map(|p| super::ledger::StoredTx {
+                    blob: hex::encode(&p.tx.blob),
+                    fee: p.tx.fee,
+                    destinations: p.tx.destinations.clone(),
+                })
+                .collect(),
+            failures: self.failures.iter().cloned().collect(),
+        }
+    }
+
+    /// Restores the persisted parts.
+    pub fn restore(&mut self, snapshot: &WalletSnapshot) -> Result<(), String> {
+        self.files.extend(snapshot.files.clone());
+        self.sent = snapshot.sent.clone();
+        self.prepared.clear();
+        for p in &snapshot.prepared {
+            let blob = hex::decode(&p.blob).map_err(|e| format!("prepared transaction: {e}"))?;
+            let hash = crate::chain::keccak::keccak(&blob);
+            self.prepared
+                .push(Prepared { tx: PoolTx { hash, blob, fee: p.fee, destinations: p.destinations.clone() } });
+        }
+        self.failures = snapshot.failures.iter().cloned().collect();
+        Ok(())
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The persisted wallet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct WalletSnapshot {
+    pub files: BTreeMap<String, String>,
+    pub sent: Vec<Hash>,
+    pub prepared: Vec<super::ledger::StoredTx>,
+    pub failures: Vec<Failure>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::keccak::keccak;
+
+    #[test]
+    fn coinbase_locks_then_unlocks_and_sends_are_deducted() {
+        let address = Address::from_key(super::super::ledger::derived_point("pool"));
+        let mut wallet = Wallet::new(address, "pool.wallet", "pw", true);
+        let mut ledger = Ledger::new(Some(1));
+        let mut rng = rand::thread_rng();
+        ledger.mine_other(*address.key(), 1_800_000_000, &mut rng);
+        assert_eq!(wallet.balance(&ledger), (0, 400_000_000));
+        let other = super::super::ledger::derived_point("other");
+        // Block 1 unlocks (unlock_time 11) once the count reaches 10: 8 more blocks.
+        for _ in 0..7 {
+            ledger.mine_other(other, 1_800_000_000, &mut rng);
+        }
+        assert_eq!(wallet.balance(&ledger), (0, 400_000_000));
+        ledger.mine_other(other, 1_800_000_000, &mut rng);
+        assert_eq!(wallet.balance(&ledger), (400_000_000, 0));
+        let blob = vec![1, 2, 3];
+        let tx = PoolTx { hash: keccak(&blob), blob, fee: 1000, destinations: vec![("PAS1x".into(), 1_000_000)] };
+        let hash = tx.hash;
+        ledger.relay(tx);
+        wallet.sent.push(hash);
+        assert_eq!(wallet.balance(&ledger), (398_999_000, 0));
+        assert_eq!(wallet.unconfirmed(&ledger).len(), 1);
+        assert_eq!(wallet.unconfirmed(&ledger)[0].transfers[0].1, -1_001_000);
+        ledger.mine_other(other, 1_800_000_000, &mut rng);
+        assert!(wallet.unconfirmed(&ledger).is_empty());
+        let confirmed = wallet.confirmed(&ledger);
+        assert_eq!(confirmed.len(), 2);
+        assert!(confirmed[0].is_coinbase);
+        assert_eq!(confirmed[1].hash, hash);
+        assert_eq!(confirmed[1].block_height, 10);
+    }
+}
