@@ -47,9 +47,8 @@ struct RunArgs {
     modules: Vec<ModuleArg>,
 }
 
-/// Arguments of `devnet`; the simulator that takes them is not built yet.
-#[derive(Args)]
-struct DevnetArgs {}
+/// Arguments of `devnet` (every flag is described in docs/DEVNET.md).
+type DevnetArgs = pastella_pool::devnet::DevnetArgs;
 
 /// What `--module` accepts.
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,10 +69,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::CheckConfig(args) => check_config(&args),
         Command::Run(args) => run(&args),
-        Command::Devnet(DevnetArgs {}) => {
-            eprintln!("devnet is not built yet");
-            ExitCode::from(1)
-        }
+        Command::Devnet(args) => devnet(args),
     }
 }
 
@@ -141,4 +137,28 @@ fn selected_modules(args: &[ModuleArg]) -> Vec<Module> {
     modules.sort();
     modules.dedup();
     modules
+}
+
+/// Runs the simulated Pastellad and wallet API in the foreground until Ctrl-C.
+fn devnet(args: DevnetArgs) -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pastella_pool::devnet::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -735,5 +735,21 @@ async fn control_endpoints_over_http() {
         assert!(serde_json::from_str::<Value>(&text).unwrap()["error"].is_string());
     }
     assert_eq!(raw("GET", format!("http://{}/devnet/nothing", h.control_addr), None, None).await.0, 404);
+    // Simulated blocks can pay any address: a quick way to fund the wallet.
+    let funded = control(&h, "POST", "/devnet/mine", json!({"count": 9, "address": POOL})).await;
+    assert_eq!(funded["height"], 12);
+    let w = wallet_client(&h, Duration::from_secs(5));
+    assert_eq!(w.balance().await.unwrap(), Balance { unlocked: 4 * COIN, locked: 8 * 4 * COIN });
+    h.stop().await;
+}
+
+#[actix_rt::test]
+async fn runs_inside_an_actix_system() {
+    let h = start(Some(10)).await;
+    let d = daemon_client(&h);
+    let id = mine_pool_block(&d).await;
+    assert_eq!(d.get_last_block_header().await.unwrap().hash, id);
+    let w = wallet_client(&h, Duration::from_secs(5));
+    assert_eq!(w.balance().await.unwrap(), Balance { unlocked: 0, locked: 4 * COIN });
     h.stop().await;
 }

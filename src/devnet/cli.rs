@@ -91,8 +91,9 @@ pub async fn run(args: DevnetArgs) -> Result<(), DevnetError> {
     let config = args.config()?;
     let handle = start(config.clone()).await?;
     let state = handle.state();
+    let rule = if config.difficulty.is_some() { "fixed" } else { "LWMA-2" };
     println!(
-        "devnet: Pastellad RPC  http://{}  (height {}, difficulty {})",
+        "devnet: Pastellad RPC  http://{}  (height {}, difficulty {} {rule})",
         handle.daemon_addr, state.block_count, state.difficulty
     );
     println!(
@@ -105,9 +106,13 @@ pub async fn run(args: DevnetArgs) -> Result<(), DevnetError> {
         state.wallet.address
     );
     println!("devnet: control        http://{}/devnet/state", handle.control_addr);
-    match (&config.data, config.block_time) {
-        (Some(path), _) => println!("devnet: data file      {}", path.display()),
-        (None, _) => println!("devnet: in memory (use --data FILE to keep the chain)"),
+    match &config.data {
+        Some(path) => println!("devnet: data file      {}", path.display()),
+        None => println!("devnet: in memory (use --data FILE to keep the chain)"),
+    }
+    match config.block_time {
+        Some(every) => println!("devnet: other miners   a block every {} s", every.as_secs_f64()),
+        None => println!("devnet: other miners   only on POST /devnet/mine (use --block-time SECONDS)"),
     }
     println!("devnet: Ctrl-C stops");
     wait_for_shutdown().await;

@@ -44,7 +44,7 @@ fn field_seconds(body: &Value, name: &str) -> Result<Option<Duration>, Response>
 
 /// Handles one control request.
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
-    if !req.peer.ip().is_loopback() {
+    if !req.peer.ip().to_canonical().is_loopback() {
         return answer(403, json!({"error": "the devnet control endpoints only answer loopback clients"}));
     }
     let body: Value = if req.body.is_empty() {
@@ -79,7 +79,15 @@ fn mine(shared: &Shared, body: &Value) -> Result<Response, Response> {
     if count == 0 || count > MAX_MINE {
         return Err(bad(format!("\"count\" must be between 1 and {MAX_MINE}")));
     }
-    let mined = shared.mine(count);
+    let key = match body.get("address") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let text = v.as_str().ok_or_else(|| bad("\"address\" must be a string"))?;
+            let address = crate::chain::Address::parse(text).map_err(|e| bad(format!("\"address\": {e}")))?;
+            Some(*address.key())
+        }
+    };
+    let mined = shared.mine(count, key);
     let state = shared.lock();
     let top = state.ledger.top();
     Ok(answer(200, json!({"mined": mined, "height": top.height, "tip": top.id})))
@@ -130,4 +138,44 @@ fn staking(shared: &Shared, body: &Value) -> Result<Response, Response> {
     let height = shared.attach_staking(amount);
     let address = crate::chain::Address::from_key(shared.staker_key).encode();
     Ok(answer(200, json!({"height": height, "amount": amount, "address": address})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devnet::{start, DevnetConfig};
+
+    fn request(peer: &str, method: &str, path: &str) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: peer.parse().unwrap(),
+            http10: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_loopback_peers_are_served() {
+        let handle = start(DevnetConfig::ephemeral()).await.unwrap();
+        let shared = handle.shared.clone();
+        for (peer, status) in [
+            ("10.1.2.3:4000", 403),
+            ("[2001:db8::1]:4000", 403),
+            ("127.0.0.1:4000", 200),
+            ("[::1]:4000", 200),
+            ("[::ffff:127.0.0.1]:4000", 200),
+        ] {
+            match handle_request(&shared, request(peer, "GET", "/devnet/state")).await {
+                Response::Complete { status: got, .. } => assert_eq!(got, status, "{peer}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        handle.stop().await;
+    }
+
+    async fn handle_request(shared: &Arc<Shared>, req: Request) -> Response {
+        handle(shared.clone(), req).await
+    }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Request {
     pub body: Vec<u8>,
     /// The client's address.
     pub peer: SocketAddr,
+    /// HTTP/1.0: the connection closes after the answer unless the client asks to keep it.
+    pub http10: bool,
 }
 
 impl Request {
@@ -154,7 +156,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: Handler) {
 }
 
 fn wants_close(request: &Request) -> bool {
-    request.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    match request.header("connection") {
+        Some(v) if v.eq_ignore_ascii_case("close") => true,
+        Some(v) if v.eq_ignore_ascii_case("keep-alive") => false,
+        _ => request.http10,
+    }
 }
 
 async fn read_line<R: AsyncBufRead + Unpin>(read: &mut R, head: &mut usize) -> Result<String, ReadError> {
@@ -192,6 +198,7 @@ async fn read_request<R: AsyncBufRead + Unpin, W: AsyncWriteExt + Unpin>(
     if !version.starts_with("HTTP/1.") || method.is_empty() {
         return Err(ReadError::Bad(400));
     }
+    let http10 = version == "HTTP/1.0";
     let path = target.split('?').next().unwrap_or_default().to_string();
     let method = method.to_string();
     let mut headers = Vec::new();
@@ -205,7 +212,7 @@ async fn read_request<R: AsyncBufRead + Unpin, W: AsyncWriteExt + Unpin>(
         };
         headers.push((name.trim().to_string(), value.trim().to_string()));
     }
-    let mut request = Request { method, path, headers, body: Vec::new(), peer };
+    let mut request = Request { method, path, headers, body: Vec::new(), peer, http10 };
     let chunked = request.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let length = match request.header("content-length") {
         Some(v) => Some(v.parse::<usize>().map_err(|_| ReadError::Bad(400))?),

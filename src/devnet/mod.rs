@@ -194,8 +194,17 @@ pub struct MempoolTx {
     pub fee: u64,
     /// Sum of the destinations.
     pub amount: u64,
-    /// `[address, amount]` pairs.
-    pub destinations: Vec<(String, u64)>,
+    /// The recipients.
+    pub destinations: Vec<Payment>,
+}
+
+/// One recipient of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Payment {
+    /// Address as given to the wallet.
+    pub address: String,
+    /// Atomic units.
+    pub amount: u64,
 }
 
 /// A staking payout in [`DevnetState`].
@@ -344,12 +353,14 @@ impl Shared {
         }
     }
 
-    /// Mines `count` blocks of the simulated network.
-    pub fn mine(&self, count: u64) -> Vec<Hash> {
+    /// Mines `count` blocks of the simulated network paying `key` (the other miners' by
+    /// default).
+    pub fn mine(&self, count: u64, key: Option<[u8; 32]>) -> Vec<Hash> {
+        let key = key.unwrap_or(self.other_key);
         let mut rng = rand::thread_rng();
         let mined = {
             let mut state = self.lock();
-            (0..count).map(|_| state.ledger.mine_other(self.other_key, now(), &mut rng)).collect()
+            (0..count).map(|_| state.ledger.mine_other(key, now(), &mut rng)).collect()
         };
         self.changed();
         mined
@@ -413,7 +424,11 @@ impl Shared {
                     hash: t.hash,
                     fee: t.fee,
                     amount: t.amount(),
-                    destinations: t.destinations.clone(),
+                    destinations: t
+                        .destinations
+                        .iter()
+                        .map(|(address, amount)| Payment { address: address.clone(), amount: *amount })
+                        .collect(),
                 })
                 .collect(),
             staking: ledger
@@ -562,7 +577,13 @@ impl DevnetHandle {
 
     /// Mines `count` blocks of the simulated network now (`POST /devnet/mine`).
     pub fn mine(&self, count: u64) -> Vec<Hash> {
-        self.shared.mine(count)
+        self.shared.mine(count, None)
+    }
+
+    /// Mines `count` blocks paying `address`, without proof of work (`POST /devnet/mine` with
+    /// `"address"`): funds a wallet or a test address quickly.
+    pub fn mine_to(&self, count: u64, address: &Address) -> Vec<Hash> {
+        self.shared.mine(count, Some(*address.key()))
     }
 
     /// `POST /devnet/reorg`.
@@ -679,7 +700,7 @@ async fn other_miners(shared: Arc<Shared>, every: Duration) {
             _ = ticks.tick() => {}
             _ = shared.stop.cancelled() => return,
         }
-        if let Some(id) = shared.mine(1).first() {
+        if let Some(id) = shared.mine(1, None).first() {
             tracing::debug!(block = %id, "devnet: other miners found a block");
         }
     }

@@ -99,6 +99,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         return control::handle(shared, req).await;
     }
     let mode = shared.mode();
+    if mode == DaemonMode::Refuse {
+        // The listener is being closed; a request that slipped in gets no answer either.
+        return Response::Broken(Vec::new());
+    }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET" | "POST", "/json_rpc") => json_rpc(&shared, &req, mode).await,
         ("GET", "/info" | "/height" | "/fee") if mode == DaemonMode::Error500 => fail_request(500, INTERNAL_ERROR),

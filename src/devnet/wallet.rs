@@ -34,8 +34,8 @@ pub struct Failure {
     pub kind: FailureKind,
     /// The error code for [`FailureKind::Error`] (default 31, DAEMON_ERROR).
     pub code: i64,
-    /// How long [`FailureKind::Timeout`] holds the request.
-    #[serde(with = "seconds")]
+    /// How long [`FailureKind::Timeout`] holds the request (`"seconds"` in JSON).
+    #[serde(rename = "seconds", with = "seconds")]
     pub hold: Duration,
 }
 
