@@ -90,9 +90,7 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
     if modules.contains(&Module::Stratum) && config.pool_server.enabled {
         start_stratum(&mut pool).await?;
     }
-    if modules.contains(&Module::Api) && config.api.enabled {
-        start_http(&mut pool)?;
-    }
+    start_http(&mut pool, modules).await?;
     Ok(pool)
 }
 
@@ -185,21 +183,72 @@ fn spawn_stratum_reporting(pool: &Pool, engine: PowEngine) {
     });
 }
 
-fn start_http(pool: &mut Pool) -> anyhow::Result<()> {
-    let config = &pool.config;
-    let state = crate::api::ApiState { metrics: pool.metrics.clone() };
-    let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new().app_data(actix_web::web::Data::new(state.clone())).configure(crate::api::configure)
+/// Starts the HTTP side: the stats API with its collector when the `api` module runs and
+/// `api.enabled`, and `/metrics`: on the API port, or on its own listener when `metrics.port`
+/// is set (also for a node without the API). The collector and the API's own Redis connection
+/// live on an arbiter of their own and the handlers on the HTTP worker thread, so serving
+/// `/stats` costs the stratum threads nothing.
+async fn start_http(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> {
+    let config = pool.config.clone();
+    let api_on = modules.contains(&Module::Api) && config.api.enabled;
+    let metrics_port = config.metrics.port.filter(|_| config.metrics.enabled);
+    if !api_on && metrics_port.is_none() {
+        return Ok(());
+    }
+    let arbiter = Arbiter::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (url, prefix) = (config.redis.url(), config.redis_prefix().to_string());
+    arbiter.spawn(async move {
+        let _ = tx.send(Store::connect(&url, &prefix, Duration::from_secs(30)).await);
+    });
+    let store = rx
+        .await
+        .context("the API arbiter stopped")?
+        .with_context(|| format!("connecting the API to Redis at {}", crate::store::redact(&config.redis.url())))?;
+    let metrics = config.metrics.enabled.then(|| pool.metrics.clone());
+    let state = crate::api::ApiState::new(config.clone(), store, metrics, pool.supervisors.clone(), pool.current.clone());
+    if api_on {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = state.shared().clone();
+        arbiter.spawn(async move {
+            let _ = tx.send(crate::api::StatsCollector::new(shared).start());
+        });
+        state.attach_collector(rx.await.context("the API arbiter stopped")?);
+    }
+    let app_state = state.clone();
+    let mut server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(actix_web::web::Data::new(app_state.clone()))
+            .wrap_fn(|req, srv| crate::api::cors_and_metrics(req, srv))
+            .configure(crate::api::configure)
     })
     .workers(1)
-    .disable_signals()
-    .bind((config.api.bind_ip, config.api.port))
-    .with_context(|| format!("binding the API port {}:{}", config.api.bind_ip, config.api.port))?;
-    pool.http_addr = server.addrs().first().copied();
+    .disable_signals();
+    if api_on {
+        server = server
+            .bind((config.api.bind_ip, config.api.port))
+            .with_context(|| format!("binding the API port {}:{}", config.api.bind_ip, config.api.port))?;
+        pool.http_addr = server.addrs().first().copied();
+    }
+    if let Some(port) = metrics_port {
+        let bound_before = server.addrs().len();
+        server = server
+            .bind((config.metrics.bind_ip, port))
+            .with_context(|| format!("binding the metrics port {}:{port}", config.metrics.bind_ip))?;
+        if let Some(addr) = server.addrs().get(bound_before) {
+            state.set_metrics_listener(addr.port());
+        }
+    }
     let server = server.run();
     pool.http = Some(server.handle());
     actix::spawn(server);
-    tracing::info!("[Api] Listening for API requests on port {}", config.api.port);
+    pool.arbiters.push(arbiter);
+    if api_on {
+        tracing::info!("[Api] Listening for API requests on port {}", config.api.port);
+    }
+    if let Some(port) = metrics_port {
+        tracing::info!("[Metrics] Serving /metrics on {}:{port}", config.metrics.bind_ip);
+    }
     Ok(())
 }
 

@@ -66,6 +66,37 @@ pub const BANNED_IPS: &str = "pastella_pool_banned_ips";
 /// Difficulty changes by vardiff, by direction.
 pub const VARDIFF_RETARGETS_TOTAL: &str = "pastella_pool_vardiff_retargets_total";
 
+/// API requests, by route and HTTP status.
+pub const API_REQUESTS_TOTAL: &str = "pastella_pool_api_requests_total";
+/// API request latency (long polls included), by route.
+pub const API_REQUEST_SECONDS: &str = "pastella_pool_api_request_seconds";
+/// API requests currently held by a long poll.
+pub const API_LONGPOLLS: &str = "pastella_pool_api_longpolls";
+/// Duration of one stats collector run.
+pub const COLLECTOR_RUN_SECONDS: &str = "pastella_pool_collector_run_seconds";
+/// Stats collector steps that failed, by step.
+pub const COLLECTOR_ERRORS_TOTAL: &str = "pastella_pool_collector_errors_total";
+/// Pool hashrate over `api.hashrateWindow`, by reward type.
+pub const POOL_HASHRATE: &str = "pastella_pool_hashrate_hashes_per_second";
+/// Addresses with shares in the hashrate window, by reward type.
+pub const POOL_MINERS: &str = "pastella_pool_miners";
+/// Workers with shares in the hashrate window, by reward type.
+pub const POOL_WORKERS: &str = "pastella_pool_workers";
+/// Current prop round: Σ share difficulty / network difficulty.
+pub const ROUND_EFFORT_RATIO: &str = "pastella_pool_round_effort_ratio";
+/// 1 when the collector's last daemon check succeeded.
+pub const DAEMON_UP: &str = "pastella_pool_daemon_up";
+/// 1 when the collector's last wallet API check succeeded.
+pub const WALLET_UP: &str = "pastella_pool_wallet_up";
+/// The daemon's own chain height (`/info` height).
+pub const DAEMON_HEIGHT: &str = "pastella_pool_daemon_height";
+/// The network height the daemon knows from its peers (`/info` network_height).
+pub const DAEMON_NETWORK_HEIGHT: &str = "pastella_pool_daemon_network_height";
+/// Payment batches in the journal not yet finalized or released.
+pub const PAYMENT_BATCHES_OPEN: &str = "pastella_pool_payment_batches_open";
+/// Age of the oldest open payment batch (0 when none).
+pub const PAYMENT_BATCH_OLDEST_AGE_SECONDS: &str = "pastella_pool_payment_batch_oldest_age_seconds";
+
 /// Installs the global Prometheus recorder and describes every metric. Call once, inside a
 /// runtime; serve [`PrometheusHandle::render`] at `/metrics` and call `run_upkeep` periodically.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -119,6 +150,25 @@ fn describe() {
     describe_counter!(BANS_TOTAL, "IP bans issued.");
     describe_gauge!(BANNED_IPS, "IPs currently banned.");
     describe_counter!(VARDIFF_RETARGETS_TOTAL, "Vardiff difficulty changes, by direction.");
+    describe_counter!(API_REQUESTS_TOTAL, "API requests, by route and HTTP status.");
+    describe_histogram!(API_REQUEST_SECONDS, Unit::Seconds, "API request latency (long polls included), by route.");
+    describe_gauge!(API_LONGPOLLS, "API requests currently held by a long poll.");
+    describe_histogram!(COLLECTOR_RUN_SECONDS, Unit::Seconds, "Duration of one stats collector run.");
+    describe_counter!(COLLECTOR_ERRORS_TOTAL, "Stats collector steps that failed, by step.");
+    describe_gauge!(POOL_HASHRATE, "Pool hashrate over the API hashrate window (H/s), by reward type.");
+    describe_gauge!(POOL_MINERS, "Addresses with shares in the hashrate window, by reward type.");
+    describe_gauge!(POOL_WORKERS, "Workers with shares in the hashrate window, by reward type.");
+    describe_gauge!(ROUND_EFFORT_RATIO, "Current prop round: share difficulty so far / network difficulty.");
+    describe_gauge!(DAEMON_UP, "1 when the stats collector's last daemon check succeeded.");
+    describe_gauge!(WALLET_UP, "1 when the stats collector's last wallet API check succeeded.");
+    describe_gauge!(DAEMON_HEIGHT, "The daemon's chain height.");
+    describe_gauge!(DAEMON_NETWORK_HEIGHT, "The network height the daemon knows from its peers.");
+    describe_gauge!(PAYMENT_BATCHES_OPEN, "Payment batches in the journal not yet finalized or released.");
+    describe_gauge!(
+        PAYMENT_BATCH_OLDEST_AGE_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest open payment batch (0 when none)."
+    );
 }
 
 /// A stratum connection opened on `port`.
@@ -230,4 +280,61 @@ pub fn banned_ips(active: usize) {
 /// Vardiff changed a session's difficulty.
 pub fn retarget(up: bool) {
     counter!(VARDIFF_RETARGETS_TOTAL, "direction" => if up { "up" } else { "down" }).increment(1);
+}
+
+/// One API request answered with `status` after `elapsed`.
+pub fn api_request(route: &str, status: u16, elapsed: Duration) {
+    counter!(API_REQUESTS_TOTAL, "route" => route.to_string(), "status" => status.to_string()).increment(1);
+    histogram!(API_REQUEST_SECONDS, "route" => route.to_string()).record(elapsed.as_secs_f64());
+}
+
+/// Requests held by a long poll.
+pub fn api_longpolls(held: usize) {
+    gauge!(API_LONGPOLLS).set(held as f64);
+}
+
+/// A stats collector run took `elapsed`.
+pub fn collector_run(elapsed: Duration) {
+    histogram!(COLLECTOR_RUN_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// A stats collector step (`redis`, `daemon`, `wallet`, `charts`, ...) failed.
+pub fn collector_error(step: &'static str) {
+    counter!(COLLECTOR_ERRORS_TOTAL, "step" => step).increment(1);
+}
+
+/// Pool figures over the hashrate window, `(prop, solo)` each.
+pub fn pool_figures(hashrate: (u64, u64), miners: (u64, u64), workers: (u64, u64)) {
+    for (typ, h, m, w) in [("prop", hashrate.0, miners.0, workers.0), ("solo", hashrate.1, miners.1, workers.1)] {
+        gauge!(POOL_HASHRATE, "type" => typ).set(h as f64);
+        gauge!(POOL_MINERS, "type" => typ).set(m as f64);
+        gauge!(POOL_WORKERS, "type" => typ).set(w as f64);
+    }
+}
+
+/// Effort of the current prop round.
+pub fn round_effort(ratio: f64) {
+    gauge!(ROUND_EFFORT_RATIO).set(ratio);
+}
+
+/// Result of the collector's daemon check.
+pub fn daemon_up(up: bool) {
+    gauge!(DAEMON_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Result of the collector's wallet API check.
+pub fn wallet_up(up: bool) {
+    gauge!(WALLET_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// The daemon's height and the network height it reports.
+pub fn daemon_heights(height: u64, network_height: u64) {
+    gauge!(DAEMON_HEIGHT).set(height as f64);
+    gauge!(DAEMON_NETWORK_HEIGHT).set(network_height as f64);
+}
+
+/// Open payment batches and the oldest one's age.
+pub fn payment_journal(open: u64, oldest_age: Duration) {
+    gauge!(PAYMENT_BATCHES_OPEN).set(open as f64);
+    gauge!(PAYMENT_BATCH_OLDEST_AGE_SECONDS).set(oldest_age.as_secs_f64());
 }

@@ -6,12 +6,14 @@
 //! new names documented in `docs/REDIS.md`.
 
 mod shares;
+mod stats;
 
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
 pub use shares::{CandidateRecord, CandidateResult, ShareRecord};
+pub use stats::{BalanceSums, JournalRead, MinerRead, PoolRead, Scored, StringMap, WorkerRead};
 
 /// A Redis failure, with the operation that failed.
 #[derive(Debug, thiserror::Error)]
