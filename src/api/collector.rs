@@ -269,6 +269,7 @@ struct Carry {
     worker_chart_at: u64,
     monitored_at: u64,
     balances_at: u64,
+    payments_seen: Option<u64>,
     miners_paid: u64,
 }
 
@@ -438,8 +439,9 @@ impl Run {
             miners.entry(address.clone()).or_default().round_hashes = shapes::parse_int(v).unwrap_or(0).max(0) as u64;
         }
 
-        // Money summary (every 30 s is plenty).
-        if due(carry.balances_at, now, Duration::from_secs(30)) {
+        // Money summary: every 30 s, and at once after a payment.
+        if due(carry.balances_at, now, Duration::from_secs(30)) || carry.payments_seen != Some(read.payments_count) {
+            carry.payments_seen = Some(read.payments_count);
             match self.store().all_balances().await {
                 Ok(rows) => {
                     carry.miners_paid = rows.iter().filter(|(_, r)| r.paid > 0).count() as u64;

@@ -1,0 +1,455 @@
+//! The stats API end to end: a pool with every module mining on the devnet (several miners
+//! and workers, prop and solo, blocks pending, confirmed and orphaned, real payments through
+//! the devnet wallet), and every route of spec §10 checked for the exact shape the old
+//! frontend reads. Plus the HTTP rules: both prefixes, CORS, OPTIONS, 404, admin auth.
+
+mod api_shapes;
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use api_shapes::*;
+use common::*;
+use pastella_pool::chain::Address;
+use pastella_pool::config::Module;
+use pastella_pool::devnet::DaemonMode;
+use redis::Commands;
+use serde_json::{json, Value};
+
+const MINER_B: &str = "PAS1WPrszX47No6fAtDt56aTj9Vjr9dZq58qaiz9dvZB5dmiXkFbD1";
+const DEVNET_DIFFICULTY: u64 = 12;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A third valid address (a real curve point), for the solo miner.
+fn miner_c() -> String {
+    let point = curve25519_dalek::constants::ED25519_BASEPOINT_POINT * curve25519_dalek::Scalar::from(977u64);
+    Address::from_key(point.compress().to_bytes()).encode()
+}
+
+struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.body.trim_start()).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+impl Http {
+    fn new(addr: SocketAddr) -> Http {
+        Http {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+        }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        Answer { status, headers, body: response.text().await.unwrap() }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::GET, path, &[]).await
+    }
+
+    /// GETs `path` at `/` and at `/api`, checks both answer 200 JSON with the CORS and cache
+    /// headers, and returns the value.
+    async fn json(&self, path: &str) -> Value {
+        let a = self.get(path).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.body);
+        assert_eq!(a.headers["access-control-allow-origin"], "*", "{path}");
+        assert_eq!(a.headers["cache-control"], "no-cache", "{path}");
+        assert!(a.headers["content-type"].to_str().unwrap().starts_with("application/json"), "{path}");
+        let b = self.get(&format!("/api{path}")).await;
+        assert_eq!(b.status, 200, "/api{path}: {}", b.body);
+        a.json()
+    }
+}
+
+fn money_patch(api_port: u16) -> Value {
+    json!({
+        "blockUnlocker": {"enabled": true, "interval": 1, "depth": 10, "leaseTtl": 2, "poolFee": 1, "finderReward": 1},
+        "payments": {"enabled": true, "interval": 1, "minPayment": 100000, "transferFee": 1000, "maxAddresses": 5,
+                     "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
+        "walletApi": {"timeoutMs": 2000},
+        "api": {"port": api_port, "updateInterval": 1, "password": "s3cret-admin"},
+        "monitoring": {"checkInterval": 1},
+        "charts": {"pool": {"hashrate": {"updateInterval": 1, "stepInterval": 2, "maximumPeriod": 86400},
+                            "workers": {"updateInterval": 1, "stepInterval": 2, "maximumPeriod": 86400},
+                            "miners": {"updateInterval": 1, "stepInterval": 2, "maximumPeriod": 86400}},
+                   "user": {"hashrate": {"updateInterval": 1, "stepInterval": 2, "maximumPeriod": 86400},
+                            "workerHashrate": {"updateInterval": 1, "stepInterval": 2, "maximumPeriod": 86400}}}
+    })
+}
+
+/// Reads the job pushes waiting on the socket, so the miner works on the newest job.
+async fn refresh(miner: &mut TestMiner) {
+    let session = miner.session.clone();
+    miner.call("keepalived", json!({"id": session})).await;
+}
+
+/// Mines one share that meets the devnet's difficulty (a block) and returns the reply; a
+/// share for a template that another block just replaced is mined again on the new job.
+async fn find_block(miner: &mut TestMiner, hasher: &SharedHasher, nonce: &mut u32) -> Value {
+    let mut reply = Value::Null;
+    for _ in 0..4 {
+        refresh(miner).await;
+        let (r, n, _) = miner.mine_and_submit(hasher, DEVNET_DIFFICULTY, *nonce).await;
+        *nonce = u32::from_le_bytes(n).wrapping_add(1);
+        reply = r;
+        if !reply["error"]["message"].as_str().is_some_and(|m| m.starts_with("Stale")) {
+            break;
+        }
+        miner.next_push(Duration::from_secs(5)).await;
+    }
+    reply
+}
+
+async fn shares(miner: &mut TestMiner, hasher: &SharedHasher, count: usize, nonce: &mut u32) {
+    refresh(miner).await;
+    for _ in 0..count {
+        let (_, n, _) = miner.mine_and_submit(hasher, 0, *nonce).await;
+        *nonce = u32::from_le_bytes(n).wrapping_add(1);
+    }
+}
+
+fn statuses(stats: &Value) -> (usize, usize, usize) {
+    let blocks = stats["pool"]["blocks"].as_array().cloned().unwrap_or_default();
+    let n = |s: &str| blocks.iter().filter(|b| b["status"] == s).count();
+    (n("pending"), n("confirmed"), n("orphaned"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_in_the_old_shape_after_real_mining() {
+    let redis = RedisServer::start();
+    let devnet = devnet(DEVNET_DIFFICULTY).await;
+    let port = free_port();
+    let config = pool_config(&redis, &devnet, &[(port, 2)], money_patch(free_port()));
+    let pool = PoolProcess::start(config, &Module::all());
+    let http = Http::new(pool.http_addr.expect("the API listens"));
+    let hasher = SharedHasher::new();
+    let c_address = miner_c();
+    let mut a1 = TestMiner::connect(addr(port)).await;
+    a1.login(MINER_A, "rig1").await;
+    let mut a2 = TestMiner::connect(addr(port)).await;
+    a2.login(MINER_A, "rig2").await;
+    let mut b = TestMiner::connect(addr(port)).await;
+    b.login(MINER_B, "bigrig").await;
+    let mut c = TestMiner::connect(addr(port)).await;
+    c.login(&format!("solo:{c_address}"), "solorig").await;
+    let mut nonce = rand::random::<u32>() >> 4;
+
+    // Shares from everyone, a prop block by A and a solo block by C, matured.
+    for m in [&mut a1, &mut a2, &mut b, &mut c] {
+        shares(m, &hasher, 3, &mut nonce).await;
+    }
+    let reply = find_block(&mut a1, &hasher, &mut nonce).await;
+    assert!(reply["error"].is_null(), "{reply}");
+    shares(&mut b, &hasher, 2, &mut nonce).await;
+    let reply = find_block(&mut c, &hasher, &mut nonce).await;
+    assert!(reply["error"].is_null(), "{reply}");
+    // A block orphaned by a reorg.
+    shares(&mut a2, &hasher, 2, &mut nonce).await;
+    let reply = find_block(&mut a2, &hasher, &mut nonce).await;
+    assert!(reply["error"].is_null(), "{reply}");
+    let mut con = redis.conn();
+    let candidates = eventually(Duration::from_secs(20), || {
+        let n: u64 = con.zcard("pastella:blocks:candidates").ok()?;
+        (n >= 3).then_some(n)
+    })
+    .await;
+    assert!(candidates.is_some(), "three candidates recorded");
+    devnet.reorg(1).expect("reorg");
+    devnet.mine(11);
+    let resolved = eventually(Duration::from_secs(60), || {
+        let confirmed: u64 = con.hget("pastella:totals", "blocksConfirmed").ok()?;
+        let orphaned: u64 = con.hget("pastella:totals", "blocksOrphaned").ok()?;
+        (confirmed >= 2 && orphaned >= 1).then_some(())
+    })
+    .await;
+    assert!(resolved.is_some(), "the unlocker confirmed two blocks and orphaned one");
+
+    // Payments go out through the devnet wallet and get mined.
+    let paid = eventually(Duration::from_secs(60), || {
+        let n: u64 = con.zcard("pastella:payments:all").ok()?;
+        (n >= 1).then_some(n)
+    })
+    .await;
+    assert!(paid.is_some(), "a payment was sent");
+    devnet.mine(1);
+
+    // A block still pending, and fresh shares for the hashrate window.
+    for m in [&mut a1, &mut a2, &mut b, &mut c] {
+        shares(m, &hasher, 2, &mut nonce).await;
+    }
+    let reply = find_block(&mut b, &hasher, &mut nonce).await;
+    assert!(reply["error"].is_null(), "{reply}");
+    shares(&mut a1, &hasher, 2, &mut nonce).await;
+
+    // The collector publishes all of it.
+    let mut stats = Value::Null;
+    for _ in 0..60 {
+        stats = http.json("/stats").await;
+        let (pending, confirmed, orphaned) = statuses(&stats);
+        if pending >= 1
+            && confirmed >= 2
+            && orphaned >= 1
+            && stats["pool"]["payments"].as_array().is_some_and(|p| !p.is_empty())
+            && stats["pool"]["workers"].as_u64() >= Some(3)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_shape(&stats, &api_shapes::stats("pastella"), "/stats");
+    let (pending, confirmed, orphaned) = statuses(&stats);
+    assert!(
+        pending >= 1 && confirmed >= 2 && orphaned >= 1,
+        "statuses {pending}/{confirmed}/{orphaned}: {:#}",
+        stats["pool"]["blocks"]
+    );
+    let pool_stats = &stats["pool"];
+    assert_eq!(pool_stats["miners"], 2, "A and B mine prop");
+    assert_eq!(pool_stats["minersSolo"], 1);
+    assert_eq!(pool_stats["workers"], 3, "rig1, rig2, bigrig");
+    assert_eq!(pool_stats["workersSolo"], 1);
+    // Difficulty-2 shares over a 600 s window round to a hashrate of 0 or 1 H/s: only the
+    // counts above say who is mining.
+    assert!(pool_stats["lastBlockFound"].is_string() && pool_stats["lastBlockFoundSolo"].is_string());
+    // Difficulty-2 shares meet the devnet's difficulty 12 now and then: more blocks than the
+    // ones forced here may exist.
+    assert!(pool_stats["totalBlocks"].as_u64().unwrap() >= 3 && pool_stats["totalBlocksSolo"].as_u64().unwrap() >= 1);
+    assert!(pool_stats["totalMinersPaid"].as_u64().unwrap() >= 1);
+    assert_eq!(stats["health"]["pastella"]["daemon"], "ok");
+    assert_eq!(stats["health"]["pastella"]["wallet"], "ok");
+    assert!(stats["network"]["height"].as_u64().unwrap() > stats["lastblock"]["height"].as_u64().unwrap());
+    assert_eq!(stats["miner"], json!({}));
+    let solo_block = pool_stats["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "solo" && b["status"] == "confirmed")
+        .unwrap()
+        .clone();
+    assert_eq!(solo_block["miner"], c_address.as_str());
+    assert!(solo_block["reward"].as_u64().unwrap() > 0);
+    assert!(!stats["charts"]["hashrate"].as_array().unwrap().is_empty(), "pool hashrate chart sampled");
+
+    let with_miner = http.json(&format!("/stats?address={MINER_A}")).await;
+    assert_shape(&with_miner, &api_shapes::stats("pastella"), "/stats?address");
+    assert!(with_miner["miner"]["hashrate"].is_u64());
+    assert!(with_miner["miner"]["roundScore"].as_f64().is_some());
+
+    // Long polls answer at the next collector run with the same shapes.
+    let started = std::time::Instant::now();
+    let live = http.json(&format!("/live_stats?address={MINER_A}")).await;
+    assert_shape(&live, &api_shapes::stats("pastella"), "/live_stats");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // The miner page.
+    let miner = http.json(&format!("/stats_address?address={MINER_A}")).await;
+    assert_shape(&miner, &stats_address(), "/stats_address");
+    let s = &miner["stats"];
+    let balance: u64 = s["balance"].as_str().unwrap().parse().unwrap();
+    let paid_a: u64 = s["paid"].as_str().unwrap().parse().unwrap();
+    let redis_balance: u64 = con.hget(format!("pastella:balances:{MINER_A}"), "balance").unwrap();
+    assert_eq!(balance, redis_balance, "balance comes from balances:<address>");
+    assert!(balance + paid_a > 0, "A was credited");
+    let names: Vec<&str> = miner["workers"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"rig1") && names.contains(&"rig2"), "{names:?}");
+    let statuses_a: Vec<&str> =
+        miner["blocks"].as_array().unwrap().iter().map(|b| b["status"].as_str().unwrap()).collect();
+    assert!(statuses_a.contains(&"confirmed"), "A shared a confirmed block: {statuses_a:?}");
+    let confirmed_a =
+        miner["blocks"].as_array().unwrap().iter().find(|b| b["status"] == "confirmed" && b["type"] == "prop").unwrap();
+    let credit: u64 =
+        con.hget(format!("pastella:blocks:credits:{}", confirmed_a["hash"].as_str().unwrap()), MINER_A).unwrap();
+    assert_eq!(confirmed_a["minerReward"].as_u64(), Some(credit), "exact credit once confirmed");
+    let solo_page = http.json(&format!("/stats_address?address={c_address}")).await;
+    assert_shape(&solo_page, &stats_address(), "/stats_address solo");
+    assert_eq!(solo_page["workers"][0]["type"], "solo");
+    assert!(solo_page["blocks"].as_array().unwrap().iter().any(|b| b["type"] == "solo"));
+    let longpoll = http.json(&format!("/stats_address?address={MINER_B}&longpoll=true")).await;
+    assert_shape(&longpoll, &stats_address(), "/stats_address longpoll");
+    let unknown = http.json("/stats_address?address=PAS1nobody").await;
+    assert_eq!(unknown, json!({"error": "Not found"}));
+    assert_eq!(http.json("/stats_address?address=PAS1nobody&longpoll=true").await, json!({"error": "Not found"}));
+    let workers = http.json(&format!("/workers?address={MINER_A}")).await;
+    assert_shape(&workers, &json!({"address": "str", "workers": [worker()]}), "/workers");
+    assert_eq!(workers["workers"].as_array().unwrap().len(), 2);
+
+    // Paged lists.
+    let payments = http.json("/get_payments").await;
+    assert_shape(&payments, &paged(payment_with_address(), "payments"), "/get_payments");
+    assert!(payments["total"].as_u64().unwrap() >= 1);
+    assert!(payments["payments"][0]["address"].is_string());
+    let payee = payments["payments"][0]["address"].as_str().unwrap().to_string();
+    let mine = http.json(&format!("/get_payments?address={payee}&page=1&limit=5")).await;
+    assert_shape(&mine, &paged(payment_with_address(), "payments"), "/get_payments?address");
+    assert_eq!(mine["limit"], 5);
+    let blocks = http.json("/get_blocks?page=1&limit=2").await;
+    assert_shape(&blocks, &paged(api_block(), "blocks"), "/get_blocks");
+    let total = blocks["total"].as_u64().unwrap();
+    assert!(total >= 4);
+    assert_eq!(blocks["totalPages"], total.div_ceil(2));
+    assert_eq!(blocks["blocks"][0]["status"], "pending", "candidates first");
+    let mut seen = Vec::new();
+    for page in 1..=total.div_ceil(2) {
+        let p = http.json(&format!("/get_blocks?page={page}&limit=2")).await;
+        assert_shape(&p, &paged(api_block(), "blocks"), "/get_blocks page");
+        seen.extend(p["blocks"].as_array().unwrap().iter().map(|b| b["hash"].as_str().unwrap().to_string()));
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len() as u64, total, "pages cover every block once");
+
+    // Top miners, payout level, static answers.
+    for query in ["", "?sortBy=hashrate&limit=1", "?excludeInactive=true&inactiveHours=0.5"] {
+        let top = http.json(&format!("/get_top10miners{query}")).await;
+        assert_shape(&top, &top_miners(), "/get_top10miners");
+        assert!(top["total"].as_u64().unwrap() >= 1, "{query}: {top}");
+    }
+    let top = http.json("/get_top10miners?sortBy=hashrate&limit=1").await;
+    assert_eq!(top["sortBy"], "hashrate");
+    assert_eq!(top["miners"].as_array().unwrap().len(), 1);
+    let level = http.get(&format!("/get_miner_payout_level?address={MINER_A}")).await;
+    assert!(level.body.starts_with('\n'), "old API prefixes a newline");
+    assert_eq!(level.json(), json!({"status": "done", "level": 0.001}));
+    let set = http.get(&format!("/set_miner_payout_level?address={MINER_A}&ip=127.0.0.1&level=0.5")).await;
+    assert_eq!(set.json(), json!({"status": "done"}));
+    assert_eq!(http.get(&format!("/get_miner_payout_level?address={MINER_A}")).await.json()["level"], json!(0.5));
+    let level_atomic: u64 = con.hget(format!("pastella:balances:{MINER_A}"), "minPayoutLevel").unwrap();
+    assert_eq!(level_atomic, 50_000_000);
+    let wrong_ip = http.get(&format!("/set_miner_payout_level?address={MINER_A}&ip=10.9.9.9&level=0.5")).await.json();
+    assert_eq!(wrong_ip["status"], "We haven't seen that IP for that wallet address in our record");
+    let too_low =
+        http.get(&format!("/set_miner_payout_level?address={MINER_A}&ip=127.0.0.1&level=0.0000001")).await.json();
+    assert_eq!(too_low["status"], "The minimum payout level is 0.001");
+    assert_eq!(http.get("/get_miner_payout_level").await.json(), json!({"status": "Parameters are incomplete"}));
+    let explorers = http.json("/block_explorers").await;
+    assert_shape(
+        &explorers,
+        &json!({"pastella": {"blockchainExplorer": "str", "transactionExplorer": "str"}}),
+        "/block_explorers",
+    );
+    assert_eq!(http.json("/get_apis").await, json!({}));
+    assert_eq!(http.get("/get_market").await.json(), json!({"error": "No tickers specified."}));
+
+    // Admin routes: loopback needs no password at / (spec §10); through /api it does.
+    for route in
+        ["/miners_hashrate", "/workers_hashrate", "/admin_stats", "/admin_users", "/admin_monitoring", "/admin_ports"]
+    {
+        assert_eq!(http.get(route).await.status, 200, "{route} from loopback");
+        assert_eq!(http.get(&format!("/api{route}")).await.status, 401, "/api{route} without password");
+    }
+    let miners_hr = http.json("/miners_hashrate?password=s3cret-admin").await;
+    assert_shape(&miners_hr, &json!({"minersHashrate": {"*": "u64"}}), "/miners_hashrate");
+    assert!(miners_hr["minersHashrate"][MINER_A].is_u64(), "{miners_hr}");
+    let workers_hr = http.json("/workers_hashrate?password=s3cret-admin").await;
+    assert_shape(&workers_hr, &json!({"workersHashrate": {"*": "u64"}}), "/workers_hashrate");
+    assert!(workers_hr["workersHashrate"][format!("{MINER_A}~rig1")].is_u64());
+    let admin = http.json("/admin_stats?password=s3cret-admin").await;
+    assert_shape(&admin, &admin_stats(), "/admin_stats");
+    assert!(admin["blocksUnlocked"].as_u64().unwrap() >= 1 && admin["blocksUnlockedSolo"].as_u64().unwrap() >= 1);
+    assert!(admin["blocksOrphaned"].as_u64().unwrap() >= 1, "orphans counted");
+    let confirmed_rewards: u64 = {
+        let matured: Vec<String> = con.zrange("pastella:blocks:matured", 0, -1).unwrap();
+        matured
+            .iter()
+            .filter(|m| m.split(':').count() == 10 && m.starts_with("prop:"))
+            .map(|m| m.split(':').nth(9).unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(admin["totalRevenue"].as_u64(), Some(confirmed_rewards), "revenue = rewards of confirmed prop blocks");
+    assert!(admin["totalPaid"].as_u64().unwrap() > 0);
+    let users = http.json("/admin_users?password=s3cret-admin").await;
+    assert_shape(&users, &admin_users(), "/admin_users");
+    assert!(users.get(MINER_A).is_some() && users.get(c_address.as_str()).is_some());
+    let monitoring = http.json("/admin_monitoring?password=s3cret-admin").await;
+    assert_shape(&monitoring, &admin_monitoring(), "/admin_monitoring");
+    assert_eq!(monitoring["monitoring"]["daemon"]["lastStatus"], "ok");
+    let ports = http.json("/admin_ports?password=s3cret-admin").await;
+    assert_shape(&ports, &json!({"ports": {"*": "u64"}}), "/admin_ports");
+    assert_eq!(ports["ports"][port.to_string()], 4, "four sessions on the port");
+    assert_eq!(http.get("/admin_log?file=../../etc/passwd").await.status, 400);
+    let health = http.json("/health").await;
+    assert_shape(&health, &api_shapes::health(), "/health");
+    assert_eq!(health["status"], "ok");
+
+    pool.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_rules_cors_admin_auth_and_health() {
+    let redis = RedisServer::start();
+    let devnet = devnet(1_000_000).await;
+    let metrics_port = free_port();
+    let patch = json!({"api": {"updateInterval": 1, "password": "letmein"}, "metrics": {"port": metrics_port}});
+    let pool = PoolProcess::start(pool_config(&redis, &devnet, &[(free_port(), 5)], patch), &[Module::Api]);
+    let http = Http::new(pool.http_addr.unwrap());
+
+    let options = http.send(reqwest::Method::OPTIONS, "/stats", &[]).await;
+    assert_eq!(options.status, 204);
+    assert_eq!(options.headers["access-control-allow-origin"], "*");
+    assert!(options.headers.contains_key("access-control-allow-methods"));
+    let missing = http.get("/no_such_route").await;
+    assert_eq!((missing.status, missing.body.as_str()), (404, "Invalid API call"));
+    assert_eq!(missing.headers["access-control-allow-origin"], "*");
+    assert_eq!(http.get("/api/no_such_route").await.status, 404);
+    let stats = http.json("/stats").await;
+    assert_shape(&stats, &api_shapes::stats("pastella"), "/stats (empty pool)");
+
+    // Admin: loopback passes at /; through the proxy prefix or with a proxy header a password
+    // is needed; a password login sets a session cookie that then suffices.
+    assert_eq!(http.get("/admin_stats").await.status, 200);
+    assert_eq!(http.get("/api/admin_stats").await.status, 401);
+    let forwarded = http.send(reqwest::Method::GET, "/admin_stats", &[("X-Forwarded-For", "203.0.113.9")]).await;
+    assert_eq!((forwarded.status, forwarded.body.as_str()), (401, "Invalid password"));
+    assert_eq!(http.get("/api/admin_stats?password=wrong").await.status, 401);
+    let login = http.get("/api/admin_stats?password=letmein").await;
+    assert_eq!(login.status, 200);
+    let cookie = login.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("sid=") && cookie.contains("Max-Age=86400") && cookie.contains("HttpOnly"), "{cookie}");
+    let sid = cookie.split(';').next().unwrap();
+    assert_eq!(http.send(reqwest::Method::GET, "/api/admin_users", &[("Cookie", sid)]).await.status, 200);
+    assert_eq!(http.send(reqwest::Method::GET, "/api/admin_users", &[("Cookie", "sid=forged")]).await.status, 401);
+
+    // /metrics lives on its own port when metrics.port is set.
+    assert_eq!(http.get("/metrics").await.status, 404);
+    let metrics = Http::new(addr(metrics_port)).get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("pastella_pool_api_requests_total"), "{}", metrics.body);
+    assert_eq!(Http::new(addr(metrics_port)).get("/stats").await.status, 404);
+
+    // /health: 200 while everything answers, 503 naming the daemon when it does not.
+    let health = http.get("/health").await;
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_shape(&health.json(), &api_shapes::health(), "/health");
+    devnet.set_daemon_mode(DaemonMode::Refuse, None);
+    let down = http.get("/health").await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    let body = down.json();
+    assert_eq!(body["status"], "fail");
+    assert_eq!(body["daemon"]["ok"], false);
+    assert_eq!(body["redis"]["ok"], true);
+    devnet.set_daemon_mode(DaemonMode::Normal, None);
+    pool.stop();
+}
