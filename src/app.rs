@@ -13,10 +13,14 @@ use anyhow::Context as _;
 use arc_swap::ArcSwapOption;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::accounting::leader::{LeaderElection, Lease, Resign};
 use crate::accounting::ledger::{Drain, LedgerConfig, ShareLedger};
+use crate::accounting::payments::{PaymentProcessor, PaymentSettings};
+use crate::accounting::payouts::PayoutPolicy;
+use crate::accounting::unlocker::{BlockUnlocker, UnlockerSettings};
 use crate::config::{Config, Module, RandomXMode};
 use crate::jobs::{DistributorConfig, JobDistributor, JobTemplate, Subscribe};
-use crate::node::DaemonClient;
+use crate::node::{DaemonClient, WalletClient};
 use crate::pow::{Mode, PowConfig, PowEngine};
 use crate::store::Store;
 use crate::stratum::supervisor::{GetPortStats, StopAccepting};
@@ -38,6 +42,10 @@ pub struct Pool {
     pub current: Arc<ArcSwapOption<JobTemplate>>,
     /// Where the HTTP server listens, if the API module runs.
     pub http_addr: Option<SocketAddr>,
+    /// The leader election (unlocker or payments module).
+    pub leader: Option<Addr<LeaderElection>>,
+    /// This process's instance id (extra nonce bytes 4..8, flush ids, lease holder).
+    pub instance_id: [u8; 4],
     /// The Prometheus handle.
     pub metrics: PrometheusHandle,
     arbiters: Vec<Arbiter>,
@@ -83,12 +91,17 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
         supervisors: Vec::new(),
         current: current.clone(),
         http_addr: None,
+        leader: None,
+        instance_id: config.pool_server.instance_id.unwrap_or_else(rand::random),
         metrics: metrics.clone(),
         arbiters: Vec::new(),
         http: None,
     };
     if modules.contains(&Module::Stratum) && config.pool_server.enabled {
         start_stratum(&mut pool).await?;
+    }
+    if modules.contains(&Module::Unlocker) || modules.contains(&Module::Payments) {
+        start_money(&mut pool, modules).await?;
     }
     start_http(&mut pool, modules).await?;
     Ok(pool)
@@ -97,7 +110,7 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
 async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
     let config = pool.config.clone();
     let engine = PowEngine::new(pow_config(&config)).context("starting the RandomX verifier threads")?;
-    let instance_id = config.pool_server.instance_id.unwrap_or_else(rand::random);
+    let instance_id = pool.instance_id;
     let ledger = ShareLedger::new(
         pool.store.clone(),
         LedgerConfig {
@@ -142,6 +155,60 @@ async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
     spawn_stratum_reporting(pool, engine.clone());
     pool.engine = Some(engine);
     pool.ledger = Some(ledger);
+    Ok(())
+}
+
+/// The money side: one-time import of the old pool's balances, the leader election, and the
+/// unlocker and payment processor that act only while this process holds the lease.
+async fn start_money(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> {
+    let config = pool.config.clone();
+    match pool.store.import_old_balances().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(addresses = n, "imported balances from the old pool's workers:<address> hashes"),
+        Err(e) => anyhow::bail!("importing the old pool's balances: {e}"),
+    }
+    let lease = Lease::default();
+    let instance = format!("{}-{}", hex::encode(pool.instance_id), std::process::id());
+    let ttl = config.block_unlocker.lease_ttl;
+    pool.leader = Some(LeaderElection::new(pool.store.clone(), instance, ttl, lease.clone()).start());
+    let daemon = DaemonClient::new(&config.daemon.host, config.daemon.port, config.daemon.timeout);
+    let u = &config.block_unlocker;
+    if modules.contains(&Module::Unlocker) && u.enabled {
+        let settings = UnlockerSettings {
+            interval: u.interval,
+            depth: u.depth,
+            pool_fee_bps: u.pool_fee_bps,
+            finder_reward_bps: u.finder_reward_bps,
+            solo_fee_bps: u.solo_fee_bps.unwrap_or(u.pool_fee_bps),
+        };
+        BlockUnlocker::new(pool.store.clone(), daemon, lease.clone(), settings).start();
+    }
+    let p = &config.payments;
+    if modules.contains(&Module::Payments) && p.enabled {
+        let w = &config.wallet_api;
+        let wallet = WalletClient::new(&w.host, w.port, &w.api_key, w.timeout);
+        let settings = PaymentSettings {
+            interval: p.interval,
+            policy: PayoutPolicy {
+                min_payment: p.min_payment,
+                max_payment: p.max_payment,
+                denomination: p.denomination,
+                transfer_fee: p.transfer_fee,
+                dynamic_transfer_fee: p.dynamic_transfer_fee,
+                miner_pay_fee: p.miner_pay_fee,
+                max_addresses: p.max_addresses,
+                max_transaction_amount: p.max_transaction_amount,
+            },
+            blocked_file: p.blocked_addresses_file.clone(),
+            wallet_file: w.wallet_file.clone(),
+            wallet_password: w.wallet_password.clone(),
+            daemon_host: config.daemon.host.clone(),
+            daemon_port: config.daemon.port,
+            pool_address: config.pool_address.encode(),
+            settle_after: ttl + w.timeout + Duration::from_secs(2),
+        };
+        PaymentProcessor::new(pool.store.clone(), wallet, lease, settings).start();
+    }
     Ok(())
 }
 
@@ -206,7 +273,8 @@ async fn start_http(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> {
         .context("the API arbiter stopped")?
         .with_context(|| format!("connecting the API to Redis at {}", crate::store::redact(&config.redis.url())))?;
     let metrics = config.metrics.enabled.then(|| pool.metrics.clone());
-    let state = crate::api::ApiState::new(config.clone(), store, metrics, pool.supervisors.clone(), pool.current.clone());
+    let state =
+        crate::api::ApiState::new(config.clone(), store, metrics, pool.supervisors.clone(), pool.current.clone());
     if api_on {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let shared = state.shared().clone();
@@ -263,6 +331,9 @@ impl Pool {
                 Ok(true) => tracing::info!("all shares written to Redis"),
                 _ => tracing::error!("shares could not all be written to Redis before exit"),
             }
+        }
+        if let Some(leader) = &self.leader {
+            let _ = leader.send(Resign).await;
         }
         if let Some(http) = &self.http {
             http.stop(true).await;

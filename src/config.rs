@@ -279,6 +279,9 @@ pub struct BlockUnlockerConfig {
     pub finder_reward_bps: u32,
     /// `soloFee` (percent) in basis points; `None` = solo miners pay `poolFee`.
     pub solo_fee_bps: Option<u32>,
+    /// `leaseTtl` (s): the Redis lease that lets exactly one process run the unlocker and
+    /// payments; another process takes over at most this long after the holder dies. Default 15.
+    pub lease_ttl: Duration,
 }
 
 /// `pplns`: the payout window.
@@ -695,13 +698,14 @@ impl Config {
         let u = &c.block_unlocker;
         writeln!(
             out,
-            "blockUnlocker: {}, every {} s, depth {}, pool fee {}, finder reward {}, solo fee {}",
+            "blockUnlocker: {}, every {} s, depth {}, pool fee {}, finder reward {}, solo fee {}, leader lease {} s",
             on_off(u.enabled),
             u.interval.as_secs(),
             u.depth,
             percent(u.pool_fee_bps),
             percent(u.finder_reward_bps),
-            u.solo_fee_bps.map_or_else(|| "same as pool fee".to_string(), percent)
+            u.solo_fee_bps.map_or_else(|| "same as pool fee".to_string(), percent),
+            u.lease_ttl.as_secs()
         )?;
         writeln!(out, "pplns:         window {} x network difficulty", c.pplns.window_factor)?;
         let a = &c.api;
@@ -1045,6 +1049,7 @@ struct RawBlockUnlocker {
     solo_fee: Option<f64>,
     dev_donation: Option<f64>,
     network_fee: Option<f64>,
+    lease_ttl: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1829,7 +1834,7 @@ fn build_payments(raw: RawPayments, check: &mut Check) -> PaymentsConfig {
     }
     PaymentsConfig {
         enabled: raw.enabled.unwrap_or(true),
-        interval: Duration::from_secs(check.at_least("payments.interval", raw.interval.unwrap_or(300), 5)),
+        interval: Duration::from_secs(check.at_least("payments.interval", raw.interval.unwrap_or(300), 1)),
         max_addresses: max_addresses as usize,
         transfer_fee,
         dynamic_transfer_fee,
@@ -1880,6 +1885,7 @@ fn build_block_unlocker(raw: RawBlockUnlocker, check: &mut Check) -> BlockUnlock
         pool_fee_bps,
         finder_reward_bps,
         solo_fee_bps,
+        lease_ttl: Duration::from_secs(check.at_least("blockUnlocker.leaseTtl", raw.lease_ttl.unwrap_or(15), 2)),
     }
 }
 

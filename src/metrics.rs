@@ -65,6 +65,28 @@ pub const BANS_TOTAL: &str = "pastella_pool_bans_total";
 pub const BANNED_IPS: &str = "pastella_pool_banned_ips";
 /// Difficulty changes by vardiff, by direction.
 pub const VARDIFF_RETARGETS_TOTAL: &str = "pastella_pool_vardiff_retargets_total";
+/// Blocks resolved by the unlocker, by status (confirmed, orphaned).
+pub const BLOCKS_TOTAL: &str = "pastella_pool_blocks_total";
+/// Blocks found and not yet resolved.
+pub const BLOCKS_PENDING: &str = "pastella_pool_blocks_pending";
+/// Effort of the last resolved block: round shares / network difficulty.
+pub const BLOCK_EFFORT_RATIO: &str = "pastella_pool_block_effort_ratio";
+/// Atomic units credited to miners.
+pub const CREDITED_ATOMIC_TOTAL: &str = "pastella_pool_credited_atomic_units_total";
+/// Atomic units sent to miners.
+pub const PAID_ATOMIC_TOTAL: &str = "pastella_pool_paid_atomic_units_total";
+/// Atomic units owed to miners (unpaid balances).
+pub const OWED_ATOMIC: &str = "pastella_pool_owed_atomic_units";
+/// Payment batches by outcome (sent, released, uncertain, deferred).
+pub const PAYMENT_BATCHES_TOTAL: &str = "pastella_pool_payment_batches_total";
+/// Wallet API failures, by call and kind.
+pub const WALLET_ERRORS_TOTAL: &str = "pastella_pool_wallet_errors_total";
+/// Wallet API latency, by call.
+pub const WALLET_RPC_SECONDS: &str = "pastella_pool_wallet_rpc_seconds";
+/// Seconds since the unlocker last completed a run (while leader).
+pub const UNLOCKER_LAG_SECONDS: &str = "pastella_pool_unlocker_lag_seconds";
+/// 1 while this process holds the unlocker/payments lease.
+pub const LEADER: &str = "pastella_pool_leader";
 
 /// API requests, by route and HTTP status.
 pub const API_REQUESTS_TOTAL: &str = "pastella_pool_api_requests_total";
@@ -150,6 +172,17 @@ fn describe() {
     describe_counter!(BANS_TOTAL, "IP bans issued.");
     describe_gauge!(BANNED_IPS, "IPs currently banned.");
     describe_counter!(VARDIFF_RETARGETS_TOTAL, "Vardiff difficulty changes, by direction.");
+    describe_counter!(BLOCKS_TOTAL, "Blocks resolved by the unlocker, by status.");
+    describe_gauge!(BLOCKS_PENDING, "Blocks found and not yet confirmed or orphaned.");
+    describe_gauge!(BLOCK_EFFORT_RATIO, "Effort of the last resolved block (round shares / network difficulty).");
+    describe_counter!(CREDITED_ATOMIC_TOTAL, "Atomic units credited to miners.");
+    describe_counter!(PAID_ATOMIC_TOTAL, "Atomic units sent to miners.");
+    describe_gauge!(OWED_ATOMIC, "Atomic units owed to miners (unpaid balances).");
+    describe_counter!(PAYMENT_BATCHES_TOTAL, "Payment batches, by outcome.");
+    describe_counter!(WALLET_ERRORS_TOTAL, "Wallet API failures, by kind.");
+    describe_histogram!(WALLET_RPC_SECONDS, Unit::Seconds, "Wallet API latency, by call.");
+    describe_gauge!(UNLOCKER_LAG_SECONDS, Unit::Seconds, "Seconds since the unlocker last completed a run.");
+    describe_gauge!(LEADER, "1 while this process holds the unlocker/payments lease.");
     describe_counter!(API_REQUESTS_TOTAL, "API requests, by route and HTTP status.");
     describe_histogram!(API_REQUEST_SECONDS, Unit::Seconds, "API request latency (long polls included), by route.");
     describe_gauge!(API_LONGPOLLS, "API requests currently held by a long poll.");
@@ -280,6 +313,47 @@ pub fn banned_ips(active: usize) {
 /// Vardiff changed a session's difficulty.
 pub fn retarget(up: bool) {
     counter!(VARDIFF_RETARGETS_TOTAL, "direction" => if up { "up" } else { "down" }).increment(1);
+}
+
+/// The unlocker resolved a block.
+pub fn block_resolved(confirmed: bool, effort: f64, credited: u64) {
+    counter!(BLOCKS_TOTAL, "status" => if confirmed { "confirmed" } else { "orphaned" }).increment(1);
+    gauge!(BLOCK_EFFORT_RATIO).set(effort);
+    if credited > 0 {
+        counter!(CREDITED_ATOMIC_TOTAL).increment(credited);
+    }
+}
+
+/// Blocks waiting for maturity, and seconds since the unlocker last completed.
+pub fn unlocker_state(pending: usize, lag: Duration) {
+    gauge!(BLOCKS_PENDING).set(pending as f64);
+    gauge!(UNLOCKER_LAG_SECONDS).set(lag.as_secs_f64());
+}
+
+/// A payment batch ended with `outcome` (`sent`, `released`, `uncertain`, `deferred`).
+pub fn payment_batch(outcome: &'static str, sent: u64) {
+    counter!(PAYMENT_BATCHES_TOTAL, "outcome" => outcome).increment(1);
+    if sent > 0 {
+        counter!(PAID_ATOMIC_TOTAL).increment(sent);
+    }
+}
+
+/// Atomic units owed to miners.
+pub fn owed(amount: u64) {
+    gauge!(OWED_ATOMIC).set(amount as f64);
+}
+
+/// One wallet API call; `error` names the failure kind.
+pub fn wallet_rpc(call: &'static str, elapsed: Duration, error: Option<String>) {
+    histogram!(WALLET_RPC_SECONDS, "call" => call).record(elapsed.as_secs_f64());
+    if let Some(kind) = error {
+        counter!(WALLET_ERRORS_TOTAL, "call" => call, "kind" => kind).increment(1);
+    }
+}
+
+/// Whether this process holds the leader lease.
+pub fn leader(holding: bool) {
+    gauge!(LEADER).set(if holding { 1.0 } else { 0.0 });
 }
 
 /// One API request answered with `status` after `elapsed`.

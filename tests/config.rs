@@ -461,7 +461,7 @@ fn stratum_policy_rules() {
 fn payment_rules() {
     rejects(|v| v["payments"]["maxAddresses"] = json!(90), "payments.maxAddresses must be between 1 and 89");
     rejects(|v| v["payments"]["maxAddresses"] = json!(0), "payments.maxAddresses must be between 1 and 89");
-    rejects(|v| v["payments"]["interval"] = json!(4), "payments.interval must be >= 5, got 4");
+    rejects(|v| v["payments"]["interval"] = json!(0), "payments.interval must be >= 1, got 0");
     rejects(|v| v["payments"]["transferFee"] = json!(999), "payments.transferFee must be >= 1000");
     rejects(|v| v["payments"]["minPayment"] = json!(0), "payments.minPayment must be >= 1, got 0");
     rejects(|v| v["payments"]["minPayment"] = json!(1000), "payments.minPayment must be > transferFee (1000)");

@@ -651,15 +651,20 @@ async fn payments_flow_fail_and_persist() {
     assert_eq!(h.received(OTHER_MINERS_ADDRESS).received, 2 * COIN);
     assert_eq!(d.info().await.unwrap().tx_count, 1);
 
-    // Prepared transactions: held (not in the mempool), reserved, sent once.
+    // Prepared transactions: held (not in the mempool), locking nothing (as the real wallet:
+    // its inputs are re-checked when it is sent), sent once.
     let prepared = w.prepare_advanced(&[dest(MINER_A, 3 * COIN)], Some(1000)).await.unwrap();
     assert!(!prepared.relayed_to_network);
     assert!(h.state().mempool.is_empty());
     assert_eq!(w.transaction(&prepared.transaction_hash).await.unwrap(), None);
-    assert_eq!(w.prepare_advanced(&[dest(MINER_A, 2 * COIN)], None).await.unwrap_err().code(), Some(11));
+    let unlocked = w.balance().await.unwrap().unlocked;
+    let everything = w.prepare_advanced(&[dest(MINER_A, unlocked - 1000)], Some(1000)).await.unwrap();
     w.send_prepared(&prepared.transaction_hash).await.unwrap();
     assert_eq!(h.state().mempool.len(), 1);
     assert_eq!(w.send_prepared(&prepared.transaction_hash).await.unwrap_err().code(), Some(58));
+    // The other prepared transaction is no longer covered: expired (57), and dropped.
+    assert_eq!(w.send_prepared(&everything.transaction_hash).await.unwrap_err().code(), Some(57));
+    assert_eq!(w.send_prepared(&everything.transaction_hash).await.unwrap_err().code(), Some(58));
     assert_eq!(w.send_prepared(&Hash([3; 32])).await.unwrap_err().code(), Some(58));
     h.mine(1);
 

@@ -1,4 +1,10 @@
 //! Money and its inputs: the share ledger (batched Redis writes, PPLNS window, block
-//! candidates), and (later in this module) the reward split, block unlocker and payments.
+//! candidates), the reward split, the leader lease, the block unlocker and the payment
+//! processor. Pure rules ([`split`], [`payouts`]) are unit-tested apart from the actors.
 
+pub mod leader;
 pub mod ledger;
+pub mod payments;
+pub mod payouts;
+pub mod split;
+pub mod unlocker;

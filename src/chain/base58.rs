@@ -25,11 +25,6 @@ fn digit(c: u8) -> Option<u64> {
     ALPHABET.iter().position(|&a| a == c).map(|p| p as u64)
 }
 
-/// True if every character is in the Base58 alphabet.
-pub fn is_base58(text: &str) -> bool {
-    text.bytes().all(|c| digit(c).is_some())
-}
-
 fn encode_block(block: &[u8], out: &mut Vec<u8>) {
     let mut num = block.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
     let size = ENCODED_BLOCK_SIZES[block.len()];

@@ -149,15 +149,6 @@ impl Wallet {
         (unlocked - from_unlocked, locked.saturating_sub(spent - from_unlocked))
     }
 
-    /// What prepared transactions hold back from new sends (`except` excluded).
-    pub fn reserved(&self, except: Option<&Hash>) -> u64 {
-        self.prepared
-            .iter()
-            .filter(|p| Some(&p.tx.hash) != except)
-            .map(|p| p.tx.amount().saturating_add(p.tx.fee))
-            .fold(0, u64::saturating_add)
-    }
-
     /// The transactions the wallet has seen confirmed, in block order (what
     /// `SubWallets::getTransactions` holds).
     pub fn confirmed(&self, ledger: &Ledger) -> Vec<TxView> {

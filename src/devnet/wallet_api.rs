@@ -36,7 +36,6 @@ use super::json;
 use super::ledger::{synthetic_tx, PoolTx};
 use super::wallet::{FailureKind, Prepared, TxView};
 use super::{rpc, DaemonMode, Shared};
-use crate::chain::address::AddressError;
 use crate::chain::keccak::keccak;
 use crate::chain::params::{DIFFICULTY_TARGET, MAX_TX_OUTPUTS, MINIMUM_FEE};
 use crate::chain::{Address, Hash};
@@ -121,10 +120,7 @@ fn finish(result: Result<Response, Failed>) -> Response {
 
 /// `validateAddresses`: the wallet and the daemon's `getblocktemplate` share it.
 pub(crate) fn validate_address(text: &str) -> Result<Address, (i64, String)> {
-    Address::parse(text).map_err(|e| match e {
-        AddressError::WrongLength(_) | AddressError::WrongPrefix => (e.code(), e.to_string()),
-        AddressError::NotBase58 | AddressError::NotValid => (15, AddressError::NotValid.to_string()),
-    })
+    Address::parse(text).map_err(|e| (e.code(), e.to_string()))
 }
 
 fn validate(text: &str) -> Result<Address, ApiError> {
@@ -463,8 +459,9 @@ async fn make_transaction(shared: &Arc<Shared>, body: &Value, basic: bool, relay
                 return Err(ApiError::code(17).into());
             }
         }
-        let (unlocked, _) = state.wallet.balance(&state.ledger);
-        let available = unlocked.saturating_sub(state.wallet.reserved(None));
+        // Prepared, unsent transactions lock nothing (the real wallet re-checks their inputs
+        // when they are sent, answering 57 if another send spent them).
+        let (available, _) = state.wallet.balance(&state.ledger);
         let mut total: u64 = 0;
         for (_, amount) in &destinations {
             total = total.checked_add(*amount).ok_or(ApiError::code(9))?;
@@ -516,9 +513,8 @@ async fn send_prepared(shared: &Arc<Shared>, body: &Value) -> Result<Response, F
             return Err(ApiError::code(58).into());
         };
         let (unlocked, _) = state.wallet.balance(&state.ledger);
-        let others = state.wallet.reserved(Some(&hash));
         let tx = state.wallet.prepared[index].tx.clone();
-        if tx.amount().saturating_add(tx.fee) > unlocked.saturating_sub(others) {
+        if tx.amount().saturating_add(tx.fee) > unlocked {
             state.wallet.prepared.remove(index);
             return Err(ApiError::code(57).into());
         }

@@ -5,6 +5,7 @@
 //! (balances, the PPLNS window, block info, the payment journal, the leader lease) live under
 //! new names documented in `docs/REDIS.md`.
 
+mod money;
 mod shares;
 mod stats;
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
+pub use money::{BalanceRow, BatchDestination, Candidate, JournalEntry, MoneyAudit};
 pub use shares::{CandidateRecord, CandidateResult, ShareRecord};
 pub use stats::{BalanceSums, JournalRead, MinerRead, PoolRead, Scored, StringMap, WorkerRead};
 

@@ -87,7 +87,8 @@ impl RedisServer {
             .unwrap();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(5) {
-            if let Ok(mut con) = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap().get_connection()
+            if let Ok(mut con) =
+                redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap().get_connection()
             {
                 if redis::cmd("PING").query::<String>(&mut con).is_ok() {
                     return;
@@ -127,6 +128,13 @@ pub fn merge(base: &mut Value, patch: &Value) {
 
 /// A pool config for tests: light mode, fast polling, the given stratum ports and difficulties.
 pub fn pool_config(redis: &RedisServer, devnet: &DevnetHandle, ports: &[(u16, u64)], patch: Value) -> Config {
+    let json = pool_config_json(redis, devnet, ports, patch);
+    let (config, _) = Config::from_json_str(&json.to_string(), "test config").unwrap();
+    config
+}
+
+/// The JSON of [`pool_config`] (for a config file given to the pool binary).
+pub fn pool_config_json(redis: &RedisServer, devnet: &DevnetHandle, ports: &[(u16, u64)], patch: Value) -> Value {
     let ports_json: serde_json::Map<String, Value> =
         ports.iter().map(|(p, d)| (p.to_string(), json!({"diff": d, "desc": format!("test port {p}")}))).collect();
     let mut config = json!({
@@ -149,7 +157,6 @@ pub fn pool_config(redis: &RedisServer, devnet: &DevnetHandle, ports: &[(u16, u6
         "logging": {"level": "warn"}
     });
     merge(&mut config, &patch);
-    let (config, _) = Config::from_json_str(&config.to_string(), "test config").unwrap();
     config
 }
 
@@ -162,6 +169,11 @@ pub struct PoolProcess {
 
 impl PoolProcess {
     pub fn start(config: Config, modules: &[Module]) -> PoolProcess {
+        // RUST_LOG=info cargo test ... shows the pool's log.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ =
+                tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+        }
         let modules = modules.to_vec();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -361,7 +373,9 @@ impl TestMiner {
 
     /// Logs in; panics on an error reply.
     pub async fn login(&mut self, login: &str, pass: &str) -> Value {
-        let reply = self.call("login", json!({"login": login, "pass": pass, "agent": "pastella-test/1.0", "algo": ["rx/0"]})).await;
+        let reply = self
+            .call("login", json!({"login": login, "pass": pass, "agent": "pastella-test/1.0", "algo": ["rx/0"]}))
+            .await;
         assert!(reply["error"].is_null(), "login failed: {reply}");
         self.session = reply["result"]["id"].as_str().unwrap().to_string();
         self.job = Some(Job::from_json(&reply["result"]["job"]));
@@ -393,8 +407,12 @@ impl TestMiner {
         self.call("submit", params).await
     }
 
-    /// Mines one share for the current job at its difficulty (or `min`) and submits it.
+    /// Mines one share for the newest job at its difficulty (or `min`) and submits it.
     pub async fn mine_and_submit(&mut self, hasher: &SharedHasher, min: u64, start: u32) -> (Value, [u8; 4], Hash) {
+        if let Some(newest) = self.pushed.pop_back() {
+            self.pushed.clear();
+            self.job = Some(newest);
+        }
         let job = self.job.clone().expect("a job");
         let h = hasher.clone();
         let (seed, blob, diff) = (job.seed, job.blob.clone(), job.difficulty.max(min));
@@ -421,4 +439,25 @@ pub async fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<
 /// Where a test keeps temporary files.
 pub fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("pastella-test-{}-{name}", std::process::id()))
+}
+
+/// Mines with `miners` in turn until the devnet's chain grew by `blocks` blocks found by the
+/// pool (the devnet's own miners must be off), or `timeout`. Returns the blocks found.
+pub async fn mine_blocks(
+    devnet: &DevnetHandle,
+    miners: &mut [TestMiner],
+    hasher: &SharedHasher,
+    blocks: u64,
+    timeout: Duration,
+) -> u64 {
+    let start = devnet.block_count();
+    let deadline = Instant::now() + timeout;
+    let mut nonce = rand::random::<u32>() >> 4;
+    while devnet.block_count() < start + blocks && Instant::now() < deadline {
+        for miner in miners.iter_mut() {
+            let (_, n, _) = miner.mine_and_submit(hasher, 0, nonce).await;
+            nonce = u32::from_le_bytes(n).wrapping_add(1);
+        }
+    }
+    devnet.block_count() - start
 }

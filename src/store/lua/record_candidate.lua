@@ -66,7 +66,7 @@ if typ == 'prop' then
     start = start + 1000
   end
   for _, who in ipairs(order) do
-    redis.call('HSET', window, who, acc[who])
+    redis.call('HSET', window, who, string.format('%d', acc[who]))
   end
 else
   redis.call('HSET', window, login, ARGV[12])
@@ -80,10 +80,11 @@ for i = 1, #w, 2 do
 end
 redis.call('HSET', p .. ':blocks:participants', height, table.concat(participants, ','))
 redis.call('ZADD', p .. ':blocks:candidates', height,
-  typ .. ':' .. login .. ':' .. hash .. ':' .. now_s .. ':' .. netdiff .. ':' .. total_shares .. ':' .. total_score .. ':' .. finder_score)
+  string.format('%s:%s:%s:%s:%s:%d:%d:%d', typ, login, hash, now_s, netdiff, total_shares, total_score, finder_score))
 redis.call('HSET', info,
   'height', height, 'hash', hash, 'type', typ, 'login', login, 'worker', worker,
-  'timestamp', now_s, 'difficulty', netdiff, 'reward', reward, 'shares', total_shares,
-  'score', total_score, 'finderScore', finder_score, 'windowSize', n, 'windowTotal', window_total,
+  'timestamp', now_s, 'difficulty', netdiff, 'reward', reward, 'shares', string.format('%d', total_shares),
+  'score', string.format('%d', total_score), 'finderScore', string.format('%d', finder_score),
+  'windowSize', ARGV[11], 'windowTotal', string.format('%d', window_total),
   'status', 'pending')
 return {window_total, total_shares, total_score}

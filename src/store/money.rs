@@ -1,0 +1,450 @@
+//! Money: the leader lease, block crediting and orphaning, balances, and the payment journal.
+//! Every write is one Lua script: atomic, guarded by the state it expects (so a retry or a
+//! second process is a no-op) and fenced by the leader token (so a process that lost the
+//! lease cannot write). Each keeps `credited = balance + pending + paid + fees` per address.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use redis::{AsyncCommands, Script};
+
+use super::{timed, Store, StoreError};
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        fn $name() -> &'static Script {
+            static SCRIPT: OnceLock<Script> = OnceLock::new();
+            SCRIPT.get_or_init(|| Script::new(include_str!($file)))
+        }
+    };
+}
+
+script!(lease_acquire, "lua/lease_acquire.lua");
+script!(lease_renew, "lua/lease_renew.lua");
+script!(lease_release, "lua/lease_release.lua");
+script!(credit_block_script, "lua/credit_block.lua");
+script!(orphan_block_script, "lua/orphan_block.lua");
+script!(reserve_batch_script, "lua/reserve_batch.lua");
+script!(batch_state_script, "lua/batch_state.lua");
+script!(finalize_batch_script, "lua/finalize_batch.lua");
+script!(release_batch_script, "lua/release_batch.lua");
+script!(import_old_balance_script, "lua/import_old_balance.lua");
+
+/// A block candidate waiting for maturity (from `blocks:candidates` + `blocks:info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Height.
+    pub height: u64,
+    /// Block id (hex).
+    pub hash: String,
+    /// Finder address.
+    pub login: String,
+    /// Solo block.
+    pub solo: bool,
+    /// The pool's coinbase output recorded at submission; `None` for a candidate the old pool
+    /// recorded (it kept no template data).
+    pub reward: Option<u64>,
+    /// The `blocks:candidates` member.
+    pub member: String,
+}
+
+/// One address's payable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceRow {
+    /// Address.
+    pub address: String,
+    /// Unpaid credited balance.
+    pub balance: u64,
+    /// Per-miner payout threshold, if set.
+    pub min_payout_level: Option<u64>,
+}
+
+/// One destination of a payment batch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchDestination {
+    /// Address paid.
+    pub address: String,
+    /// Atomic units sent (decimal string in Redis, see the scripts).
+    #[serde(with = "decimal")]
+    pub amount: u64,
+    /// Transfer fee charged to the miner.
+    #[serde(with = "decimal")]
+    pub fee: u64,
+    /// Taken from the balance: `amount + fee`.
+    #[serde(with = "decimal")]
+    pub reserved: u64,
+}
+
+/// A journaled payment batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// Batch id.
+    pub id: String,
+    /// `reserved`, `prepared` or `sent`.
+    pub state: String,
+    /// Transaction hash once prepared.
+    pub tx_hash: Option<String>,
+    /// Last state change, unix ms.
+    pub updated_ms: u64,
+    /// Destinations.
+    pub destinations: Vec<BatchDestination>,
+}
+
+/// Amounts as JSON strings: Redis' Lua turns large numbers into exponent notation.
+mod decimal {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&value.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Pool-wide sums from `totals` plus per-address sums, for audits and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoneyAudit {
+    /// Σ credited over all addresses.
+    pub credited: u64,
+    /// Σ balance.
+    pub balance: u64,
+    /// Σ pending.
+    pub pending: u64,
+    /// Σ paid.
+    pub paid: u64,
+    /// Σ fees charged to miners.
+    pub fees: u64,
+    /// Addresses whose own `credited` differs from `balance + pending + paid + fees`.
+    pub broken: Vec<String>,
+    /// `totals` hash.
+    pub totals: HashMap<String, i64>,
+}
+
+fn field_u64(map: &HashMap<String, String>, key: &str) -> u64 {
+    map.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+impl Store {
+    // ---- leader lease ----
+
+    /// Takes the unlocker/payments lease if free; returns the fencing token.
+    pub async fn acquire_lease(&self, instance: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
+        let mut invocation = lease_acquire().prepare_invoke();
+        invocation.arg(&self.prefix).arg(instance).arg(ttl.as_millis() as u64);
+        timed("lease_acquire", invocation.invoke_async(&mut self.conn())).await
+    }
+
+    /// Extends the lease; false if `token` no longer holds it.
+    pub async fn renew_lease(&self, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut invocation = lease_renew().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token).arg(ttl.as_millis() as u64);
+        let renewed: i64 = timed("lease_renew", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives the lease up (clean shutdown).
+    pub async fn release_lease(&self, token: &str) -> Result<(), StoreError> {
+        let mut invocation = lease_release().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token);
+        let _: i64 = timed("lease_release", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(())
+    }
+
+    // ---- blocks ----
+
+    /// Every block candidate, lowest height first.
+    pub async fn candidates(&self) -> Result<Vec<Candidate>, StoreError> {
+        let key = self.key("blocks:candidates");
+        let members: Vec<(String, f64)> =
+            timed("candidates", async { self.conn().zrange_withscores(&key, 0, -1).await }).await?;
+        let mut out = Vec::with_capacity(members.len());
+        for (member, score) in members {
+            let fields: Vec<&str> = member.split(':').collect();
+            if fields.len() < 3 {
+                tracing::warn!(member, "ignoring a malformed block candidate");
+                continue;
+            }
+            let hash = fields[2].to_string();
+            let info: HashMap<String, String> =
+                timed("block_info", async { self.conn().hgetall(self.key(&format!("blocks:info:{hash}"))).await })
+                    .await?;
+            out.push(Candidate {
+                height: score as u64,
+                login: fields[1].to_string(),
+                solo: fields[0] == "solo",
+                reward: info.get("reward").and_then(|r| r.parse().ok()),
+                hash,
+                member,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The PPLNS window snapshot of a block.
+    pub async fn block_window(&self, hash: &str) -> Result<BTreeMap<String, u64>, StoreError> {
+        let key = self.key(&format!("blocks:window:{hash}"));
+        let raw: HashMap<String, String> = timed("block_window", async { self.conn().hgetall(&key).await }).await?;
+        Ok(raw.into_iter().filter_map(|(k, v)| v.parse().ok().map(|v| (k, v))).collect())
+    }
+
+    /// Credits a confirmed block: `credits` to balances, exactly once per block. Returns false
+    /// if it was no longer pending.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn credit_block(
+        &self,
+        token: &str,
+        hash: &str,
+        height: u64,
+        credits: &BTreeMap<String, u64>,
+        pool_fee: u64,
+        finder_reward: u64,
+        dust: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let total: u64 = credits.values().sum();
+        let mut invocation = credit_block_script().prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(token)
+            .arg(hash)
+            .arg(height)
+            .arg(now)
+            .arg(pool_fee)
+            .arg(finder_reward)
+            .arg(dust)
+            .arg(total.to_string())
+            .arg(credits.len());
+        for (address, amount) in credits {
+            invocation.arg(address).arg(amount.to_string());
+        }
+        let done: i64 = timed("credit_block", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(done == 1)
+    }
+
+    /// Marks a pending block orphaned. Returns false if it was no longer pending.
+    pub async fn orphan_block(&self, token: &str, hash: &str, height: u64, now: u64) -> Result<bool, StoreError> {
+        let mut invocation = orphan_block_script().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token).arg(hash).arg(height).arg(now);
+        let done: i64 = timed("orphan_block", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(done == 1)
+    }
+
+    // ---- balances ----
+
+    /// Every address with a balance record.
+    pub async fn balances(&self) -> Result<Vec<BalanceRow>, StoreError> {
+        let addresses: Vec<String> =
+            timed("balances_index", async { self.conn().smembers(self.key("balances:index")).await }).await?;
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for address in &addresses {
+            pipe.cmd("HMGET").arg(self.key(&format!("balances:{address}"))).arg("balance").arg("minPayoutLevel");
+        }
+        let rows: Vec<(Option<u64>, Option<u64>)> = timed("balances", pipe.query_async(&mut self.conn())).await?;
+        Ok(addresses
+            .into_iter()
+            .zip(rows)
+            .map(|(address, (balance, level))| BalanceRow {
+                address,
+                balance: balance.unwrap_or(0),
+                min_payout_level: level,
+            })
+            .collect())
+    }
+
+    /// Imports the old pool's `balance`/`paid`/`minPayoutLevel` fields from `workers:<address>`
+    /// hashes, once per address (the fields are moved, not copied). Returns addresses imported.
+    pub async fn import_old_balances(&self) -> Result<usize, StoreError> {
+        let done: bool =
+            timed("migrations", async { self.conn().sismember(self.key("migrations"), "workers-balances").await })
+                .await?;
+        if done {
+            return Ok(0);
+        }
+        let pattern = self.key("workers:*");
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = timed("scan_workers", async {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut self.conn())
+                    .await
+            })
+            .await?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let prefix = self.key("workers:");
+        let mut imported = 0;
+        for key in keys {
+            let Some(address) = key.strip_prefix(&prefix) else { continue };
+            let mut invocation = import_old_balance_script().prepare_invoke();
+            invocation.arg(&self.prefix).arg(address);
+            let moved: redis::Value = timed("import_balance", invocation.invoke_async(&mut self.conn())).await?;
+            if !matches!(moved, redis::Value::Int(0)) {
+                imported += 1;
+            }
+        }
+        timed("migrations", async {
+            let _: i64 = self.conn().sadd(self.key("migrations"), "workers-balances").await?;
+            Ok(())
+        })
+        .await?;
+        Ok(imported)
+    }
+
+    // ---- payment journal ----
+
+    /// Journals a batch and moves its amounts from balance to pending. Returns false (and
+    /// changes nothing) if a balance no longer covers its payout.
+    pub async fn reserve_batch(
+        &self,
+        token: &str,
+        id: &str,
+        now_ms: u64,
+        destinations: &[BatchDestination],
+        tx_fee: u64,
+    ) -> Result<bool, StoreError> {
+        let total: u64 = destinations.iter().map(|d| d.amount).sum();
+        let fees: u64 = destinations.iter().map(|d| d.fee).sum();
+        let json = serde_json::to_string(destinations).unwrap_or_default();
+        let mut invocation = reserve_batch_script().prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(token)
+            .arg(id)
+            .arg(now_ms)
+            .arg(json)
+            .arg(total.to_string())
+            .arg(tx_fee.to_string())
+            .arg(destinations.len());
+        for d in destinations {
+            invocation.arg(&d.address).arg(d.reserved.to_string());
+        }
+        invocation.arg(fees.to_string());
+        let done: i64 = timed("reserve_batch", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(done == 1)
+    }
+
+    /// Records the prepared transaction of a reserved batch.
+    pub async fn batch_prepared(
+        &self,
+        token: &str,
+        id: &str,
+        tx_hash: &str,
+        tx_fee: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.batch_state(
+            token,
+            id,
+            "reserved",
+            "prepared",
+            now_ms,
+            &[("txHash", tx_hash), ("txFee", &tx_fee.to_string())],
+        )
+        .await
+    }
+
+    /// Records that a prepared batch was relayed.
+    pub async fn batch_sent(&self, token: &str, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        self.batch_state(token, id, "prepared", "sent", now_ms, &[]).await
+    }
+
+    async fn batch_state(
+        &self,
+        token: &str,
+        id: &str,
+        from: &str,
+        to: &str,
+        now_ms: u64,
+        fields: &[(&str, &str)],
+    ) -> Result<bool, StoreError> {
+        let mut invocation = batch_state_script().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token).arg(id).arg(from).arg(to).arg(now_ms);
+        for (k, v) in fields {
+            invocation.arg(*k).arg(*v);
+        }
+        let done: i64 = timed("batch_state", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(done == 1)
+    }
+
+    /// Pending → paid for a sent batch (payment records written). Idempotent.
+    pub async fn finalize_batch(&self, token: &str, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let mut invocation = finalize_batch_script().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms / 1000).arg(now_ms);
+        let done: i64 = timed("finalize_batch", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(done == 1)
+    }
+
+    /// Pending → balance for a batch that was not sent. Idempotent.
+    pub async fn release_batch(&self, token: &str, id: &str, now_ms: u64, reason: &str) -> Result<bool, StoreError> {
+        let mut invocation = release_batch_script().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms).arg(reason);
+        let done: i64 = timed("release_batch", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(done == 1)
+    }
+
+    /// Batches neither finalized nor released, oldest first.
+    pub async fn journal(&self) -> Result<Vec<JournalEntry>, StoreError> {
+        let ids: Vec<String> =
+            timed("journal", async { self.conn().zrange(self.key("payments:journal"), 0, -1).await }).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let raw: HashMap<String, String> =
+                timed("journal_batch", async { self.conn().hgetall(self.key(&format!("payments:batch:{id}"))).await })
+                    .await?;
+            let destinations = raw.get("destinations").and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+            out.push(JournalEntry {
+                state: raw.get("state").cloned().unwrap_or_default(),
+                tx_hash: raw.get("txHash").cloned(),
+                updated_ms: field_u64(&raw, "updated"),
+                destinations,
+                id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Sums every balance record and checks each address's own invariant.
+    pub async fn audit(&self) -> Result<MoneyAudit, StoreError> {
+        let addresses: Vec<String> =
+            timed("balances_index", async { self.conn().smembers(self.key("balances:index")).await }).await?;
+        let mut audit = MoneyAudit::default();
+        for address in addresses {
+            let row: HashMap<String, String> =
+                timed("audit", async { self.conn().hgetall(self.key(&format!("balances:{address}"))).await }).await?;
+            let (credited, balance, pending, paid, fees) = (
+                field_u64(&row, "credited"),
+                field_u64(&row, "balance"),
+                field_u64(&row, "pending"),
+                field_u64(&row, "paid"),
+                field_u64(&row, "fees"),
+            );
+            if credited != balance + pending + paid + fees {
+                audit.broken.push(address);
+            }
+            audit.credited += credited;
+            audit.balance += balance;
+            audit.pending += pending;
+            audit.paid += paid;
+            audit.fees += fees;
+        }
+        audit.totals = timed("totals", async { self.conn().hgetall(self.key("totals")).await }).await?;
+        Ok(audit)
+    }
+}

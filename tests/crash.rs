@@ -1,0 +1,195 @@
+//! Crash safety of the money path: the pool binary running the unlocker and payments is killed
+//! with SIGKILL at random moments, again and again, while a stratum node keeps finding blocks
+//! and the devnet wallet fails sends in every way it can. After every kill, and exactly at the
+//! end: credited = balance + pending + paid + fees, no block is credited twice, and the wallet
+//! never sent a payout twice.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pastella_pool::config::Module;
+use pastella_pool::devnet::{Failure, FailureKind};
+use pastella_pool::store::Store;
+use rand::Rng;
+use redis::Commands;
+use serde_json::json;
+
+const MINER_B: &str = "PAS1WPrszX47No6fAtDt56aTj9Vjr9dZq58qaiz9dvZB5dmiXkFbD1";
+const KILLS: usize = 24;
+
+fn money_patch() -> serde_json::Value {
+    json!({
+        "blockUnlocker": {"enabled": true, "interval": 1, "depth": 10, "leaseTtl": 2},
+        "payments": {"enabled": true, "interval": 1, "minPayment": 100000, "transferFee": 1000, "maxAddresses": 1,
+                     "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
+        "walletApi": {"timeoutMs": 1500},
+        "logging": {"level": "info"}
+    })
+}
+
+/// What the devnet wallet has sent to `address` (confirmed or in the mempool).
+fn wallet_sent(devnet: &pastella_pool::devnet::DevnetHandle, address: &str) -> u64 {
+    let r = devnet.received(address);
+    r.received + r.pending
+}
+
+async fn check(redis: &RedisServer, devnet: &pastella_pool::devnet::DevnetHandle, exact: bool, round: usize) {
+    let store = Store::connect(&format!("redis://127.0.0.1:{}/0", redis.port), "pastella", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let audit = store.audit().await.unwrap();
+    assert!(audit.broken.is_empty(), "round {round}: invariant broken for {:?}", audit.broken);
+    assert_eq!(audit.totals.get("credited").copied().unwrap_or(0) as u64, audit.credited, "round {round}");
+    let mut con = redis.conn();
+    // No block credited twice: each confirmed hash once, its credits equal to its own record.
+    let matured: Vec<String> = con.zrange("pastella:blocks:matured", 0, -1).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut credited_by_blocks = 0u64;
+    for member in &matured {
+        let f: Vec<&str> = member.split(':').collect();
+        assert!(seen.insert(f[2].to_string()), "round {round}: block {} resolved twice", f[2]);
+        if f.len() == 10 {
+            let credits: HashMap<String, u64> = con.hgetall(format!("pastella:blocks:credits:{}", f[2])).unwrap();
+            let credited: u64 = con.hget(format!("pastella:blocks:info:{}", f[2]), "credited").unwrap();
+            assert_eq!(credits.values().sum::<u64>(), credited);
+            credited_by_blocks += credited;
+        }
+    }
+    assert_eq!(credited_by_blocks, audit.credited, "round {round}: Σ block credits == Σ credited");
+    let confirmed: u64 = con.hget("pastella:totals", "blocksConfirmed").unwrap_or(0);
+    assert_eq!(confirmed as usize, matured.iter().filter(|m| m.split(':').count() == 10).count());
+    for address in [MINER_A, MINER_B] {
+        let row: HashMap<String, u64> = con.hgetall(format!("pastella:balances:{address}")).unwrap();
+        let paid = row.get("paid").copied().unwrap_or(0);
+        let pending = row.get("pending").copied().unwrap_or(0);
+        let sent = wallet_sent(devnet, address);
+        if exact {
+            assert_eq!(sent, paid, "{address}: the wallet sent exactly what Redis recorded as paid");
+            assert_eq!(pending, 0);
+        } else {
+            assert!(sent >= paid, "round {round}: {address}: Redis says paid {paid} but the wallet sent only {sent}");
+            assert!(
+                sent <= paid + pending,
+                "round {round}: {address}: the wallet sent {sent}, more than paid {paid} + in flight {pending}: a double payment"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
+    let redis = RedisServer::start();
+    let devnet = Arc::new(devnet(12).await);
+    let port = free_port();
+    let stratum = PoolProcess::start(pool_config(&redis, &devnet, &[(port, 2)], money_patch()), &[Module::Stratum]);
+    let logs = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("crash-test");
+    std::fs::create_dir_all(&logs).unwrap();
+    let config_path = logs.join("money-node.json");
+    let mut money_config = pool_config_json(&redis, &devnet, &[(port, 2)], money_patch());
+    merge(&mut money_config, &json!({"api": {"enabled": false}}));
+    std::fs::write(&config_path, money_config.to_string()).unwrap();
+
+    // Keep finding blocks with two miners, and let the network mature them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let miners = {
+        let (stop, devnet) = (stop.clone(), devnet.clone());
+        tokio::spawn(async move {
+            let hasher = SharedHasher::new();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut a = TestMiner::connect(addr).await;
+            a.login(MINER_A, "a").await;
+            let mut b = TestMiner::connect(addr).await;
+            b.login(MINER_B, "b").await;
+            let mut miners = [a, b];
+            while !stop.load(Ordering::Relaxed) {
+                mine_blocks(&devnet, &mut miners, &hasher, 1, Duration::from_secs(5)).await;
+            }
+        })
+    };
+    let network = {
+        let (stop, devnet) = (stop.clone(), devnet.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                devnet.mine(1);
+            }
+        })
+    };
+
+    let binary = env!("CARGO_BIN_EXE_pastella-pool");
+    let spawn = |round: usize| {
+        let log = std::fs::File::create(logs.join(format!("run-{round:02}.log"))).unwrap();
+        Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .args(["--module", "unlocker", "--module", "payments"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let mut rng = rand::thread_rng();
+    for round in 0..KILLS {
+        match round % 4 {
+            1 => devnet.fail_wallet_sends(1, Failure { kind: FailureKind::Error, code: 31, hold: Duration::ZERO }),
+            2 => devnet
+                .fail_wallet_sends(1, Failure { kind: FailureKind::DropAfterSuccess, code: 0, hold: Duration::ZERO }),
+            3 => devnet
+                .fail_wallet_sends(1, Failure { kind: FailureKind::Timeout, code: 30, hold: Duration::from_secs(3) }),
+            _ => {}
+        }
+        let mut child = spawn(round);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..4500))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        check(&redis, &devnet, false, round).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    miners.await.unwrap();
+    network.await.unwrap();
+
+    // Let one process run to the end: every journaled batch resolved, every matured block done.
+    devnet.mine(12);
+    let mut child = spawn(KILLS);
+    let mut con = redis.conn();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let journal: u64 = con.zcard("pastella:payments:journal").unwrap();
+        let candidates: u64 = con.zcard("pastella:blocks:candidates").unwrap();
+        let owed: u64 = [MINER_A, MINER_B]
+            .iter()
+            .map(|a| con.hget::<_, _, Option<u64>>(format!("pastella:balances:{a}"), "balance").unwrap().unwrap_or(0))
+            .filter(|b| *b >= 100_000)
+            .count() as u64;
+        if journal == 0 && candidates == 0 && owed == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not settled: journal {journal}, candidates {candidates}, payable {owed}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        devnet.mine(1);
+    }
+    // SIGTERM: a clean shutdown.
+    unsafe_free_sigterm(child.id());
+    child.wait().unwrap();
+    check(&redis, &devnet, true, KILLS).await;
+    let confirmed: u64 = con.hget("pastella:totals", "blocksConfirmed").unwrap();
+    let paid_batches: u64 = con.zcard("pastella:payments:all").unwrap();
+    eprintln!(
+        "crash test: {KILLS} SIGKILLs, {confirmed} blocks credited, {paid_batches} payments; logs in {}",
+        logs.display()
+    );
+    assert!(confirmed >= 3, "the test did real work: {confirmed} blocks credited");
+    assert!(paid_batches >= 2, "the test did real work: {paid_batches} payments");
+    stratum.stop();
+}
+
+fn unsafe_free_sigterm(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}

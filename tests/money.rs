@@ -1,0 +1,221 @@
+//! Money end to end on the devnet: PPLNS crediting of mined blocks, payments through the
+//! devnet wallet, orphans, and wallet failures — with the accounting invariant checked.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use pastella_pool::config::Module;
+use pastella_pool::devnet::{Failure, FailureKind};
+use pastella_pool::store::Store;
+use redis::Commands;
+use serde_json::json;
+
+const MINER_B: &str = "PAS1WPrszX47No6fAtDt56aTj9Vjr9dZq58qaiz9dvZB5dmiXkFbD1";
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn money_patch() -> serde_json::Value {
+    json!({
+        "blockUnlocker": {"enabled": true, "interval": 1, "depth": 10, "leaseTtl": 2, "poolFee": 1, "finderReward": 1},
+        "payments": {"enabled": true, "interval": 1, "minPayment": 100000, "transferFee": 1000, "maxAddresses": 2,
+                     "minerPayFee": true, "dynamicTransferFee": true, "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
+        "walletApi": {"timeoutMs": 2000},
+        "pplns": {"windowFactor": 2}
+    })
+}
+
+async fn store(redis: &RedisServer) -> Store {
+    Store::connect(&format!("redis://127.0.0.1:{}/0", redis.port), "pastella", Duration::from_secs(5)).await.unwrap()
+}
+
+/// The accounting invariant, per address and pool-wide, and block-level checks.
+async fn check_invariants(redis: &RedisServer) {
+    let audit = store(redis).await.audit().await.unwrap();
+    assert!(audit.broken.is_empty(), "credited != balance + pending + paid + fees for {:?}", audit.broken);
+    assert_eq!(audit.credited, audit.balance + audit.pending + audit.paid + audit.fees, "{audit:?}");
+    assert_eq!(audit.totals.get("credited").copied().unwrap_or(0) as u64, audit.credited, "totals.credited");
+    let mut con = redis.conn();
+    let matured: Vec<String> = con.zrange("pastella:blocks:matured", 0, -1).unwrap();
+    let mut credited_by_blocks = 0u64;
+    for member in matured {
+        let f: Vec<&str> = member.split(':').collect();
+        let info: HashMap<String, String> = con.hgetall(format!("pastella:blocks:info:{}", f[2])).unwrap();
+        let credits: HashMap<String, u64> = con.hgetall(format!("pastella:blocks:credits:{}", f[2])).unwrap();
+        match f.len() {
+            10 => {
+                assert_eq!(info["status"], "confirmed");
+                let sum: u64 = credits.values().sum();
+                let reward: u64 = info["reward"].parse().unwrap();
+                let fee: u64 = info["poolFee"].parse().unwrap();
+                let dust: u64 = info["dust"].parse().unwrap();
+                assert_eq!(sum + fee + dust, reward, "block {} pays exactly its reward", f[2]);
+                assert_eq!(f[9], info["reward"], "matured member carries the pool output");
+                credited_by_blocks += sum;
+            }
+            9 => {
+                assert_eq!(f[8], "1");
+                assert_eq!(info["status"], "orphaned");
+                assert!(credits.is_empty(), "an orphaned block is never credited");
+            }
+            n => panic!("matured member with {n} fields: {member}"),
+        }
+    }
+    assert_eq!(credited_by_blocks, audit.credited, "Σ block credits == Σ credited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mined_blocks_are_credited_pplns_and_paid_through_the_wallet_even_when_it_fails() {
+    let redis = RedisServer::start();
+    let devnet = devnet(12).await;
+    let port = free_port();
+    let config = pool_config(&redis, &devnet, &[(port, 2)], money_patch());
+    let pool = PoolProcess::start(config, &[Module::Stratum, Module::Unlocker, Module::Payments]);
+    let hasher = SharedHasher::new();
+    let mut a = TestMiner::connect(addr(port)).await;
+    a.login(MINER_A, "a1").await;
+    let mut b = TestMiner::connect(addr(port)).await;
+    b.login(MINER_B, "b1").await;
+    let mut miners = [a, b];
+    // The first payment attempts fail in each way the wallet can fail.
+    devnet.fail_wallet_sends(1, Failure { kind: FailureKind::Error, code: 31, hold: Duration::ZERO });
+    devnet.fail_wallet_sends(1, Failure { kind: FailureKind::DropAfterSuccess, code: 0, hold: Duration::ZERO });
+    devnet.fail_wallet_sends(1, Failure { kind: FailureKind::Timeout, code: 30, hold: Duration::from_secs(4) });
+
+    let found = mine_blocks(&devnet, &mut miners, &hasher, 3, Duration::from_secs(120)).await;
+    assert!(found >= 3, "found {found} blocks");
+    devnet.mine(11);
+    let mut con = redis.conn();
+    let confirmed = eventually(Duration::from_secs(30), || {
+        let n: u64 = con.hget("pastella:totals", "blocksConfirmed").ok()?;
+        (n >= 3).then_some(n)
+    })
+    .await;
+    assert!(confirmed.is_some(), "the unlocker credits matured blocks");
+    check_invariants(&redis).await;
+
+    // Payments go out (after the injected failures) and get mined.
+    let paid = eventually(Duration::from_secs(60), || {
+        let a: u64 = con.hget(format!("pastella:balances:{MINER_A}"), "paid").ok()?;
+        let b: u64 = con.hget(format!("pastella:balances:{MINER_B}"), "paid").ok()?;
+        (a > 0 && b > 0).then_some((a, b))
+    })
+    .await
+    .expect("both miners paid");
+    devnet.mine(1);
+    let journal_empty = eventually(Duration::from_secs(30), || {
+        let n: u64 = con.zcard("pastella:payments:journal").ok()?;
+        (n == 0).then_some(())
+    })
+    .await;
+    assert!(journal_empty.is_some(), "every batch resolved");
+    check_invariants(&redis).await;
+    pool.stop();
+    devnet.mine(1);
+
+    // What the wallet sent equals what Redis says was paid: nothing lost, nothing twice.
+    for (address, _) in [(MINER_A, paid.0), (MINER_B, paid.1)] {
+        let paid: u64 = con.hget(format!("pastella:balances:{address}"), "paid").unwrap();
+        let received = devnet.received(address);
+        assert_eq!(received.received + received.pending, paid, "{address}: wallet sent vs Redis paid");
+        let records: Vec<String> = con.zrange(format!("pastella:payments:{address}"), 0, -1).unwrap();
+        let recorded: u64 = records.iter().map(|r| r.split(':').nth(1).unwrap().parse::<u64>().unwrap()).sum();
+        assert_eq!(recorded, paid, "payment records add up");
+        assert!(records.iter().all(|r| r.split(':').count() == 4 && r.ends_with(":0")), "{records:?}");
+    }
+    let all: Vec<String> = con.zrange("pastella:payments:all", 0, -1).unwrap();
+    assert!(!all.is_empty());
+    for member in &all {
+        let f: Vec<&str> = member.split(':').collect();
+        assert_eq!(f.len(), 6, "old payments:all format: {member}");
+        assert_eq!(f[2], "1000", "transaction fee");
+    }
+    let fees: u64 = con.hget(format!("pastella:balances:{MINER_A}"), "fees").unwrap();
+    assert!(fees > 0, "miners pay the transfer fee (minerPayFee)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_block_is_never_credited() {
+    let redis = RedisServer::start();
+    let devnet = devnet(12).await;
+    let port = free_port();
+    let config = pool_config(&redis, &devnet, &[(port, 2)], money_patch());
+    let pool = PoolProcess::start(config, &[Module::Stratum, Module::Unlocker]);
+    let hasher = SharedHasher::new();
+    let mut a = TestMiner::connect(addr(port)).await;
+    a.login(MINER_A, "a1").await;
+    let mut miners = [a];
+    assert_eq!(mine_blocks(&devnet, &mut miners, &hasher, 1, Duration::from_secs(120)).await, 1);
+    let ours = devnet.state().tip;
+    let mut con = redis.conn();
+    eventually(Duration::from_secs(10), || {
+        let n: u64 = con.zcard("pastella:blocks:candidates").ok()?;
+        (n == 1).then_some(())
+    })
+    .await
+    .expect("candidate recorded");
+    let reorg = devnet.reorg(1).unwrap();
+    assert_eq!(reorg.orphaned, vec![ours]);
+    devnet.mine(10);
+    let status = eventually(Duration::from_secs(30), || {
+        let s: Option<String> = con.hget(format!("pastella:blocks:info:{}", ours.to_hex()), "status").ok()?;
+        s.filter(|s| s != "pending")
+    })
+    .await;
+    assert_eq!(status.as_deref(), Some("orphaned"));
+    let matured: Vec<String> = con.zrange("pastella:blocks:matured", 0, -1).unwrap();
+    assert_eq!(matured.len(), 1);
+    assert!(matured[0].ends_with(":1") && matured[0].split(':').count() == 9, "{matured:?}");
+    let credited: Option<u64> = con.hget(format!("pastella:balances:{MINER_A}"), "credited").unwrap();
+    assert_eq!(credited, None, "nothing credited");
+    check_invariants(&redis).await;
+    pool.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staking_output_in_the_coinbase_is_never_credited() {
+    let redis = RedisServer::start();
+    let devnet = devnet(12).await;
+    let port = free_port();
+    let mut patch = money_patch();
+    merge(&mut patch, &json!({"poolServer": {"templateRefreshInterval": 1}}));
+    let config = pool_config(&redis, &devnet, &[(port, 2)], patch);
+    let pool = PoolProcess::start(config, &[Module::Stratum, Module::Unlocker]);
+    let hasher = SharedHasher::new();
+    let mut a = TestMiner::connect(addr(port)).await;
+    a.login(MINER_A, "a1").await;
+    // The block at `height` must carry a staking payout to another key; the pool picks the new
+    // template up at its next refresh (1 s here).
+    let height = devnet.attach_staking(123_456_789);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut miners = [a];
+    assert_eq!(mine_blocks(&devnet, &mut miners, &hasher, 1, Duration::from_secs(120)).await, 1);
+    devnet.mine(10);
+    let mut con = redis.conn();
+    let credited = eventually(Duration::from_secs(30), || {
+        let n: u64 = con.hget(format!("pastella:balances:{MINER_A}"), "credited").ok()?;
+        Some(n)
+    })
+    .await
+    .expect("credited");
+    let matured: Vec<String> = con.zrange("pastella:blocks:matured", 0, -1).unwrap();
+    let confirmed: Vec<&String> = matured.iter().filter(|m| m.split(':').count() == 10).collect();
+    assert_eq!(confirmed.len(), 1, "{matured:?}");
+    let f: Vec<&str> = confirmed[0].split(':').collect();
+    assert_eq!(f[9], "400000000", "the pool output, not header reward (which adds the staking payout)");
+    let header_reward =
+        pastella_pool::node::DaemonClient::new("127.0.0.1", devnet.daemon_addr.port(), Duration::from_secs(5))
+            .get_block_header_by_height(height)
+            .await
+            .unwrap()
+            .reward;
+    assert_eq!(header_reward, 400_000_000 + 123_456_789, "the header counts the staking payout");
+    assert_eq!(credited, 400_000_000 - 4_000_000, "98 % + finder 1 % to the only miner");
+    check_invariants(&redis).await;
+    pool.stop();
+}
