@@ -62,8 +62,7 @@ fn element_text(dom: &str, id: &str) -> String {
     let mut text = String::new();
     let mut in_tag = false;
     let mut depth = 0i32;
-    let mut chars = body.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in body.char_indices() {
         match c {
             '<' => {
                 in_tag = true;
