@@ -107,8 +107,31 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
     Ok(pool)
 }
 
+/// Raises the open-file limit to its hard limit (each miner is a socket) and says so when even
+/// that is below `poolServer.maxConnections`.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    let usable = limit.rlim_cur as usize;
+    if !raised || usable < max_connections + 256 {
+        tracing::warn!(
+            open_files = usable,
+            max_connections,
+            "the open-file limit caps this process at about {} connections; raise it (LimitNOFILE= in the systemd unit, or ulimit -Hn) for more",
+            usable.saturating_sub(256)
+        );
+    }
+}
+
 async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
     let config = pool.config.clone();
+    raise_open_file_limit(config.pool_server.max_connections);
     let engine = PowEngine::new(pow_config(&config)).context("starting the RandomX verifier threads")?;
     let instance_id = pool.instance_id;
     let ledger = ShareLedger::new(

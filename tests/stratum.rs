@@ -124,7 +124,10 @@ async fn every_rejection_has_its_own_message() {
     let reply = miner.call("submit", json!({"id": "1", "job_id": "1", "nonce": "00000000", "result": "00"})).await;
     assert_eq!(error_message(&reply), "Unauthenticated");
     let reply = miner.call("login", json!({"login": format!("{}X", &MINER_A[..53]), "pass": "x"})).await;
-    assert!(error_message(&reply).starts_with("Invalid address used for login: The address given is not valid"), "{reply}");
+    assert!(
+        error_message(&reply).starts_with("Invalid address used for login: The address given is not valid"),
+        "{reply}"
+    );
     let reply = miner.call("login", json!({"pass": "x"})).await;
     assert_eq!(error_message(&reply), "Missing login");
     let reply = miner.call("mining.subscribe", json!({})).await;
@@ -215,10 +218,11 @@ async fn a_found_block_is_accepted_by_the_devnet_and_every_session_gets_the_next
         assert_eq!(job.height, start_height + 1);
     }
     let mut con = redis.conn();
-    let candidates: Vec<String> =
-        eventually(Duration::from_secs(10), || con.zrange::<_, Vec<String>>("pastella:blocks:candidates", 0, -1).ok().filter(|c| !c.is_empty()))
-            .await
-            .expect("candidate recorded");
+    let candidates: Vec<String> = eventually(Duration::from_secs(10), || {
+        con.zrange::<_, Vec<String>>("pastella:blocks:candidates", 0, -1).ok().filter(|c| !c.is_empty())
+    })
+    .await
+    .expect("candidate recorded");
     let fields: Vec<&str> = candidates[0].split(':').collect();
     assert_eq!(fields.len(), 8, "old 8-field candidate format");
     assert_eq!(&fields[..3], &["prop", MINER_A, &block_hash.to_hex()]);

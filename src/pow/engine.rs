@@ -425,7 +425,7 @@ impl Shared {
 ///
 /// Builder threads run at a lower CPU priority (nice 10) so that share verification stays
 /// responsive while a dataset is built on a busy pool; on an idle machine it changes nothing.
-pub(crate) fn build_dataset(
+pub fn build_dataset(
     cache: &Cache,
     flags: u32,
     huge_pages: bool,
