@@ -1,0 +1,244 @@
+//! Command-line flags. Every flag is described, with its unit and default, in docs/LOADTEST.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::hashing::HashMode;
+use crate::mix::{Arrivals, Mix};
+
+/// Load generator for pastella-pool: simulated xmrig miners over real TCP.
+#[derive(Parser)]
+#[command(name = "pastella-loadtest", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a load test against running pool(s) and a devnet.
+    Run(Box<RunArgs>),
+    /// Measure the raw RandomX hash rate of this machine (no pool needed).
+    Raw(RawArgs),
+    /// Start a pool command and time process start -> first job served to a login (and, with
+    /// --metrics, -> fast-mode verification).
+    Startup(StartupArgs),
+    /// Internal: a worker process of `run --processes N` (reads its plan on stdin).
+    #[command(hide = true)]
+    Worker,
+}
+
+/// Flags of `run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Pool stratum address; repeat for several pool processes (miner i uses pool i mod n).
+    #[arg(long = "pool", value_name = "HOST:PORT", default_value = "127.0.0.1:3333")]
+    pub pools: Vec<SocketAddr>,
+    /// Process id of a pool process, to read its RSS and CPU from /proc; repeatable.
+    #[arg(long = "pool-pid", value_name = "PID")]
+    pub pool_pids: Vec<u32>,
+    /// Another process to report CPU for, e.g. redis=1234; repeatable.
+    #[arg(long = "watch-pid", value_name = "LABEL=PID", value_parser = parse_watch)]
+    pub watch_pids: Vec<(String, u32)>,
+    /// Devnet control base URL (mines the fan-out blocks); without it no fan-out rounds.
+    #[arg(long, value_name = "URL")]
+    pub control: Option<String>,
+    /// Simulated miners (one TCP connection each).
+    #[arg(long, default_value_t = 1000)]
+    pub miners: u64,
+    /// Harness processes (each holds at most ~19,900 connections under a 20,000 fd limit).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// New connections per second, all processes together.
+    #[arg(long, value_name = "PER_S", default_value_t = 2000.0)]
+    pub ramp_rate: f64,
+    /// Loopback source addresses to spread connections over (FIRST-LAST or a comma list;
+    /// empty: let the kernel choose 127.0.0.1).
+    #[arg(long, value_name = "RANGE", default_value = "127.0.0.2-127.0.0.65")]
+    pub source_ips: String,
+    /// Distinct miner addresses (0: one per miner); miners share them round-robin with distinct worker names.
+    #[arg(long, default_value_t = 0)]
+    pub addresses: u64,
+    /// Salt of the address derivation (same salt, same addresses in every run).
+    #[arg(long, default_value_t = 1)]
+    pub address_salt: u64,
+    /// Worker-name prefix (worker = prefix + miner index).
+    #[arg(long, default_value = "lt")]
+    pub worker_prefix: String,
+    /// `agent` string sent at login.
+    #[arg(long, default_value = "XMRig/6.22.0 (pastella-loadtest)")]
+    pub agent: String,
+    /// Send `keepalived` after this many seconds without a message from the pool (xmrig: 60).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub keepalive: f64,
+    /// connect() timeout.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// A request unanswered this long is counted as timed out (xmrig reconnects after 20 s).
+    #[arg(long, value_name = "MS", default_value_t = 20_000)]
+    pub response_timeout_ms: u64,
+    /// Wait this long after the last login before measuring idle memory and CPU.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub settle: f64,
+    /// Job fan-out rounds (each mines one devnet block).
+    #[arg(long, default_value_t = 3)]
+    pub fanout_rounds: usize,
+    /// A session without the new job this long after the block request counts as missing.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub fanout_deadline: f64,
+    /// Pause between fan-out rounds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub fanout_gap: f64,
+    /// RandomX mode of the harness's hashers (use the pool's randomx.mode).
+    #[arg(long, value_enum, default_value_t = HashMode::Light)]
+    pub hash_mode: HashMode,
+    /// Hashing threads (use the pool's randomx.threads).
+    #[arg(long, default_value_t = 2)]
+    pub hash_threads: usize,
+    /// Raw hash-rate measurement length (0: skip it, and the ceiling with it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub raw_seconds: f64,
+    /// Throughput-ceiling phase length (0: skip; needs the raw rate).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
+    pub ceiling_seconds: f64,
+    /// Sessions keeping shares in flight during the ceiling phase.
+    #[arg(long, default_value_t = 8)]
+    pub busy_connections: usize,
+    /// Shares in flight per busy session.
+    #[arg(long, default_value_t = 2)]
+    pub busy_depth: usize,
+    /// Offered load levels, % of the measured ceiling (comma list; empty: none).
+    #[arg(long, default_value = "50,90", value_parser = parse_levels)]
+    pub levels: Levels,
+    /// Length of each load-level phase.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
+    pub level_seconds: f64,
+    /// Sessions submitting in the load-level phases (0: all of worker 0's).
+    #[arg(long, default_value_t = 8)]
+    pub level_sessions: usize,
+    /// Share mix of the load-level phases.
+    #[arg(long, default_value = "valid=1")]
+    pub level_mix: Mix,
+    /// Every miner submits this many shares per second in the per-miner-rate phase (0: skip).
+    #[arg(long, value_name = "PER_S", default_value_t = 0.0)]
+    pub rate_per_miner: f64,
+    /// Length of the per-miner-rate phase.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
+    pub rate_seconds: f64,
+    /// Share mix of the per-miner-rate phase.
+    #[arg(long, default_value = "valid=85,invalid=5,duplicate=5,stale=5")]
+    pub mix: Mix,
+    /// Spacing of open-loop submits.
+    #[arg(long, value_enum, default_value_t = Arrivals::Poisson)]
+    pub arrivals: Arrivals,
+    /// Pool Prometheus URL (e.g. http://127.0.0.1:8117/metrics), for --wait-fast.
+    #[arg(long, value_name = "URL")]
+    pub pool_metrics: Option<String>,
+    /// Before the share phases, wait up to this long for the pool to verify in fast mode.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub wait_fast: f64,
+    /// tokio worker threads per harness process.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// The run stops itself after this long, whatever is left.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900.0)]
+    pub max_seconds: f64,
+    /// Print a progress line this often.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub progress_every: f64,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Free text stored in the report (e.g. "10k light").
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+/// Flags of `raw`.
+#[derive(Args, Debug, Clone)]
+pub struct RawArgs {
+    /// RandomX mode.
+    #[arg(long, value_enum, default_value_t = HashMode::Light)]
+    pub mode: HashMode,
+    /// Hashing threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Seconds to hash.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+}
+
+/// Flags of `startup`.
+#[derive(Args, Debug, Clone)]
+pub struct StartupArgs {
+    /// The stratum address the started pool listens on.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub pool: SocketAddr,
+    /// The pool's Prometheus URL: also time start -> fast-mode verification.
+    #[arg(long, value_name = "URL")]
+    pub metrics: Option<String>,
+    /// Give up after this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+    pub timeout: f64,
+    /// Start the pool this many times (median reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// The pool's stdout/stderr go here (default: discarded).
+    #[arg(long, value_name = "PATH")]
+    pub log: Option<PathBuf>,
+    /// Write the JSON result here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// The pool command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Load levels in % of the ceiling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Levels(pub Vec<f64>);
+
+fn parse_levels(text: &str) -> Result<Levels, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.trim_end_matches('%').parse::<f64>() {
+            Ok(v) if v > 0.0 && v <= 1000.0 => Ok(v),
+            _ => Err(format!("--levels: {p:?} is not a percentage above 0 (e.g. 50,90)")),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Levels)
+}
+
+fn parse_watch(text: &str) -> Result<(String, u32), String> {
+    let (label, pid) = text.split_once('=').ok_or_else(|| format!("expected LABEL=PID, got {text:?}"))?;
+    let pid = pid.parse().map_err(|_| format!("expected LABEL=PID with a numeric pid, got {text:?}"))?;
+    Ok((label.to_string(), pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_levels_and_watched_pids() {
+        assert_eq!(parse_levels("50,90").unwrap(), Levels(vec![50.0, 90.0]));
+        assert_eq!(parse_levels(" 25%, 75 ").unwrap(), Levels(vec![25.0, 75.0]));
+        assert_eq!(parse_levels("").unwrap(), Levels(vec![]));
+        assert!(parse_levels("fast").is_err());
+        assert!(parse_levels("0").is_err());
+        assert_eq!(parse_watch("redis=42").unwrap(), ("redis".to_string(), 42));
+        assert!(parse_watch("redis").is_err());
+        assert!(parse_watch("redis=x").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
