@@ -8,4 +8,6 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Integration tests each start Redis, a devnet and a pool: two at a time fit two cores.
-cargo test --workspace --all-targets -- --test-threads=2
+cargo test --workspace --lib --bins --tests -- --test-threads=2
+# The benchmarks once each, quickly (criterion's test mode), so they keep building and running.
+cargo test --workspace --benches

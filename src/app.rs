@@ -5,7 +5,7 @@
 //! writes every pending share to Redis before exiting.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -52,14 +52,16 @@ pub struct Pool {
     http: Option<actix_web::dev::ServerHandle>,
 }
 
-/// Installs the metrics recorder once per process (tests start several pools).
+/// Installs the metrics recorder once per process (tests start several pools, concurrently).
 fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut handle = HANDLE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(handle) = handle.as_ref() {
         return Ok(handle.clone());
     }
-    let handle = crate::metrics::install().context("installing the metrics recorder")?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    let installed = crate::metrics::install().context("installing the metrics recorder")?;
+    *handle = Some(installed.clone());
+    Ok(installed)
 }
 
 fn pow_config(config: &Config) -> PowConfig {

@@ -13,7 +13,7 @@ use api_shapes::*;
 use common::*;
 use pastella_pool::chain::Address;
 use pastella_pool::config::Module;
-use pastella_pool::devnet::DaemonMode;
+use pastella_pool::devnet::{DaemonMode, DevnetHandle};
 use redis::Commands;
 use serde_json::{json, Value};
 
@@ -106,16 +106,32 @@ async fn refresh(miner: &mut TestMiner) {
     miner.call("keepalived", json!({"id": session})).await;
 }
 
-/// Mines one share that meets the devnet's difficulty (a block) and returns the reply; a
-/// share for a template that another block just replaced is mined again on the new job.
-async fn find_block(miner: &mut TestMiner, hasher: &SharedHasher, nonce: &mut u32) -> Value {
+/// Waits until the miner's job is for the block the devnet is at (the pool pushes it a few
+/// milliseconds after a block), so the next block is not mined on a template already replaced.
+async fn sync_job(miner: &mut TestMiner, devnet: &DevnetHandle) {
+    for _ in 0..50 {
+        refresh(miner).await;
+        if miner.job.as_ref().map(|j| j.height) == Some(devnet.block_count()) {
+            return;
+        }
+        miner.next_push(Duration::from_millis(200)).await;
+    }
+    panic!("the pool did not push a job for height {}", devnet.block_count());
+}
+
+/// Mines one share that meets the devnet's difficulty (a block) on the current template and
+/// returns the reply; a share for a template that another block just replaced is mined again.
+async fn find_block(miner: &mut TestMiner, devnet: &DevnetHandle, hasher: &SharedHasher, nonce: &mut u32) -> Value {
     let mut reply = Value::Null;
     for _ in 0..4 {
-        refresh(miner).await;
+        sync_job(miner, devnet).await;
+        let before = devnet.block_count();
         let (r, n, _) = miner.mine_and_submit(hasher, DEVNET_DIFFICULTY, *nonce).await;
         *nonce = u32::from_le_bytes(n).wrapping_add(1);
         reply = r;
         if !reply["error"]["message"].as_str().is_some_and(|m| m.starts_with("Stale")) {
+            // The daemon takes the block a moment after the miner's OK.
+            eventually(Duration::from_secs(10), || (devnet.block_count() > before).then_some(())).await;
             break;
         }
         miner.next_push(Duration::from_secs(5)).await;
@@ -161,14 +177,14 @@ async fn every_route_answers_in_the_old_shape_after_real_mining() {
     for m in [&mut a1, &mut a2, &mut b, &mut c] {
         shares(m, &hasher, 3, &mut nonce).await;
     }
-    let reply = find_block(&mut a1, &hasher, &mut nonce).await;
+    let reply = find_block(&mut a1, &devnet, &hasher, &mut nonce).await;
     assert!(reply["error"].is_null(), "{reply}");
     shares(&mut b, &hasher, 2, &mut nonce).await;
-    let reply = find_block(&mut c, &hasher, &mut nonce).await;
+    let reply = find_block(&mut c, &devnet, &hasher, &mut nonce).await;
     assert!(reply["error"].is_null(), "{reply}");
     // A block orphaned by a reorg.
     shares(&mut a2, &hasher, 2, &mut nonce).await;
-    let reply = find_block(&mut a2, &hasher, &mut nonce).await;
+    let reply = find_block(&mut a2, &devnet, &hasher, &mut nonce).await;
     assert!(reply["error"].is_null(), "{reply}");
     let mut con = redis.conn();
     let candidates = eventually(Duration::from_secs(20), || {
@@ -200,7 +216,7 @@ async fn every_route_answers_in_the_old_shape_after_real_mining() {
     for m in [&mut a1, &mut a2, &mut b, &mut c] {
         shares(m, &hasher, 2, &mut nonce).await;
     }
-    let reply = find_block(&mut b, &hasher, &mut nonce).await;
+    let reply = find_block(&mut b, &devnet, &hasher, &mut nonce).await;
     assert!(reply["error"].is_null(), "{reply}");
     shares(&mut a1, &hasher, 2, &mut nonce).await;
 

@@ -358,3 +358,41 @@ async fn a_daemon_outage_keeps_sessions_connected_and_jobs_resume_after() {
     assert!(ok(&reply), "{reply}");
     pool.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_loses_no_accepted_share() {
+    let mut redis = RedisServer::start();
+    let devnet = devnet(1_000_000_000).await;
+    let port = free_port();
+    let pool = PoolProcess::start(pool_config(&redis, &devnet, &[(port, 2)], json!({})), &[Module::Stratum]);
+    let hasher = SharedHasher::new();
+    let mut miner = TestMiner::connect(addr(port)).await;
+    miner.login(MINER_A, "rig").await;
+    let mut nonce = 0;
+    for _ in 0..3 {
+        let (reply, n, _) = miner.mine_and_submit(&hasher, 0, nonce).await;
+        nonce = u32::from_le_bytes(n) + 1;
+        assert!(ok(&reply), "{reply}");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Redis goes away (its data was in memory only: start over from an empty one, the worst case
+    // for the shares of the outage) while the miner keeps mining.
+    redis.kill();
+    let mut during = 0u64;
+    for _ in 0..4 {
+        let (reply, n, _) = miner.mine_and_submit(&hasher, 0, nonce).await;
+        nonce = u32::from_le_bytes(n) + 1;
+        assert!(ok(&reply), "shares are still accepted while Redis is down: {reply}");
+        during += 2;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart();
+    let mut con = redis.conn();
+    let recorded = eventually(Duration::from_secs(20), || {
+        let v: Option<u64> = con.hget("pastella:scores:prop:roundCurrent", MINER_A).ok()?;
+        v.filter(|v| *v == during)
+    })
+    .await;
+    assert_eq!(recorded, Some(during), "every share accepted during the outage was written once Redis was back");
+    pool.stop();
+}

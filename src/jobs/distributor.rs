@@ -167,7 +167,11 @@ impl JobDistributor {
             tracing::debug!(height = t.height, txs = t.tx_count(), "Template refreshed");
         }
         self.current.store(Some(job.clone()));
-        self.subscribers.retain(|s| s.try_send(NewTemplate(job.clone())).is_ok() || s.connected());
+        // do_send ignores the mailbox bound: a supervisor busy with a login storm still gets it.
+        self.subscribers.retain(|s| s.connected());
+        for subscriber in &self.subscribers {
+            subscriber.do_send(NewTemplate(job.clone()));
+        }
     }
 
     fn recovered(&mut self) {
@@ -272,7 +276,7 @@ impl Handler<Subscribe> for JobDistributor {
     type Result = ();
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
         if let Some(job) = self.current.load_full() {
-            let _ = msg.0.try_send(NewTemplate(job));
+            msg.0.do_send(NewTemplate(job));
         }
         self.subscribers.push(msg.0);
     }

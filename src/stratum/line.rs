@@ -29,12 +29,14 @@ pub struct LineReader<R> {
     ready: VecDeque<Vec<u8>>,
     max: usize,
     done: bool,
+    /// Reported once the lines completed before it were handed out.
+    error: Option<LineError>,
 }
 
 impl<R> LineReader<R> {
     /// Wraps `inner`; lines longer than `max` bytes end the stream with [`LineError::TooLong`].
     pub fn new(inner: R, max: usize) -> LineReader<R> {
-        LineReader { inner, partial: Vec::new(), ready: VecDeque::new(), max, done: false }
+        LineReader { inner, partial: Vec::new(), ready: VecDeque::new(), max, done: false, error: None }
     }
 
     fn take_lines(&mut self, mut data: &[u8]) -> Result<(), LineError> {
@@ -74,7 +76,7 @@ impl<R: AsyncRead + Unpin> Stream for LineReader<R> {
                 return Poll::Ready(Some(Ok(line)));
             }
             if this.done {
-                return Poll::Ready(None);
+                return Poll::Ready(this.error.take().map(Err));
             }
             let mut buf = [0u8; 4096];
             let mut read = ReadBuf::new(&mut buf);
@@ -82,16 +84,18 @@ impl<R: AsyncRead + Unpin> Stream for LineReader<R> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(e.into())));
+                    this.error = Some(e.into());
                 }
                 Poll::Ready(Ok(())) if read.filled().is_empty() => {
                     this.done = true;
                 }
                 Poll::Ready(Ok(())) => {
                     if let Err(e) = this.take_lines(read.filled()) {
+                        // Hand out the complete lines before it first.
                         this.done = true;
-                        this.ready.clear();
-                        return Poll::Ready(Some(Err(e)));
+                        this.error = Some(e);
+                        this.partial = Vec::new();
+                        continue;
                     }
                     if this.partial.is_empty() && this.partial.capacity() > 0 {
                         this.partial = Vec::new();

@@ -100,7 +100,7 @@ mod tests {
 
     fn cfg() -> (FixedDiffConfig, VarDiffConfig) {
         let (config, _) = crate::config::Config::from_json_str(
-            &format!(r#"{{"poolAddress":"{ADDR}","ports":{{"3333":{{"diff":5000,"desc":"x"}}}}}}"#),
+            &format!(r#"{{"poolAddress":"{ADDR}","ports":{{"3333":{{"diff":5000,"desc":"x"}}}},"payments":{{"enabled":false}}}}"#),
             "test",
         )
         .unwrap();
