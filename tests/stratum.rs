@@ -114,11 +114,9 @@ async fn miners_mine_on_every_port_and_shares_land_in_redis_in_the_old_format() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_has_its_own_message() {
-    let redis = RedisServer::start();
-    let devnet = devnet(1_000_000_000).await;
     let port = free_port();
-    let pool = PoolProcess::start(pool_config(&redis, &devnet, &[(port, 2)], json!({})), &[Module::Stratum]);
-    let hasher = SharedHasher::new();
+    let Stack { pool, devnet, redis: _redis, hasher } =
+        Stack::start(1_000_000_000, &[(port, 2)], json!({}), &[Module::Stratum]).await;
     let mut miner = TestMiner::connect(addr(port)).await;
 
     let reply = miner.call("submit", json!({"id": "1", "job_id": "1", "nonce": "00000000", "result": "00"})).await;
@@ -244,12 +242,10 @@ async fn a_found_block_is_accepted_by_the_devnet_and_every_session_gets_the_next
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vardiff_raises_fast_miners_lowers_silent_ones_and_keeps_fixed_difficulty() {
-    let redis = RedisServer::start();
-    let devnet = devnet(1_000_000_000).await;
-    let port = free_port();
     let patch = json!({"varDiff": {"minDiff": 1, "maxDiff": 1000, "targetTime": 2, "retargetTime": 1, "variancePercent": 30, "maxJump": 50}});
-    let pool = PoolProcess::start(pool_config(&redis, &devnet, &[(port, 2)], patch), &[Module::Stratum]);
-    let hasher = SharedHasher::new();
+    let port = free_port();
+    let Stack { pool, devnet: _devnet, redis: _redis, hasher } =
+        Stack::start(1_000_000_000, &[(port, 2)], patch, &[Module::Stratum]).await;
 
     let mut fast = TestMiner::connect(addr(port)).await;
     fast.login(MINER_A, "fast").await;
@@ -289,12 +285,10 @@ async fn vardiff_raises_fast_miners_lowers_silent_ones_and_keeps_fixed_difficult
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_bad_json_and_banned_ips_are_contained_while_others_keep_mining() {
-    let redis = RedisServer::start();
-    let devnet = devnet(1_000_000_000).await;
-    let port = free_port();
     let patch = json!({"banning": {"enabled": true, "time": 60, "invalidPercent": 50, "checkThreshold": 4}});
-    let pool = PoolProcess::start(pool_config(&redis, &devnet, &[(port, 2)], patch), &[Module::Stratum]);
-    let hasher = SharedHasher::new();
+    let port = free_port();
+    let Stack { pool, devnet: _devnet, redis: _redis, hasher } =
+        Stack::start(1_000_000_000, &[(port, 2)], patch, &[Module::Stratum]).await;
     let mut good = TestMiner::connect(addr(port)).await;
     good.login(MINER_A, "good").await;
 
@@ -334,11 +328,9 @@ async fn floods_bad_json_and_banned_ips_are_contained_while_others_keep_mining()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_outage_keeps_sessions_connected_and_jobs_resume_after() {
-    let redis = RedisServer::start();
-    let devnet = devnet(1_000_000_000).await;
     let port = free_port();
-    let pool = PoolProcess::start(pool_config(&redis, &devnet, &[(port, 2)], json!({})), &[Module::Stratum]);
-    let hasher = SharedHasher::new();
+    let Stack { pool, devnet, redis: _redis, hasher } =
+        Stack::start(1_000_000_000, &[(port, 2)], json!({}), &[Module::Stratum]).await;
     let mut miner = TestMiner::connect(addr(port)).await;
     miner.login(MINER_A, "rig").await;
     let height = miner.job.as_ref().unwrap().height;

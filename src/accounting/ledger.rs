@@ -225,8 +225,7 @@ impl ShareLedger {
         };
         let flushed = batch.flushed;
         let candidates = batch.candidates.clone();
-        let ips: Vec<(String, String)> =
-            batch.ips.iter().map(|(login, ip)| (login.to_string(), old_pool_ip(*ip))).collect();
+        let ips: Vec<(String, IpAddr)> = batch.ips.iter().map(|(login, ip)| (login.to_string(), *ip)).collect();
         let instance = self.config.instance.clone();
         let keep = self.pplns_keep();
         let pending = self.pending_records();
@@ -251,7 +250,7 @@ impl ShareLedger {
             }
             for (login, ip) in &ips {
                 // Best effort: only used to authorise payout-level changes.
-                let _ = store.record_login_ip(login, ip).await;
+                let _ = store.record_login_ip(login, *ip).await;
             }
             Ok::<usize, crate::store::StoreError>(recorded)
         };
@@ -296,14 +295,6 @@ impl ShareLedger {
                 self.drains.push((deadline, reply));
             }
         }
-    }
-}
-
-/// The old pool stored Node's `remoteAddress`, i.e. IPv4 peers as `::ffff:a.b.c.d`.
-fn old_pool_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => format!("::ffff:{v4}"),
-        IpAddr::V6(v6) => v6.to_string(),
     }
 }
 

@@ -3,7 +3,6 @@
 //! paged ones read a few keys with one pipelined round trip.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -456,14 +455,6 @@ async fn get_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
     newline_json(&json!({"status": "done", "level": num(level)}))
 }
 
-/// The form `workers_ip:<address>` stores: IPv4 as `::ffff:a.b.c.d`.
-fn stored_ip(ip: &str) -> String {
-    match ip.parse::<Ipv4Addr>() {
-        Ok(v4) => format!("::ffff:{v4}"),
-        Err(_) => ip.to_string(),
-    }
-}
-
 async fn set_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     let params = Params::of(&req);
     let (Some(address), Some(ip), Some(level)) = (params.get("address"), params.get("ip"), params.get("level")) else {
@@ -482,7 +473,7 @@ async fn set_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
     if let Some(max) = max.filter(|m| level > *m) {
         return newline_json(&json!({"status": format!("The maximum payout level is {}", num(max))}));
     }
-    match state.store.login_ip_seen(address, &stored_ip(ip)).await {
+    match state.store.login_ip_seen(address, ip).await {
         Ok(true) => {}
         _ => return newline_json(&json!({"status": "We haven't seen that IP for that wallet address in our record"})),
     }
@@ -520,15 +511,5 @@ async fn health(state: web::Data<ApiState>) -> HttpResponse {
         Err(_) => HttpResponse::ServiceUnavailable()
             .content_type("application/json")
             .body(json!({"status": "fail", "detail": "the stats collector stopped"}).to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn login_ips_are_stored_mapped() {
-        assert_eq!(super::stored_ip("1.2.3.4"), "::ffff:1.2.3.4");
-        assert_eq!(super::stored_ip("::ffff:1.2.3.4"), "::ffff:1.2.3.4");
-        assert_eq!(super::stored_ip("::1"), "::1");
     }
 }

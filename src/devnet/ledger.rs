@@ -14,6 +14,8 @@ use crate::chain::block::{extra_fields, EXTRA_TAG_NONCE, EXTRA_TAG_PUBKEY};
 use crate::chain::keccak::keccak;
 use crate::chain::params::{self, FUTURE_TIME_LIMIT, MINED_MONEY_UNLOCK_WINDOW, TIMESTAMP_CHECK_WINDOW};
 use crate::chain::{lwma, seed, varint, Block, BlockHeader, Coinbase, Hash, TxOut};
+// The `block_header` answer (§1.4): the shape the pool's client reads.
+use crate::node::BlockHeader as HeaderAnswer;
 
 /// A block the simulated node knows.
 #[derive(Debug, Clone)]
@@ -104,24 +106,6 @@ pub(crate) struct TemplateOut {
     pub blob: Vec<u8>,
     pub seed_hash: Hash,
     pub next_seed_hash: Hash,
-}
-
-/// A header answer (§1.4).
-#[derive(Debug, Clone)]
-pub(crate) struct HeaderOut {
-    pub major_version: u8,
-    pub minor_version: u8,
-    pub timestamp: u64,
-    pub prev_hash: Hash,
-    pub nonce: u32,
-    pub orphan_status: bool,
-    pub height: u64,
-    pub depth: u64,
-    pub hash: Hash,
-    pub difficulty: u64,
-    pub reward: u64,
-    pub num_txes: u64,
-    pub block_size: u64,
 }
 
 /// A random point of the prime-order subgroup (`r·G`), as a real transaction public key is.
@@ -640,15 +624,15 @@ impl Ledger {
     }
 
     /// The header answer for a known block.
-    pub fn header(&self, id: &Hash) -> Option<HeaderOut> {
+    pub fn header(&self, id: &Hash) -> Option<HeaderAnswer> {
         let b = self.blocks.get(id)?;
         let h = &b.block.header;
-        Some(HeaderOut {
+        Some(HeaderAnswer {
             major_version: h.major_version,
             minor_version: h.minor_version,
             timestamp: h.timestamp,
             prev_hash: h.prev_id,
-            nonce: h.nonce,
+            nonce: u64::from(h.nonce),
             orphan_status: !self.is_main(id),
             height: b.height,
             depth: self.top().height.saturating_sub(b.height),

@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 
 use super::http::{self, Request, Response};
 use super::json::{self, as_str, get_array, get_object, get_str, get_u64};
-use super::ledger::{Added, CheckOutcome, HeaderOut, Reject};
+use super::ledger::{Added, CheckOutcome, Reject};
+use crate::node::BlockHeader;
 use super::{control, now, wallet_api, DaemonMode, Shared};
 use crate::chain::difficulty::meets_difficulty;
 use crate::chain::params::DIFFICULTY_TARGET;
@@ -286,28 +287,11 @@ async fn submit_block(shared: &Arc<Shared>, body: &Value) -> Result<Response, St
     }
 }
 
-fn header_result(header: Option<HeaderOut>) -> Response {
-    let Some(h) = header else {
+fn header_result(header: Option<BlockHeader>) -> Response {
+    let Some(header) = header else {
         return fail_request(500, "Internal server error: block not found");
     };
-    result(json!({
-        "status": "OK",
-        "block_header": {
-            "major_version": h.major_version,
-            "minor_version": h.minor_version,
-            "timestamp": h.timestamp,
-            "prev_hash": h.prev_hash,
-            "nonce": h.nonce,
-            "orphan_status": h.orphan_status,
-            "height": h.height,
-            "depth": h.depth,
-            "hash": h.hash,
-            "difficulty": h.difficulty,
-            "reward": h.reward,
-            "num_txes": h.num_txes,
-            "block_size": h.block_size,
-        }
-    }))
+    result(json!({"status": "OK", "block_header": header}))
 }
 
 fn get_block_header_by_height(shared: &Shared, body: &Value) -> Result<Response, String> {

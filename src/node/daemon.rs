@@ -132,8 +132,8 @@ impl BlockTemplate {
     }
 }
 
-/// A `block_header` object (§1.4).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A `block_header` object (§1.4); the devnet serializes the same struct.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct BlockHeader {
     /// 1 for index 0-1, 2 after.
     pub major_version: u8,

@@ -1,5 +1,6 @@
 //! Share records and block candidates: the ledger's writes (spec §9 formats + PPLNS window).
 
+use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use redis::Script;
@@ -132,10 +133,11 @@ impl Store {
     }
 
     /// Adds `ip` to the IPs seen for `login` (authorises payout-level changes, spec §10).
-    pub async fn record_login_ip(&self, login: &str, ip: &str) -> Result<(), StoreError> {
+    pub async fn record_login_ip(&self, login: &str, ip: IpAddr) -> Result<(), StoreError> {
         let key = self.key(&format!("workers_ip:{login}"));
         timed("record_login_ip", async {
-            let _: i64 = redis::cmd("SADD").arg(key).arg(ip).query_async(&mut self.conn()).await?;
+            let _: i64 =
+                redis::cmd("SADD").arg(key).arg(stored_ip(&ip.to_string())).query_async(&mut self.conn()).await?;
             Ok(())
         })
         .await
@@ -169,11 +171,31 @@ impl Store {
     }
 }
 
+/// How `workers_ip:<address>` holds an IP: as the old pool stored Node's `remoteAddress`, IPv4
+/// as `::ffff:a.b.c.d`. Text that is not an IP is kept as given.
+pub(crate) fn stored_ip(ip: &str) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => format!("::ffff:{v4}"),
+        Ok(IpAddr::V6(v6)) => v6.to_string(),
+        Err(_) => ip.to_string(),
+    }
+}
+
 /// The old pool's reward type names.
 pub fn reward_type(solo: bool) -> &'static str {
     if solo {
         "solo"
     } else {
         "prop"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn login_ips_are_stored_in_the_old_pools_form() {
+        assert_eq!(super::stored_ip("1.2.3.4"), "::ffff:1.2.3.4");
+        assert_eq!(super::stored_ip("::ffff:1.2.3.4"), "::ffff:1.2.3.4");
+        assert_eq!(super::stored_ip("::1"), "::1");
     }
 }

@@ -511,7 +511,10 @@ impl Store {
     pub async fn login_ip_seen(&self, address: &str, ip: &str) -> Result<bool, StoreError> {
         let n: u64 = timed(
             "stats_login_ip_seen",
-            redis::cmd("SISMEMBER").arg(self.key(&format!("workers_ip:{address}"))).arg(ip).query_async(&mut self.c()),
+            redis::cmd("SISMEMBER")
+                .arg(self.key(&format!("workers_ip:{address}")))
+                .arg(super::shares::stored_ip(ip))
+                .query_async(&mut self.c()),
         )
         .await?;
         Ok(n > 0)

@@ -461,3 +461,28 @@ pub async fn mine_blocks(
     }
     devnet.block_count() - start
 }
+
+/// Redis, a devnet with a fixed difficulty and a pool on `ports`, for one test. Fields drop in
+/// order: the pool stops (writing its shares) before Redis goes away.
+pub struct Stack {
+    pub pool: PoolProcess,
+    pub devnet: DevnetHandle,
+    pub redis: RedisServer,
+    pub hasher: SharedHasher,
+}
+
+impl Stack {
+    pub async fn start(devnet_difficulty: u64, ports: &[(u16, u64)], patch: Value, modules: &[Module]) -> Stack {
+        let redis = RedisServer::start();
+        let devnet = devnet(devnet_difficulty).await;
+        let pool = PoolProcess::start(pool_config(&redis, &devnet, ports, patch), modules);
+        Stack { pool, devnet, redis, hasher: SharedHasher::new() }
+    }
+
+    /// A miner connected to `port` and logged in.
+    pub async fn miner(&self, port: u16, login: &str, worker: &str) -> TestMiner {
+        let mut miner = TestMiner::connect(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        miner.login(login, worker).await;
+        miner
+    }
+}
