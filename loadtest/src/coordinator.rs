@@ -3,7 +3,8 @@
 //! samples the pool's RSS and CPU from /proc around them, and assembles the report.
 //!
 //! Phases: ramp -> settle (idle memory) -> fan-out rounds -> per-miner-rate phase -> raw hash
-//! rate -> throughput ceiling (closed loop) -> load levels (open loop at % of the ceiling).
+//! rate -> throughput ceiling (closed loop) -> raw hash rate again -> load levels (open loop at %
+//! of the ceiling).
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -75,6 +76,12 @@ impl Sample {
     fn unaccounted_s(&self) -> f64 {
         self.system_s - self.pool.cpu_s - self.harness.cpu_s - self.others.values().map(|o| o.cpu_s).sum::<f64>()
     }
+}
+
+/// CPU use of the processes nobody watches between two samples, % of one core; never below 0
+/// (the /proc files are read at slightly different instants).
+fn other_pct(a: &Sample, b: &Sample) -> f64 {
+    cpu_pct(a.unaccounted_s(), b.unaccounted_s(), b.at - a.at).max(0.0)
 }
 
 fn add(a: &mut ProcSample, b: &ProcSample) {
@@ -342,7 +349,7 @@ impl Coordinator {
             cpu_pct(prev.pool.cpu_s, now.pool.cpu_s, dt),
             now.harness.rss_kib as f64 / 1024.0,
             cpu_pct(prev.harness.cpu_s, now.harness.cpu_s, dt),
-            cpu_pct(prev.unaccounted_s(), now.unaccounted_s(), dt),
+            other_pct(&prev, &now),
         );
         self.last_print = Instant::now();
     }
@@ -467,13 +474,14 @@ impl Coordinator {
             pool_cpu_pct: cpu_pct(idle_start.pool.cpu_s, idle_end.pool.cpu_s, idle_end.at - idle_start.at),
             harness_cpu_pct: cpu_pct(idle_start.harness.cpu_s, idle_end.harness.cpu_s, idle_end.at - idle_start.at),
             harness_rss_kib: idle_end.harness.rss_kib,
-            other_cpu_pct: cpu_pct(idle_start.unaccounted_s(), idle_end.unaccounted_s(), idle_end.at - idle_start.at),
+            other_cpu_pct: other_pct(&idle_start, &idle_end),
             seconds: idle_end.at - idle_start.at,
         });
 
         // Fan-out rounds.
         if let Some(control) = self.control.clone() {
             let mut all_latencies = Histogram::new();
+            let mut firsts = Histogram::new();
             for round in 1..=self.args.fanout_rounds {
                 self.phase = format!("fanout {round}");
                 let height = control.height().await.map_err(anyhow::Error::msg)?;
@@ -508,6 +516,9 @@ impl Coordinator {
                 let mut f = FanoutStats::default();
                 parts.iter().for_each(|p| f.merge(p));
                 all_latencies.merge(&f.latency_us);
+                if let Some(first) = f.latency_us.min() {
+                    firsts.record(first);
+                }
                 let r = FanoutRound {
                     round,
                     job_height,
@@ -517,7 +528,9 @@ impl Coordinator {
                     missing: f.missing,
                     latency_us: f.latency_us.summary(),
                     pool_cpu_pct: cpu_pct(s0.pool.cpu_s, s1.pool.cpu_s, s1.at - s0.at),
-                    other_cpu_pct: cpu_pct(s0.unaccounted_s(), s1.unaccounted_s(), s1.at - s0.at),
+                    pool_cpu_ms: (s1.pool.cpu_s - s0.pool.cpu_s) * 1000.0,
+                    harness_cpu_ms: (s1.harness.cpu_s - s0.harness.cpu_s) * 1000.0,
+                    other_cpu_pct: other_pct(&s0, &s1),
                 };
                 println!(
                     "fan-out {round}: height {job_height}: {}/{} sessions got the job, p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} missing",
@@ -535,6 +548,7 @@ impl Coordinator {
             }
             if all_latencies.count() > 0 {
                 self.report.fanout_all_us = Some(all_latencies.summary());
+                self.report.fanout_first_us = Some(firsts.summary());
             }
         } else if self.args.fanout_rounds > 0 {
             println!("fan-out: skipped (no --control URL of the devnet)");
@@ -566,37 +580,17 @@ impl Coordinator {
                 })
                 .collect();
             let offered = self.args.rate_per_miner * self.total_progress().alive as f64;
-            let name = format!("{}/miner/s", self.args.rate_per_miner);
-            let load = format!("open loop, {:?} arrivals, every miner", self.args.arrivals).to_lowercase();
+            let name = "per-miner".to_string();
+            let load = format!(
+                "open loop, {:?} arrivals, {:.3e} shares/s from every miner",
+                self.args.arrivals, self.args.rate_per_miner
+            )
+            .to_lowercase();
             let mix = self.args.mix.clone();
             self.share_phase(&name, &load, offered, &mix, specs).await?;
         }
         if self.args.raw_seconds > 0.0 {
-            self.phase = "raw hashing".into();
-            println!(
-                "raw: hashing {:.0} s on {} {} thread(s) in worker 0 (builds the RandomX {} first)",
-                self.args.raw_seconds,
-                self.args.hash_threads,
-                self.report.setup.hash_mode,
-                if self.report.setup.hash_mode == "fast" { "dataset" } else { "cache" }
-            );
-            self.broadcast(&Command::Raw { seconds: self.args.raw_seconds }, &[0]).await?;
-            let s0 = self.sample();
-            let raw = self
-                .collect("raw hash rate", &[0], Duration::from_secs_f64(self.args.raw_seconds + 600.0), |e| {
-                    if let Event::Raw(r) = e {
-                        Some(r)
-                    } else {
-                        None
-                    }
-                })
-                .await?
-                .remove(0);
-            let s1 = self.sample();
-            // The window includes the hasher build; good enough to flag a busy machine.
-            let other = cpu_pct(s0.unaccounted_s(), s1.unaccounted_s(), s1.at - s0.at);
-            self.report.raw = Some(raw_report(&raw, other));
-            println!("raw: {:.1} H/s", raw.rate());
+            let raw = self.measure_raw("raw").await?;
             if self.args.ceiling_seconds > 0.0 && raw.rate() > 0.0 {
                 self.ceiling(raw, &mut phase_id).await?;
             }
@@ -604,11 +598,39 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The raw hash rate of worker 0's hashers (the pool idles meanwhile).
+    async fn measure_raw(&mut self, what: &str) -> anyhow::Result<RawStats> {
+        self.phase = "raw hashing".into();
+        println!(
+            "{what}: hashing {:.0} s on {} {} thread(s) in worker 0",
+            self.args.raw_seconds, self.args.hash_threads, self.report.setup.hash_mode,
+        );
+        self.broadcast(&Command::Raw { seconds: self.args.raw_seconds }, &[0]).await?;
+        let s0 = self.sample();
+        let raw = self
+            .collect("raw hash rate", &[0], Duration::from_secs_f64(self.args.raw_seconds + 600.0), |e| {
+                if let Event::Raw(r) = e {
+                    Some(r)
+                } else {
+                    None
+                }
+            })
+            .await?
+            .remove(0);
+        let s1 = self.sample();
+        // The window includes a first hasher build; good enough to flag a busy machine.
+        self.report.raw.push(raw_report(&raw, other_pct(&s0, &s1)));
+        println!("{what}: {:.1} H/s", raw.rate());
+        Ok(raw)
+    }
+
     async fn ceiling(&mut self, raw: RawStats, phase_id: &mut u32) -> anyhow::Result<()> {
         *phase_id += 1;
         self.phase = "ceiling".into();
         let sessions = self.args.busy_connections.max(1);
-        let stock = (raw.rate() * self.args.ceiling_seconds * 1.15).ceil() as usize + sessions * self.args.busy_depth;
+        // Headroom: the raw rate may have been measured low (a busy neighbour).
+        let stock =
+            (raw.cpu_rate() * self.args.ceiling_seconds * 1.3).ceil() as usize + sessions * self.args.busy_depth;
         let spec = PhaseSpec {
             id: *phase_id,
             load: Load::Closed { sessions, depth: self.args.busy_depth, seconds: self.args.ceiling_seconds, stock },
@@ -619,20 +641,29 @@ impl Coordinator {
         let stats = self.share_phase("ceiling", &load, 0.0, &Mix::valid_only(), vec![(0, spec)]).await?;
         let until = if stats.stock_exhausted { stats.feed_seconds } else { self.args.ceiling_seconds };
         let verified = steady_rate(&stats.accepted_per_s, 1, until).unwrap_or(0.0);
+        // Raw speed drifts (huge pages, caches, neighbours): bracket the ceiling with two
+        // measurements and compare with their mean.
+        let after = self.measure_raw("raw again").await?;
+        let raw_rate = (raw.rate() + after.rate()) / 2.0;
+        let full = (raw.cpu_rate() + after.cpu_rate()) / 2.0;
         let ceiling = CeilingReport {
             verified_per_s: verified,
-            raw_hashes_per_s: raw.rate(),
-            ratio: verified / raw.rate(),
-            hash_time_ms: raw.threads as f64 * 1000.0 / raw.rate(),
+            raw_hashes_per_s: raw_rate,
+            ratio: verified / raw_rate,
+            raw_full_cores_per_s: full,
+            ratio_full_cores: verified / full,
+            hash_time_ms: raw.threads as f64 * 1000.0 / full,
         };
         if let Some(p) = self.report.phases.last_mut() {
             p.accepted_per_s = verified;
         }
         println!(
-            "ceiling: {:.1} verified shares/s = {:.1} % of the raw {:.1} H/s",
+            "ceiling: {:.1} verified shares/s = {:.1} % of the raw {:.1} H/s (before {:.1}, after {:.1})",
             verified,
             ceiling.ratio * 100.0,
-            raw.rate()
+            raw_rate,
+            raw.rate(),
+            after.rate()
         );
         self.report.ceiling = Some(ceiling);
         if verified <= 0.0 {
@@ -729,10 +760,11 @@ impl Coordinator {
             seconds: stats.seconds,
             pool_cpu_pct: cpu_pct(s0.pool.cpu_s, s1.pool.cpu_s, s1.at - s0.at),
             harness_cpu_pct: cpu_pct(s0.harness.cpu_s, s1.harness.cpu_s, s1.at - s0.at),
-            other_cpu_pct: cpu_pct(s0.unaccounted_s(), s1.unaccounted_s(), s1.at - s0.at),
+            other_cpu_pct: other_pct(&s0, &s1),
             precompute_hashes: hashes,
             precompute_s: hash_s,
             accepted_series: stats.accepted_per_s.clone(),
+            max_latency_series_us: stats.max_latency_per_s.clone(),
         };
         println!(
             "{name}: sent {} accepted {} ({} unexpected answers); valid-share latency p50 {:.1} p99 {:.1} p99.9 {:.1} ms",
@@ -832,6 +864,8 @@ fn raw_report(raw: &RawStats, other_cpu_pct: f64) -> RawReport {
         hashes: raw.hashes,
         seconds: raw.seconds,
         hashes_per_s: raw.rate(),
+        cpu_s: raw.cpu_s,
+        hashes_per_s_full_cores: raw.cpu_rate(),
         build_s: raw.build_s,
         other_cpu_pct,
     }

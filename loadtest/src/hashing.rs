@@ -132,16 +132,18 @@ impl HashEngine {
     }
 
     /// Hashes `blob` with changing nonces on all threads for `duration`: the raw hash rate.
-    /// Returns (hashes, seconds).
-    pub fn raw(&mut self, blob: &[u8], nonce_offset: usize, duration: Duration) -> (u64, f64) {
+    /// Returns (hashes, wall seconds, CPU seconds the hashing threads got).
+    pub fn raw(&mut self, blob: &[u8], nonce_offset: usize, duration: Duration) -> (u64, f64, f64) {
         let stop = AtomicBool::new(false);
         let hashes = AtomicU64::new(0);
+        let cpu_us = AtomicU64::new(0);
         let started = Instant::now();
         std::thread::scope(|scope| {
             for (t, vm) in self.vms.iter_mut().enumerate() {
-                let (stop, hashes) = (&stop, &hashes);
+                let (stop, hashes, cpu_us) = (&stop, &hashes, &cpu_us);
                 let mut blob = blob.to_vec();
                 scope.spawn(move || {
+                    let cpu_start = thread_cpu_us();
                     let mut n = 0u32;
                     while !stop.load(Ordering::Relaxed) {
                         let nonce = ((t as u32) << 24 | n).to_le_bytes();
@@ -150,13 +152,22 @@ impl HashEngine {
                         n = n.wrapping_add(1);
                         hashes.fetch_add(1, Ordering::Relaxed);
                     }
+                    cpu_us.fetch_add(thread_cpu_us() - cpu_start, Ordering::Relaxed);
                 });
             }
             std::thread::sleep(duration);
             stop.store(true, Ordering::Relaxed);
         });
-        (hashes.into_inner(), started.elapsed().as_secs_f64())
+        (hashes.into_inner(), started.elapsed().as_secs_f64(), cpu_us.into_inner() as f64 / 1e6)
     }
+}
+
+/// CPU time of the calling thread, µs.
+fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 /// A made-up result that passes the pool's cheap difficulty check for `difficulty` (so the pool

@@ -84,12 +84,15 @@ fn raw(args: &RawArgs) -> anyhow::Result<()> {
     println!("built in {:.1} s; hashing {:.0} s", engine.build_s, args.seconds);
     let mut blob = vec![0u8; 76];
     blob[0] = 2;
-    let (hashes, seconds) = engine.raw(&blob, 39, Duration::from_secs_f64(args.seconds));
+    let (hashes, seconds, cpu_s) = engine.raw(&blob, 39, Duration::from_secs_f64(args.seconds));
     println!(
-        "raw RandomX ({:?} mode, {} threads): {:.1} H/s ({hashes} hashes in {seconds:.1} s)",
+        "raw RandomX ({:?} mode, {} threads): {:.1} H/s ({hashes} hashes in {seconds:.1} s; {:.1} H/s per CPU-second \
+         of a hashing thread, the threads got {:.0} % of their cores)",
         args.mode,
         engine.threads(),
-        hashes as f64 / seconds
+        hashes as f64 / seconds,
+        hashes as f64 / cpu_s,
+        cpu_s / (seconds * engine.threads() as f64) * 100.0
     );
     Ok(())
 }

@@ -38,8 +38,10 @@ pub struct Report {
     pub fanout: Vec<FanoutRound>,
     /// Every fan-out round's per-session latencies together, µs.
     pub fanout_all_us: Option<Summary>,
-    /// Raw hash rate of the harness's hashers.
-    pub raw: Option<RawReport>,
+    /// Block request -> first session with the job, one value per round, µs.
+    pub fanout_first_us: Option<Summary>,
+    /// Raw hash rate of the harness's hashers (before and after the ceiling phase).
+    pub raw: Vec<RawReport>,
     /// Share phases in the order run.
     pub phases: Vec<PhaseReport>,
     /// Verified-share throughput ceiling against the raw rate.
@@ -141,6 +143,10 @@ pub struct FanoutRound {
     pub latency_us: Summary,
     /// Pool CPU during the round, % of one core.
     pub pool_cpu_pct: f64,
+    /// Pool CPU time spent from the block request until every session had the job, ms.
+    pub pool_cpu_ms: f64,
+    /// The same for the harness (receiving the jobs), ms.
+    pub harness_cpu_ms: f64,
     /// CPU of every other process on the machine meanwhile (other work skews the figures), %
     /// of one core.
     pub other_cpu_pct: f64,
@@ -159,6 +165,10 @@ pub struct RawReport {
     pub seconds: f64,
     /// Hashes per second.
     pub hashes_per_s: f64,
+    /// CPU seconds the hashing threads got.
+    pub cpu_s: f64,
+    /// Hashes per second with a full core per thread (hashes per thread-CPU-second x threads).
+    pub hashes_per_s_full_cores: f64,
     /// Seconds spent building the cache or dataset first.
     pub build_s: f64,
     /// CPU of every other process on the machine meanwhile (other work skews the figures), %
@@ -214,6 +224,8 @@ pub struct PhaseReport {
     pub precompute_s: f64,
     /// Accepted per second, second by second.
     pub accepted_series: Vec<u64>,
+    /// Slowest answer in each second, µs.
+    pub max_latency_series_us: Vec<u64>,
 }
 
 /// Throughput ceiling against the raw rate.
@@ -221,10 +233,15 @@ pub struct PhaseReport {
 pub struct CeilingReport {
     /// Verified (accepted) shares per second through the pool.
     pub verified_per_s: f64,
-    /// The harness's raw hashes per second on the same thread count.
+    /// The harness's raw hashes per second on the same thread count (mean of the measurements
+    /// before and after).
     pub raw_hashes_per_s: f64,
     /// verified / raw.
     pub ratio: f64,
+    /// The raw rate with a full core per hashing thread (robust against other load).
+    pub raw_full_cores_per_s: f64,
+    /// verified / raw with full cores: the conservative ratio.
+    pub ratio_full_cores: f64,
     /// One hash on one thread, ms (threads / raw rate).
     pub hash_time_ms: f64,
 }
@@ -334,12 +351,12 @@ pub fn summary(r: &Report) -> String {
         let _ = writeln!(o, "fan-out (block request -> job at the miner, ms):");
         let _ = writeln!(
             o,
-            "  round height   alive     got missing   first    p50    p99    max  mine-req  pool-cpu  other"
+            "  round height   alive     got missing   first    p50    p99    max  mine-req  pool-cpu  pool-us/session  other"
         );
         for f in &r.fanout {
             let _ = writeln!(
                 o,
-                "  {:>5} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>8.1} {:>8.0}% {:>5.0}%",
+                "  {:>5} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>8.1} {:>8.0}% {:>16.1} {:>5.0}%",
                 f.round,
                 f.job_height,
                 f.alive,
@@ -351,6 +368,7 @@ pub fn summary(r: &Report) -> String {
                 ms(f.latency_us.max),
                 f.mine_request_ms,
                 f.pool_cpu_pct,
+                if f.got > 0 { f.pool_cpu_ms * 1000.0 / f.got as f64 } else { 0.0 },
                 f.other_cpu_pct
             );
         }
@@ -364,14 +382,24 @@ pub fn summary(r: &Report) -> String {
                 all.count
             );
         }
+        if let Some(first) = &r.fanout_first_us {
+            let _ = writeln!(
+                o,
+                "  block request -> first job out: p50 {} max {} ms over {} rounds",
+                ms(first.p50),
+                ms(first.max),
+                first.count
+            );
+        }
     }
-    if let Some(raw) = &r.raw {
+    for raw in &r.raw {
         let _ = writeln!(
             o,
-            "raw RandomX ({} mode, {} threads): {:.1} H/s ({} hashes in {:.1} s; build {:.1} s; other processes {:.0} % CPU)",
+            "raw RandomX ({} mode, {} threads): {:.1} H/s, {:.1} H/s with full cores ({} hashes in {:.1} s; build {:.1} s; other processes {:.0} % CPU)",
             raw.mode,
             raw.threads,
             raw.hashes_per_s,
+            raw.hashes_per_s_full_cores,
             raw.hashes,
             raw.seconds,
             raw.build_s,
@@ -442,10 +470,12 @@ pub fn summary(r: &Report) -> String {
     if let Some(c) = &r.ceiling {
         let _ = writeln!(
             o,
-            "ceiling: {:.1} verified shares/s vs raw {:.1} H/s = {:.1} % (one hash = {:.2} ms per thread)",
+            "ceiling: {:.1} verified shares/s vs raw {:.1} H/s = {:.1} %; vs raw with full cores {:.1} H/s = {:.1} % (one hash = {:.2} ms per thread)",
             c.verified_per_s,
             c.raw_hashes_per_s,
             c.ratio * 100.0,
+            c.raw_full_cores_per_s,
+            c.ratio_full_cores * 100.0,
             c.hash_time_ms
         );
     }
@@ -493,6 +523,7 @@ mod tests {
             raw_hashes_per_s: 75.0,
             ratio: 70.0 / 75.0,
             hash_time_ms: 26.7,
+            ..Default::default()
         });
         r.aborted = Some("deadline".into());
         let text = summary(&r);

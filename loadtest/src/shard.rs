@@ -428,11 +428,15 @@ impl Shard {
         let mut g = lock(&self.phase);
         let Some(acc) = g.as_mut().filter(|a| a.stats.id == phase) else { return false };
         acc.outstanding = acc.outstanding.saturating_sub(1);
+        let second = (now.saturating_sub(acc.start_us) / 1_000_000) as usize;
+        if acc.stats.max_latency_per_s.len() <= second {
+            acc.stats.max_latency_per_s.resize(second + 1, 0);
+        }
+        acc.stats.max_latency_per_s[second] = acc.stats.max_latency_per_s[second].max(latency);
         let k = acc.stats.kinds.entry(kind).or_default();
         match answer {
             Ok(()) => {
                 k.accepted += 1;
-                let second = (now.saturating_sub(acc.start_us) / 1_000_000) as usize;
                 if acc.stats.accepted_per_s.len() <= second {
                     acc.stats.accepted_per_s.resize(second + 1, 0);
                 }
@@ -736,12 +740,13 @@ async fn raw(shard: Arc<Shard>, seconds: f64) {
         let mut guard = lock(&sh.hasher);
         let build_s = ensure_hasher(&mut guard, sh.plan.hash_mode, job.seed, sh.plan.hash_threads)?;
         let engine = guard.as_mut().expect("hasher just built");
-        let (hashes, secs) = engine.raw(&job.blob, job.nonce_offset, Duration::from_secs_f64(seconds));
+        let (hashes, secs, cpu_s) = engine.raw(&job.blob, job.nonce_offset, Duration::from_secs_f64(seconds));
         Ok::<_, String>(RawStats {
             mode: mode_name(engine.mode).into(),
             threads: engine.threads(),
             hashes,
             seconds: secs,
+            cpu_s,
             build_s,
         })
     })

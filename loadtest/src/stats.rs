@@ -179,6 +179,9 @@ pub struct PhaseStats {
     pub latency_all_us: Histogram,
     /// Accepted answers per second since the phase start.
     pub accepted_per_s: Vec<u64>,
+    /// The slowest answer received in each second since the phase start, µs (shows periodic
+    /// stalls that percentiles hide).
+    pub max_latency_per_s: Vec<u64>,
     /// Open loop: sends that left more than 5 ms after their scheduled time (harness overload).
     pub late_sends: u64,
     /// Closed loop: seconds until the first session ran out of precomputed shares (or the end).
@@ -204,6 +207,12 @@ impl PhaseStats {
         }
         for (a, b) in self.accepted_per_s.iter_mut().zip(&o.accepted_per_s) {
             *a += b;
+        }
+        if self.max_latency_per_s.len() < o.max_latency_per_s.len() {
+            self.max_latency_per_s.resize(o.max_latency_per_s.len(), 0);
+        }
+        for (a, b) in self.max_latency_per_s.iter_mut().zip(&o.max_latency_per_s) {
+            *a = (*a).max(*b);
         }
         self.late_sends += o.late_sends;
         self.feed_seconds = if self.feed_seconds == 0.0 {
@@ -250,6 +259,9 @@ pub struct RawStats {
     pub hashes: u64,
     /// Seconds hashed.
     pub seconds: f64,
+    /// CPU seconds the hashing threads actually got (less than threads x seconds when other
+    /// processes take CPU).
+    pub cpu_s: f64,
     /// Seconds spent building the cache / dataset first.
     pub build_s: f64,
 }
@@ -261,6 +273,16 @@ impl RawStats {
             self.hashes as f64 / self.seconds
         } else {
             0.0
+        }
+    }
+
+    /// Hashes per second the threads would make with a core each: hashes per CPU-second times
+    /// threads. Robust against other processes taking CPU meanwhile.
+    pub fn cpu_rate(&self) -> f64 {
+        if self.cpu_s > 0.0 {
+            self.hashes as f64 / self.cpu_s * self.threads as f64
+        } else {
+            self.rate()
         }
     }
 }
@@ -392,10 +414,13 @@ mod tests {
             KindStats { sent: 2, rejected: [("stale".to_string(), 2)].into(), ..Default::default() },
         );
         b.late_sends = 3;
+        a.max_latency_per_s = vec![10, 500];
+        b.max_latency_per_s = vec![20, 100, 7];
         b.stock_exhausted = true;
         a.merge(&b);
         assert_eq!(a.sessions, 8);
         assert_eq!(a.accepted_per_s, vec![6, 7, 1]);
+        assert_eq!(a.max_latency_per_s, vec![20, 500, 7]);
         assert_eq!(a.kinds[&ShareKind::Valid].sent, 15);
         assert_eq!(a.kinds[&ShareKind::Valid].unexpected(ShareKind::Valid), 1);
         assert_eq!(a.kinds[&ShareKind::Stale].unexpected(ShareKind::Stale), 0);
