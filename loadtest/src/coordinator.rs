@@ -17,15 +17,15 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
 use crate::cli::RunArgs;
-use crate::devnet::{fetch_metrics, metric_value, Control};
+use crate::devnet::{fetch_metrics, metric_total, metric_value, Control};
 use crate::histogram::Histogram;
 use crate::messages::{Command, Event, Load, PhaseSpec, ShardPlan};
 use crate::mix::Mix;
 use crate::net::parse_sources;
 use crate::procfs::{self, mono_us, ProcSample};
 use crate::report::{
-    self, CeilingReport, CpuReport, EndReport, FanoutRound, IdleReport, PhaseReport, RampReport, RawReport, Report,
-    Setup,
+    self, CeilingReport, CpuReport, EndReport, FanoutRound, IdleReport, PhaseReport, PoolSide, RampReport, RawReport,
+    Report, Setup,
 };
 use crate::stats::{steady_rate, FanoutStats, FinalStats, PhaseStats, Prepared, Progress, RampStats, RawStats};
 
@@ -89,6 +89,8 @@ fn add(a: &mut ProcSample, b: &ProcSample) {
     a.hwm_kib += b.hwm_kib;
     a.cpu_s += b.cpu_s;
     a.threads += b.threads;
+    a.major_faults += b.major_faults;
+    a.huge_kib += b.huge_kib;
 }
 
 /// CPU use between two samples, % of one core.
@@ -529,6 +531,7 @@ impl Coordinator {
                     latency_us: f.latency_us.summary(),
                     pool_cpu_pct: cpu_pct(s0.pool.cpu_s, s1.pool.cpu_s, s1.at - s0.at),
                     pool_cpu_ms: (s1.pool.cpu_s - s0.pool.cpu_s) * 1000.0,
+                    pool_major_faults: s1.pool.major_faults.saturating_sub(s0.pool.major_faults),
                     harness_cpu_ms: (s1.harness.cpu_s - s0.harness.cpu_s) * 1000.0,
                     other_cpu_pct: other_pct(&s0, &s1),
                 };
@@ -619,7 +622,9 @@ impl Coordinator {
             .remove(0);
         let s1 = self.sample();
         // The window includes a first hasher build; good enough to flag a busy machine.
-        self.report.raw.push(raw_report(&raw, other_pct(&s0, &s1)));
+        let mut report = raw_report(&raw, other_pct(&s0, &s1));
+        report.harness_huge_kib = s1.harness.huge_kib;
+        self.report.raw.push(report);
         println!("{what}: {:.1} H/s", raw.rate());
         Ok(raw)
     }
@@ -653,6 +658,8 @@ impl Coordinator {
             raw_full_cores_per_s: full,
             ratio_full_cores: verified / full,
             hash_time_ms: raw.threads as f64 * 1000.0 / full,
+            pool_hash_ms: self.report.phases.last().and_then(|p| p.pool_side.as_ref()).map(|p| p.hash_ms),
+            verifier_busy: self.report.phases.last().and_then(|p| p.pool_side.as_ref()).map(|p| p.verifier_busy),
         };
         if let Some(p) = self.report.phases.last_mut() {
             p.accepted_per_s = verified;
@@ -726,6 +733,7 @@ impl Coordinator {
         let hashes: u64 = prepared.iter().map(|p| p.hashes).sum();
         let hash_s = prepared.iter().map(|p| p.hash_seconds + p.build_s).fold(0.0, f64::max);
         println!("{name}: {hashes} hashes in {hash_s:.1} s; running");
+        let m0 = self.pool_metrics().await;
         let s0 = self.sample();
         self.broadcast(&Command::Go { id }, &shards).await?;
         let limit = Duration::from_secs_f64(
@@ -736,6 +744,11 @@ impl Coordinator {
         let parts =
             self.collect(name, &shards, limit, |e| if let Event::PhaseDone(p) = e { Some(*p) } else { None }).await?;
         let s1 = self.sample();
+        let m1 = self.pool_metrics().await;
+        let pool_side = match (m0, m1) {
+            (Some(a), Some(b)) => pool_side(&a, &b, self.args.hash_threads, s1.at - s0.at),
+            _ => None,
+        };
         let mut stats = PhaseStats { id, ..Default::default() };
         parts.iter().for_each(|p| stats.merge(p));
         let unexpected = stats.kinds.iter().map(|(k, s)| s.unexpected(*k)).sum();
@@ -763,6 +776,10 @@ impl Coordinator {
             other_cpu_pct: other_pct(&s0, &s1),
             precompute_hashes: hashes,
             precompute_s: hash_s,
+            pool_side,
+            pool_major_faults: s1.pool.major_faults.saturating_sub(s0.pool.major_faults),
+            pool_rss_kib: s1.pool.rss_kib,
+            pool_huge_kib: s1.pool.huge_kib,
             accepted_series: stats.accepted_per_s.clone(),
             max_latency_series_us: stats.max_latency_per_s.clone(),
         };
@@ -794,6 +811,12 @@ impl Coordinator {
             steady = if now.abs_diff(last) < 1024 { steady + 1 } else { 0 };
             last = now;
         }
+    }
+
+    /// The pool's share and verification counters, when there is one pool and its metrics URL.
+    async fn pool_metrics(&self) -> Option<String> {
+        let url = self.args.pool_metrics.as_ref().filter(|_| self.args.pools.len() == 1)?;
+        fetch_metrics(url).await.ok()
     }
 
     async fn wait_fast(&mut self) -> anyhow::Result<()> {
@@ -857,6 +880,26 @@ impl Coordinator {
     }
 }
 
+/// Phase figures from two scrapes of the pool's metrics.
+fn pool_side(before: &str, after: &str, threads: usize, seconds: f64) -> Option<PoolSide> {
+    let delta = |name: &str| Some(metric_total(after, name)? - metric_total(before, name).unwrap_or(0.0));
+    let per = |sum: f64, count: f64| if count > 0.0 { sum / count * 1000.0 } else { 0.0 };
+    let verifications = delta("pastella_pool_verify_seconds_count")?;
+    let hash_s = delta("pastella_pool_verify_seconds_sum")?;
+    let answers = delta("pastella_pool_share_ack_seconds_count").unwrap_or(0.0);
+    Some(PoolSide {
+        verifications,
+        hash_ms: per(hash_s, verifications),
+        queue_wait_ms: per(
+            delta("pastella_pool_verify_queue_wait_seconds_sum").unwrap_or(0.0),
+            delta("pastella_pool_verify_queue_wait_seconds_count").unwrap_or(0.0),
+        ),
+        answers,
+        answer_ms: per(delta("pastella_pool_share_ack_seconds_sum").unwrap_or(0.0), answers),
+        verifier_busy: if seconds > 0.0 { hash_s / threads.max(1) as f64 / seconds } else { 0.0 },
+    })
+}
+
 fn raw_report(raw: &RawStats, other_cpu_pct: f64) -> RawReport {
     RawReport {
         mode: raw.mode.clone(),
@@ -865,6 +908,7 @@ fn raw_report(raw: &RawStats, other_cpu_pct: f64) -> RawReport {
         seconds: raw.seconds,
         hashes_per_s: raw.rate(),
         cpu_s: raw.cpu_s,
+        harness_huge_kib: 0,
         hashes_per_s_full_cores: raw.cpu_rate(),
         build_s: raw.build_s,
         other_cpu_pct,

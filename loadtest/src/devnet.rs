@@ -65,6 +65,29 @@ pub fn metric_value(text: &str, metric: &str) -> Option<f64> {
     })
 }
 
+/// The sum over every labelled series of `metric` (e.g. a histogram's `_sum` for all modes).
+pub fn metric_total(text: &str, metric: &str) -> Option<f64> {
+    let mut found = None;
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = l.strip_prefix(metric) else { continue };
+        let rest = if rest.starts_with('{') {
+            match rest.find('}') {
+                Some(end) => &rest[end + 1..],
+                None => continue,
+            }
+        } else {
+            rest
+        };
+        if !rest.starts_with(' ') {
+            continue;
+        }
+        if let Some(v) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
 /// Fetches a Prometheus endpoint's text.
 pub async fn fetch_metrics(url: &str) -> Result<String, String> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
@@ -91,5 +114,11 @@ mod tests {
         assert_eq!(metric_value(text, "pastella_pool_randomx_fast_mode"), Some(1.0));
         assert_eq!(metric_value(text, "pastella_pool_stratum_connections"), Some(9876.0));
         assert_eq!(metric_value(text, "pastella_pool_missing"), None);
+        let hist = "pastella_pool_verify_seconds_sum{mode=\"light\"} 2.5\n\
+                    pastella_pool_verify_seconds_sum{mode=\"fast\"} 0.5\n\
+                    pastella_pool_verify_seconds_count{mode=\"light\"} 100\n";
+        assert_eq!(metric_total(hist, "pastella_pool_verify_seconds_sum"), Some(3.0));
+        assert_eq!(metric_total(hist, "pastella_pool_verify_seconds_count"), Some(100.0));
+        assert_eq!(metric_total(hist, "pastella_pool_verify_seconds"), None);
     }
 }

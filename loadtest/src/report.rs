@@ -147,6 +147,8 @@ pub struct FanoutRound {
     pub pool_cpu_ms: f64,
     /// The same for the harness (receiving the jobs), ms.
     pub harness_cpu_ms: f64,
+    /// Pages the pool read back from disk during the round.
+    pub pool_major_faults: u64,
     /// CPU of every other process on the machine meanwhile (other work skews the figures), %
     /// of one core.
     pub other_cpu_pct: f64,
@@ -167,6 +169,8 @@ pub struct RawReport {
     pub hashes_per_s: f64,
     /// CPU seconds the hashing threads got.
     pub cpu_s: f64,
+    /// Harness memory backed by transparent huge pages, KiB (the hasher's cache or dataset).
+    pub harness_huge_kib: u64,
     /// Hashes per second with a full core per thread (hashes per thread-CPU-second x threads).
     pub hashes_per_s_full_cores: f64,
     /// Seconds spent building the cache or dataset first.
@@ -222,10 +226,37 @@ pub struct PhaseReport {
     pub precompute_hashes: u64,
     /// Seconds those took.
     pub precompute_s: f64,
+    /// Pages the pool read back from disk during the phase (code the kernel had reclaimed
+    /// while it idled: each one stalls a thread for a disk read).
+    pub pool_major_faults: u64,
+    /// Pool RSS at the end of the phase, KiB.
+    pub pool_rss_kib: u64,
+    /// Of which backed by transparent huge pages, KiB.
+    pub pool_huge_kib: u64,
+    /// What the pool's own metrics say about the phase (single-pool runs with --pool-metrics).
+    pub pool_side: Option<PoolSide>,
     /// Accepted per second, second by second.
     pub accepted_series: Vec<u64>,
     /// Slowest answer in each second, µs.
     pub max_latency_series_us: Vec<u64>,
+}
+
+/// A phase as the pool's Prometheus metrics saw it (deltas over the phase).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PoolSide {
+    /// Verifications.
+    pub verifications: f64,
+    /// Mean RandomX time per verification, ms.
+    pub hash_ms: f64,
+    /// Mean wait for a verifier thread, ms.
+    pub queue_wait_ms: f64,
+    /// Share answers written.
+    pub answers: f64,
+    /// Mean time from reading a submit to writing its answer, ms.
+    pub answer_ms: f64,
+    /// Share of the verifier threads' time spent hashing (verifications x hash time / threads /
+    /// phase length).
+    pub verifier_busy: f64,
 }
 
 /// Throughput ceiling against the raw rate.
@@ -244,6 +275,10 @@ pub struct CeilingReport {
     pub ratio_full_cores: f64,
     /// One hash on one thread, ms (threads / raw rate).
     pub hash_time_ms: f64,
+    /// The pool's own mean hashing time per verification in the ceiling phase, ms.
+    pub pool_hash_ms: Option<f64>,
+    /// Share of the pool's verifier-thread time spent hashing in the ceiling phase.
+    pub verifier_busy: Option<f64>,
 }
 
 /// Sessions at the end.
@@ -395,7 +430,7 @@ pub fn summary(r: &Report) -> String {
     for raw in &r.raw {
         let _ = writeln!(
             o,
-            "raw RandomX ({} mode, {} threads): {:.1} H/s, {:.1} H/s with full cores ({} hashes in {:.1} s; build {:.1} s; other processes {:.0} % CPU)",
+            "raw RandomX ({} mode, {} threads): {:.1} H/s, {:.1} H/s with full cores ({} hashes in {:.1} s; build {:.1} s; other processes {:.0} % CPU; harness huge pages {:.0} MiB)",
             raw.mode,
             raw.threads,
             raw.hashes_per_s,
@@ -403,7 +438,8 @@ pub fn summary(r: &Report) -> String {
             raw.hashes,
             raw.seconds,
             raw.build_s,
-            raw.other_cpu_pct
+            raw.other_cpu_pct,
+            raw.harness_huge_kib as f64 / 1024.0
         );
     }
     if !r.phases.is_empty() {
@@ -462,6 +498,29 @@ pub fn summary(r: &Report) -> String {
             if !p.skipped.is_empty() {
                 let _ = writeln!(o, "      skipped: {}", counts(&p.skipped));
             }
+            if let Some(ps) = &p.pool_side {
+                let _ = writeln!(
+                    o,
+                    "      pool side: {:.0} verifications, {:.2} ms hashing + {:.2} ms queue each, answers {:.2} ms after the read (mean); verifier threads {:.0} % busy hashing",
+                    ps.verifications,
+                    ps.hash_ms,
+                    ps.queue_wait_ms,
+                    ps.answer_ms,
+                    ps.verifier_busy * 100.0
+                );
+            }
+            if p.pool_huge_kib > 0 {
+                let _ = writeln!(
+                    o,
+                    "      pool RSS {:.0} MiB, {:.0} MiB of it in transparent huge pages",
+                    p.pool_rss_kib as f64 / 1024.0,
+                    p.pool_huge_kib as f64 / 1024.0
+                );
+            }
+            if p.pool_major_faults > 0 {
+                let _ =
+                    writeln!(o, "      pool major page faults: {} (pages read back from disk)", p.pool_major_faults);
+            }
             if p.stock_exhausted {
                 let _ = writeln!(o, "      (precomputed shares ran out before the end: the ceiling may be higher)");
             }
@@ -478,6 +537,13 @@ pub fn summary(r: &Report) -> String {
             c.ratio_full_cores * 100.0,
             c.hash_time_ms
         );
+        if let (Some(hash_ms), Some(busy)) = (c.pool_hash_ms, c.verifier_busy) {
+            let _ = writeln!(
+                o,
+                "  pool side: {hash_ms:.2} ms per verification hash, verifier threads {:.0} % busy hashing",
+                busy * 100.0
+            );
+        }
     }
     let e = &r.sessions;
     let _ = writeln!(
