@@ -16,11 +16,11 @@ use tokio::net::TcpListener;
 use super::http::{self, Request, Response};
 use super::json::{self, as_str, get_array, get_object, get_str, get_u64};
 use super::ledger::{Added, CheckOutcome, Reject};
-use crate::node::BlockHeader;
 use super::{control, now, wallet_api, DaemonMode, Shared};
 use crate::chain::difficulty::meets_difficulty;
 use crate::chain::params::DIFFICULTY_TARGET;
 use crate::chain::Hash;
+use crate::node::BlockHeader;
 use crate::pow::Priority;
 
 /// `failRequest` text of the not-synced middleware check.
