@@ -20,7 +20,9 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run a load test against running pool(s) and a devnet.
+    /// Run a load test against running pool(s) and a devnet. A flag given twice takes its last
+    /// value (so `scripts/loadtest.sh`'s LOADTEST_ARGS can override the script's choices).
+    #[command(args_override_self = true)]
     Run(Box<RunArgs>),
     /// Measure the raw RandomX hash rate of this machine (no pool needed).
     Raw(RawArgs),
@@ -240,5 +242,25 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value_and_pools_add_up() {
+        let cli = Cli::try_parse_from([
+            "pastella-loadtest",
+            "run",
+            "--fanout-rounds",
+            "5",
+            "--pool",
+            "127.0.0.1:3333",
+            "--fanout-rounds",
+            "30",
+            "--pool",
+            "127.0.0.1:3334",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.fanout_rounds, 30);
+        assert_eq!(args.pools.len(), 2);
     }
 }
