@@ -4,8 +4,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pastella_pool::config::{Config, Module};
+use pastella_pool::store::Store;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for an unusable config file (also clap's code for bad arguments).
@@ -28,6 +31,10 @@ enum Command {
     CheckConfig(ConfigArg),
     /// Run a simulated Pastellad and wallet API on loopback for tests and trials.
     Devnet(DevnetArgs),
+    /// Check the books in Redis: per address credited = balance + pending + paid + fees, the
+    /// confirmed blocks' credits equal to what the balances were credited, no block resolved
+    /// twice. Read-only; safe while the pool runs. Exit code 0 if they balance, 1 if not.
+    Audit(ConfigArg),
 }
 
 #[derive(Args)]
@@ -70,6 +77,66 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(&args),
         Command::Run(args) => run(&args),
         Command::Devnet(args) => devnet(args),
+        Command::Audit(args) => audit(&args),
+    }
+}
+
+/// Atomic units as a decimal coin amount (`coin_units` a power of ten, as configs have it).
+fn coins(atomic: u64, coin_units: u64) -> String {
+    let decimals = coin_units.max(1).ilog10() as usize;
+    let (whole, fraction) = (atomic / coin_units.max(1), atomic % coin_units.max(1));
+    if decimals == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{fraction:0decimals$}")
+    }
+}
+
+fn audit(args: &ConfigArg) -> ExitCode {
+    let (config, _) = match load(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = config.redis.url();
+    let result = runtime.block_on(async {
+        let store = Store::connect(&url, config.redis_prefix(), Duration::from_secs(10)).await?;
+        store.audit().await
+    });
+    let audit = match result {
+        Ok(audit) => audit,
+        Err(e) => {
+            eprintln!("error: Redis at {}: {e}", pastella_pool::store::redact(&url));
+            return ExitCode::FAILURE;
+        }
+    };
+    let amount = |v: u64| format!("{v} ({} {})", coins(v, config.coin_units), config.symbol);
+    println!("credited to balances: {}", amount(audit.credited));
+    println!("  balance (owed):      {}", amount(audit.balance));
+    println!("  pending (in flight): {} in {} journaled batch(es)", amount(audit.pending), audit.in_flight_batches);
+    println!("  paid:                {}", amount(audit.paid));
+    println!("  fees (charged):      {}", amount(audit.fees));
+    println!(
+        "blocks: {} confirmed crediting {}, {} orphaned",
+        audit.blocks_confirmed,
+        amount(audit.credited_by_blocks),
+        audit.blocks_orphaned
+    );
+    let problems = audit.problems();
+    if problems.is_empty() {
+        println!("OK: the books balance to the atomic unit");
+        ExitCode::SUCCESS
+    } else {
+        for problem in &problems {
+            println!("PROBLEM: {problem}");
+        }
+        ExitCode::FAILURE
     }
 }
 
@@ -160,5 +227,18 @@ fn devnet(args: DevnetArgs) -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coins;
+
+    #[test]
+    fn atomic_units_print_as_coins() {
+        assert_eq!(coins(0, 100_000_000), "0.00000000");
+        assert_eq!(coins(123_456_789, 100_000_000), "1.23456789");
+        assert_eq!(coins(5, 1), "5");
+        assert_eq!(coins(1_050, 100), "10.50");
     }
 }

@@ -192,6 +192,17 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
     unsafe_free_sigterm(child.id());
     child.wait().unwrap();
     check(&redis, &devnet, true, kills).await;
+
+    // The operator's audit command agrees, and names a balance changed behind its back.
+    let audit = Command::new(binary).args(["audit", "--config"]).arg(&config_path).output().unwrap();
+    let report = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "audit failed: {report}{}", String::from_utf8_lossy(&audit.stderr));
+    assert!(report.contains("OK: the books balance to the atomic unit"), "{report}");
+    let _: i64 = con.hincr(format!("pastella:balances:{MINER_B}"), "balance", 1).unwrap();
+    let audit = Command::new(binary).args(["audit", "--config"]).arg(&config_path).output().unwrap();
+    let report = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(audit.status.code(), Some(1), "{report}");
+    assert!(report.contains(&format!("PROBLEM: {MINER_B}: credited != balance + pending + paid + fees")), "{report}");
     let confirmed: u64 = con.hget("pastella:totals", "blocksConfirmed").unwrap();
     let paid_batches: u64 = con.zcard("pastella:payments:all").unwrap();
     eprintln!(

@@ -219,3 +219,45 @@ async fn a_staking_output_in_the_coinbase_is_never_credited() {
     check_invariants(&redis).await;
     pool.stop();
 }
+
+/// The old pool's balances (`workers:<address>` hashes with a 15-day TTL) move once into this
+/// pool's books, the audit counts them as imported, and a second start imports nothing.
+#[tokio::test]
+async fn old_pool_balances_are_imported_once_and_the_books_balance() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    let old = format!("pastella:workers:{MINER_A}");
+    let _: () = redis::cmd("HSET")
+        .arg(&old)
+        .arg("balance")
+        .arg("123456789")
+        .arg("paid")
+        .arg("1000000000")
+        .arg("minPayoutLevel")
+        .arg("500000000")
+        .arg("hashes")
+        .arg("42")
+        .query(&mut con)
+        .unwrap();
+    let _: () = con.expire(&old, 1_296_000).unwrap();
+    let store = store(&redis).await;
+
+    assert_eq!(store.import_old_balances().await.unwrap(), 1);
+    let row: HashMap<String, String> = con.hgetall(format!("pastella:balances:{MINER_A}")).unwrap();
+    assert_eq!(row["balance"], "123456789");
+    assert_eq!(row["paid"], "1000000000");
+    assert_eq!(row["credited"], "1123456789");
+    assert_eq!(row["minPayoutLevel"], "500000000");
+    let left: HashMap<String, String> = con.hgetall(&old).unwrap();
+    assert_eq!(left, HashMap::from([("hashes".to_string(), "42".to_string())]), "only the moved fields go");
+    let ttl: i64 = con.ttl(&old).unwrap();
+    assert_eq!(ttl, -1, "the old 15-day expiry is gone");
+
+    let audit = store.audit().await.unwrap();
+    assert_eq!(audit.totals.get("imported"), Some(&1_123_456_789));
+    assert_eq!(audit.problems(), Vec::<String>::new());
+
+    assert_eq!(store.import_old_balances().await.unwrap(), 0, "imported once");
+    let row: HashMap<String, String> = con.hgetall(format!("pastella:balances:{MINER_A}")).unwrap();
+    assert_eq!(row["balance"], "123456789");
+}

@@ -122,6 +122,44 @@ pub struct MoneyAudit {
     pub broken: Vec<String>,
     /// `totals` hash.
     pub totals: HashMap<String, i64>,
+    /// Confirmed blocks in `blocks:matured`.
+    pub blocks_confirmed: u64,
+    /// Orphaned blocks in `blocks:matured`.
+    pub blocks_orphaned: u64,
+    /// Σ of the confirmed blocks' `credited` records.
+    pub credited_by_blocks: u64,
+    /// Block hashes resolved (confirmed or orphaned) more than once.
+    pub resolved_twice: Vec<String>,
+    /// Confirmed blocks whose per-address credits do not add up to their `credited` record.
+    pub block_mismatch: Vec<String>,
+    /// Payment batches journaled but not yet finalized or released.
+    pub in_flight_batches: usize,
+}
+
+impl MoneyAudit {
+    /// Every broken rule, in words; empty when the books balance.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> =
+            self.broken.iter().map(|a| format!("{a}: credited != balance + pending + paid + fees")).collect();
+        // Balances imported from the old pool were credited there, not by a block here.
+        let imported = self.totals.get("imported").copied().unwrap_or(0);
+        let totals_credited = self.totals.get("credited").copied().unwrap_or(0);
+        if totals_credited + imported != self.credited as i64 {
+            out.push(format!(
+                "totals.credited {totals_credited} + imported {imported} != {} credited to the balances",
+                self.credited
+            ));
+        }
+        if self.credited_by_blocks as i64 + imported != self.credited as i64 {
+            out.push(format!(
+                "the confirmed blocks credited {} (+ imported {imported}), the balances were credited {}",
+                self.credited_by_blocks, self.credited
+            ));
+        }
+        out.extend(self.resolved_twice.iter().map(|h| format!("block {h} resolved more than once")));
+        out.extend(self.block_mismatch.iter().map(|h| format!("block {h}: its credits do not add up to its record")));
+        out
+    }
 }
 
 fn field_u64(map: &HashMap<String, String>, key: &str) -> u64 {
@@ -445,6 +483,92 @@ impl Store {
             audit.fees += fees;
         }
         audit.totals = timed("totals", async { self.conn().hgetall(self.key("totals")).await }).await?;
+        self.audit_blocks(&mut audit).await?;
+        audit.in_flight_batches =
+            timed("journal", async { self.conn().zcard(self.key("payments:journal")).await }).await?;
         Ok(audit)
+    }
+
+    /// Checks `blocks:matured`: every hash resolved once, and each confirmed block's credits
+    /// (`blocks:credits:<hash>`) adding up to its own `credited` record.
+    async fn audit_blocks(&self, audit: &mut MoneyAudit) -> Result<(), StoreError> {
+        let matured: Vec<String> =
+            timed("audit_matured", async { self.conn().zrange(self.key("blocks:matured"), 0, -1).await }).await?;
+        let mut seen = std::collections::HashSet::new();
+        for member in &matured {
+            // The 8 candidate fields, then `:0:<reward>` (confirmed) or `:1` (orphaned).
+            let fields: Vec<&str> = member.split(':').collect();
+            let Some(hash) = fields.get(2) else { continue };
+            if !seen.insert(hash.to_string()) {
+                audit.resolved_twice.push(hash.to_string());
+            }
+            if fields.len() == 10 && fields[8] == "0" {
+                audit.blocks_confirmed += 1;
+                let credits: HashMap<String, String> = timed("audit_credits", async {
+                    self.conn().hgetall(self.key(&format!("blocks:credits:{hash}"))).await
+                })
+                .await?;
+                let info: HashMap<String, String> =
+                    timed("audit_block", async { self.conn().hgetall(self.key(&format!("blocks:info:{hash}"))).await })
+                        .await?;
+                let recorded = field_u64(&info, "credited");
+                let sum: u64 = credits.values().filter_map(|v| v.parse::<u64>().ok()).sum();
+                if sum != recorded {
+                    audit.block_mismatch.push(hash.to_string());
+                }
+                audit.credited_by_blocks += recorded;
+            } else if fields.len() == 9 && fields[8] == "1" {
+                audit.blocks_orphaned += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn balanced() -> MoneyAudit {
+        MoneyAudit {
+            credited: 1_000,
+            balance: 600,
+            paid: 300,
+            fees: 100,
+            credited_by_blocks: 1_000,
+            totals: HashMap::from([("credited".to_string(), 1_000)]),
+            blocks_confirmed: 2,
+            ..MoneyAudit::default()
+        }
+    }
+
+    #[test]
+    fn balanced_books_have_no_problems() {
+        assert_eq!(balanced().problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn imported_balances_count_as_credited_without_a_block() {
+        let mut audit = balanced();
+        audit.credited += 250;
+        audit.balance += 250;
+        assert_eq!(audit.problems().len(), 2, "{:?}", audit.problems());
+        audit.totals.insert("imported".to_string(), 250);
+        assert_eq!(audit.problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_broken_rule_is_named() {
+        let mut audit = balanced();
+        audit.broken.push("PAS1x".to_string());
+        audit.credited_by_blocks = 999;
+        audit.resolved_twice.push("aa".to_string());
+        audit.block_mismatch.push("bb".to_string());
+        let problems = audit.problems();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].starts_with("PAS1x: credited"));
+        assert!(problems[1].contains("confirmed blocks credited 999"));
+        assert_eq!(problems[2], "block aa resolved more than once");
+        assert_eq!(problems[3], "block bb: its credits do not add up to its record");
     }
 }

@@ -1,6 +1,7 @@
 -- Moves the old pool's balance/paid fields of one address into balances:<address> (once:
 -- the fields are removed from the old hash), and drops the old hash's TTL so the old pool's
--- 15-day expiry cannot delete anything any more. ARGV: prefix, address.
+-- 15-day expiry cannot delete anything any more; totals.imported sums what was moved.
+-- ARGV: prefix, address.
 -- Returns the balance moved (decimal string, or 0).
 local p, address = ARGV[1], ARGV[2]
 local old = p .. ':workers:' .. address
@@ -16,6 +17,8 @@ local b = p .. ':balances:' .. address
 redis.call('HINCRBY', b, 'balance', balance_text)
 redis.call('HINCRBY', b, 'paid', paid_text)
 redis.call('HINCRBY', b, 'credited', string.format('%d', balance + paid))
+-- Credited by the old pool, not by a block here: the audit adds it to the blocks' credits.
+redis.call('HINCRBY', p .. ':totals', 'imported', string.format('%d', balance + paid))
 if level then
   redis.call('HSETNX', b, 'minPayoutLevel', level)
 end
