@@ -10,13 +10,17 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
+use pastella_pool::chain::difficulty::hash_difficulty;
 use pastella_pool::config::Module;
 use pastella_pool::devnet::{DaemonMode, Failure, FailureKind};
 use redis::Commands;
 use serde_json::{json, Value};
+
+/// Network difficulty of the devnet in the running-pool test.
+const DEVNET_DIFFICULTY: u64 = 12;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -141,7 +145,7 @@ async fn scrape(api: SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_in_dashboards_and_alerts_is_exported_by_a_running_pool() {
     let mut redis = RedisServer::start();
-    let devnet = devnet(12).await;
+    let devnet = devnet(DEVNET_DIFFICULTY).await;
     let port = free_port();
     let patch = json!({
         "blockUnlocker": {"enabled": true, "interval": 1, "depth": 10, "leaseTtl": 2},
@@ -179,12 +183,33 @@ async fn every_metric_in_dashboards_and_alerts_is_exported_by_a_running_pool() {
     let (_, _, _) = miners[0].mine_and_submit(&hasher, 0, 77_000).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     redis.restart();
-    let mut bad = TestMiner::connect_from(IpAddr::from([127, 0, 0, 2]), addr(port)).await;
-    bad.login(MINER_A, "bad").await;
+    // The share mined during the Redis outage may have been a block: wait until the pool's job is
+    // for the block after the devnet's top, so the duplicate below cannot turn into a stale share
+    // (which would not count against the IP).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut bad = loop {
+        let mut miner = TestMiner::connect_from(IpAddr::from([127, 0, 0, 2]), addr(port)).await;
+        miner.login(MINER_A, "bad").await;
+        if miner.job.as_ref().map(|j| j.height) == Some(devnet.block_count()) {
+            break miner;
+        }
+        assert!(Instant::now() < deadline, "the pool's job never caught up with the devnet's top");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // A share that is not also a block (a block would make the duplicate stale).
     let job = bad.job.clone().unwrap();
-    let (reply, nonce, hash) = bad.mine_and_submit(&hasher, 0, 99_000).await;
+    let mut start = 99_000;
+    let (nonce, hash) = loop {
+        let (nonce, hash) = hasher.search(job.seed, &job.blob, job.difficulty, start);
+        if hash_difficulty(&hash) < DEVNET_DIFFICULTY {
+            break (nonce, hash);
+        }
+        start = u32::from_le_bytes(nonce) + 1;
+    };
+    let reply = bad.submit(&job, nonce, &hash).await;
     assert!(reply["error"].is_null(), "{reply}");
-    let _ = bad.submit(&job, nonce, &hash).await; // duplicate: instant ban
+    let reply = bad.submit(&job, nonce, &hash).await; // duplicate: instant ban
+    assert_eq!(reply["error"]["message"], "Duplicate share", "{reply}");
     let mut again = TestMiner::connect_from(IpAddr::from([127, 0, 0, 2]), addr(port)).await;
     assert!(again.closed(Duration::from_secs(5)).await, "a banned IP is refused");
     // Over the per-IP connection cap: refused at accept.
