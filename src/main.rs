@@ -83,8 +83,9 @@ fn main() -> ExitCode {
 
 /// Atomic units as a decimal coin amount (`coin_units` a power of ten, as configs have it).
 fn coins(atomic: u64, coin_units: u64) -> String {
-    let decimals = coin_units.max(1).ilog10() as usize;
-    let (whole, fraction) = (atomic / coin_units.max(1), atomic % coin_units.max(1));
+    let units = coin_units.max(1);
+    let decimals = units.ilog10() as usize;
+    let (whole, fraction) = (atomic / units, atomic % units);
     if decimals == 0 {
         whole.to_string()
     } else {

@@ -463,9 +463,13 @@ impl Store {
         let addresses: Vec<String> =
             timed("balances_index", async { self.conn().smembers(self.key("balances:index")).await }).await?;
         let mut audit = MoneyAudit::default();
-        for address in addresses {
-            let row: HashMap<String, String> =
-                timed("audit", async { self.conn().hgetall(self.key(&format!("balances:{address}"))).await }).await?;
+        let mut pipe = redis::pipe();
+        for address in &addresses {
+            pipe.cmd("HGETALL").arg(self.key(&format!("balances:{address}")));
+        }
+        let rows: Vec<HashMap<String, String>> =
+            if addresses.is_empty() { Vec::new() } else { timed("audit", pipe.query_async(&mut self.conn())).await? };
+        for (address, row) in addresses.into_iter().zip(rows) {
             let (credited, balance, pending, paid, fees) = (
                 field_u64(&row, "credited"),
                 field_u64(&row, "balance"),
@@ -495,6 +499,7 @@ impl Store {
         let matured: Vec<String> =
             timed("audit_matured", async { self.conn().zrange(self.key("blocks:matured"), 0, -1).await }).await?;
         let mut seen = std::collections::HashSet::new();
+        let mut confirmed = Vec::new();
         for member in &matured {
             // The 8 candidate fields, then `:0:<reward>` (confirmed) or `:1` (orphaned).
             let fields: Vec<&str> = member.split(':').collect();
@@ -503,23 +508,28 @@ impl Store {
                 audit.resolved_twice.push(hash.to_string());
             }
             if fields.len() == 10 && fields[8] == "0" {
-                audit.blocks_confirmed += 1;
-                let credits: HashMap<String, String> = timed("audit_credits", async {
-                    self.conn().hgetall(self.key(&format!("blocks:credits:{hash}"))).await
-                })
-                .await?;
-                let info: HashMap<String, String> =
-                    timed("audit_block", async { self.conn().hgetall(self.key(&format!("blocks:info:{hash}"))).await })
-                        .await?;
-                let recorded = field_u64(&info, "credited");
-                let sum: u64 = credits.values().filter_map(|v| v.parse::<u64>().ok()).sum();
-                if sum != recorded {
-                    audit.block_mismatch.push(hash.to_string());
-                }
-                audit.credited_by_blocks += recorded;
+                confirmed.push(hash.to_string());
             } else if fields.len() == 9 && fields[8] == "1" {
                 audit.blocks_orphaned += 1;
             }
+        }
+        audit.blocks_confirmed = confirmed.len() as u64;
+        if confirmed.is_empty() {
+            return Ok(());
+        }
+        let recorded = self.block_info_field(&confirmed, "credited").await?;
+        let mut pipe = redis::pipe();
+        for hash in &confirmed {
+            pipe.cmd("HGETALL").arg(self.key(&format!("blocks:credits:{hash}")));
+        }
+        let credits: Vec<HashMap<String, String>> = timed("audit_credits", pipe.query_async(&mut self.conn())).await?;
+        for ((hash, recorded), credits) in confirmed.into_iter().zip(recorded).zip(credits) {
+            let recorded: u64 = recorded.and_then(|v| v.parse().ok()).unwrap_or(0);
+            let sum: u64 = credits.values().filter_map(|v| v.parse::<u64>().ok()).sum();
+            if sum != recorded {
+                audit.block_mismatch.push(hash);
+            }
+            audit.credited_by_blocks += recorded;
         }
         Ok(())
     }

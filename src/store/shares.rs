@@ -136,8 +136,7 @@ impl Store {
     pub async fn record_login_ip(&self, login: &str, ip: IpAddr) -> Result<(), StoreError> {
         let key = self.key(&format!("workers_ip:{login}"));
         timed("record_login_ip", async {
-            let _: i64 =
-                redis::cmd("SADD").arg(key).arg(stored_ip(&ip.to_string())).query_async(&mut self.conn()).await?;
+            let _: i64 = redis::cmd("SADD").arg(key).arg(ip_form(ip)).query_async(&mut self.conn()).await?;
             Ok(())
         })
         .await
@@ -174,10 +173,13 @@ impl Store {
 /// How `workers_ip:<address>` holds an IP: as the old pool stored Node's `remoteAddress`, IPv4
 /// as `::ffff:a.b.c.d`. Text that is not an IP is kept as given.
 pub(crate) fn stored_ip(ip: &str) -> String {
-    match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => format!("::ffff:{v4}"),
-        Ok(IpAddr::V6(v6)) => v6.to_string(),
-        Err(_) => ip.to_string(),
+    ip.parse().map(ip_form).unwrap_or_else(|_| ip.to_string())
+}
+
+fn ip_form(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("::ffff:{v4}"),
+        IpAddr::V6(v6) => v6.to_string(),
     }
 }
 
