@@ -353,11 +353,9 @@ async fn a_daemon_outage_keeps_sessions_connected_and_jobs_resume_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_loses_no_accepted_share() {
-    let mut redis = RedisServer::start();
-    let devnet = devnet(1_000_000_000).await;
     let port = free_port();
-    let pool = PoolProcess::start(pool_config(&redis, &devnet, &[(port, 2)], json!({})), &[Module::Stratum]);
-    let hasher = SharedHasher::new();
+    let Stack { pool, devnet: _devnet, mut redis, hasher } =
+        Stack::start(1_000_000_000, &[(port, 2)], json!({}), &[Module::Stratum]).await;
     let mut miner = TestMiner::connect(addr(port)).await;
     miner.login(MINER_A, "rig").await;
     let mut nonce = 0;

@@ -478,11 +478,4 @@ impl Stack {
         let pool = PoolProcess::start(pool_config(&redis, &devnet, ports, patch), modules);
         Stack { pool, devnet, redis, hasher: SharedHasher::new() }
     }
-
-    /// A miner connected to `port` and logged in.
-    pub async fn miner(&self, port: u16, login: &str, worker: &str) -> TestMiner {
-        let mut miner = TestMiner::connect(SocketAddr::from(([127, 0, 0, 1], port))).await;
-        miner.login(login, worker).await;
-        miner
-    }
 }
