@@ -210,7 +210,12 @@ async fn every_metric_in_dashboards_and_alerts_is_exported_by_a_running_pool() {
     assert!(reply["error"].is_null(), "{reply}");
     let reply = bad.submit(&job, nonce, &hash).await; // duplicate: instant ban
     assert_eq!(reply["error"]["message"], "Duplicate share", "{reply}");
+    // A new connection from the banned IP is told so on its first request, then closed (spec:
+    // "Banned IPs get `Your IP is banned` on any request"); waiting for a silent close instead
+    // only passed when the next housekeeping tick happened to fall within the wait.
     let mut again = TestMiner::connect_from(IpAddr::from([127, 0, 0, 2]), addr(port)).await;
+    let reply = again.call("login", json!({"login": MINER_A, "pass": "again"})).await;
+    assert_eq!(reply["error"]["message"], "Your IP is banned", "{reply}");
     assert!(again.closed(Duration::from_secs(5)).await, "a banned IP is refused");
     // Over the per-IP connection cap: refused at accept.
     let _first = TestMiner::connect_from(IpAddr::from([127, 0, 0, 3]), addr(port)).await;
