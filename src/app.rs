@@ -1,8 +1,9 @@
 //! Wiring: builds every actor from the config and runs until a signal.
 //!
 //! Start order: metrics, Redis, RandomX engine, share ledger, job distributor, one arbiter per
-//! core for the sessions, one supervisor per port, the HTTP server. Shutdown reverses it and
-//! writes every pending share to Redis before exiting.
+//! core for the sessions, one supervisor per port, the HTTP server. Shutdown stops taking
+//! connections and submits, lets the submits in flight finish, and writes every pending share
+//! and block candidate to Redis before exiting.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,10 +20,10 @@ use crate::accounting::payments::{PaymentProcessor, PaymentSettings};
 use crate::accounting::payouts::PayoutPolicy;
 use crate::accounting::unlocker::{BlockUnlocker, UnlockerSettings};
 use crate::config::{Config, Module, RandomXMode};
-use crate::jobs::{DistributorConfig, JobDistributor, JobTemplate, Subscribe};
+use crate::jobs::{DistributorConfig, JobDistributor, JobTemplate, ResumeSubmissions, Subscribe, UnsavedCandidates};
 use crate::node::{DaemonClient, WalletClient};
 use crate::pow::{Mode, PowConfig, PowEngine};
-use crate::store::Store;
+use crate::store::{CandidateResult, Store};
 use crate::stratum::supervisor::{GetPortStats, StopAccepting};
 use crate::stratum::{PortSupervisor, StratumContext};
 
@@ -50,6 +51,10 @@ pub struct Pool {
     pub metrics: PrometheusHandle,
     arbiters: Vec<Arbiter>,
     http: Option<actix_web::dev::ServerHandle>,
+    /// The sessions' shared context (its submit gate is closed at shutdown).
+    stratum: Option<Arc<StratumContext>>,
+    /// Submits block candidates (shutdown waits until each is written to Redis).
+    distributor: Option<Addr<JobDistributor>>,
 }
 
 /// Installs the metrics recorder once per process (tests start several pools, concurrently).
@@ -98,6 +103,8 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
         metrics: metrics.clone(),
         arbiters: Vec::new(),
         http: None,
+        stratum: None,
+        distributor: None,
     };
     if modules.contains(&Module::Stratum) && config.pool_server.enabled {
         start_stratum(&mut pool).await?;
@@ -158,8 +165,10 @@ async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
         },
         engine.clone(),
         pool.current.clone(),
+        pool.store.clone(),
     )
     .start();
+    resume_submissions(&pool.store, &distributor).await;
     let shared = Arc::new(StratumContext::new(
         config.clone(),
         engine.clone(),
@@ -180,7 +189,38 @@ async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
     spawn_stratum_reporting(pool, engine.clone());
     pool.engine = Some(engine);
     pool.ledger = Some(ledger);
+    pool.stratum = Some(shared);
+    pool.distributor = Some(distributor);
     Ok(())
+}
+
+/// Hands the candidates an earlier run left pending to the distributor, booking first any that
+/// run never booked (killed between writing the candidate and its ledger flush). Runs before
+/// the ports open, so the round it closes holds no share of this run.
+async fn resume_submissions(store: &Store, distributor: &Addr<JobDistributor>) {
+    let pending = match store.pending_submissions().await {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::error!("cannot read the pending block submissions ({e}); they are resumed at the next start");
+            return;
+        }
+    };
+    for submission in &pending {
+        let c = &submission.candidate;
+        match store.record_candidate(c).await {
+            Ok(CandidateResult::Recorded { window_total, .. }) => tracing::warn!(
+                height = c.height,
+                hash = %c.hash,
+                window = window_total,
+                "Booked a block candidate that an earlier run found but had not booked"
+            ),
+            Ok(CandidateResult::AlreadyRecorded) => {}
+            Err(e) => tracing::error!(height = c.height, hash = %c.hash, "cannot book a pending block candidate ({e})"),
+        }
+    }
+    if !pending.is_empty() {
+        distributor.do_send(ResumeSubmissions(pending));
+    }
 }
 
 /// The money side: one-time import of the old pool's balances, the leader election, and the
@@ -346,15 +386,41 @@ async fn start_http(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> {
 }
 
 impl Pool {
-    /// Stops accepting, writes every pending share to Redis, and stops the threads.
+    /// Stops accepting connections and submits, lets the submits in flight be verified and
+    /// booked, writes every pending share and block candidate to Redis, and stops the threads.
     pub async fn shutdown(self) {
         for supervisor in &self.supervisors {
             supervisor.do_send(StopAccepting);
         }
+        if let Some(shared) = &self.stratum {
+            shared.submits.close();
+            let settled = wait_until(SHUTDOWN_WAIT, || shared.submits.in_flight() == 0).await;
+            if !settled {
+                tracing::error!(
+                    in_flight = shared.submits.in_flight(),
+                    "submits still being verified at shutdown; their shares are not booked"
+                );
+            }
+        }
         if let Some(ledger) = &self.ledger {
-            match ledger.send(Drain(Duration::from_secs(10))).await {
+            match ledger.send(Drain(SHUTDOWN_WAIT)).await {
                 Ok(true) => tracing::info!("all shares written to Redis"),
                 _ => tracing::error!("shares could not all be written to Redis before exit"),
+            }
+        }
+        if let Some(distributor) = &self.distributor {
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+            let (saved, unsaved) = loop {
+                let unsaved = distributor.send(UnsavedCandidates).await.unwrap_or(0);
+                if unsaved == 0 || tokio::time::Instant::now() >= deadline {
+                    break (unsaved == 0, unsaved);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if saved {
+                tracing::info!("every block candidate is in Redis (pending ones are resubmitted at the next start)");
+            } else {
+                tracing::error!(unsaved, "block candidates could not be written to Redis before exit");
             }
         }
         if let Some(leader) = &self.leader {
@@ -367,6 +433,20 @@ impl Pool {
             arbiter.stop();
         }
     }
+}
+
+/// How long each shutdown step may wait (verifications, the share flush, candidate writes).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down cleanly.

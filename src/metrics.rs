@@ -165,6 +165,7 @@ fn describe() {
     describe_histogram!(DAEMON_RPC_SECONDS, Unit::Seconds, "Daemon RPC latency, by method.");
     describe_counter!(DAEMON_RPC_ERRORS_TOTAL, "Daemon RPC failures, by method and kind.");
     describe_counter!(BLOCKS_SUBMITTED_TOTAL, "Block candidates submitted, by daemon answer.");
+    describe_counter!(BLOCK_CANDIDATES_TOTAL, "Steps in a block candidate's life, by outcome.");
     describe_histogram!(REDIS_SECONDS, Unit::Seconds, "Redis operation latency, by operation.");
     describe_counter!(REDIS_ERRORS_TOTAL, "Redis failures, by operation.");
     describe_histogram!(LEDGER_FLUSH_SHARES, "Share records written to Redis per flush.");
@@ -411,4 +412,13 @@ pub fn daemon_heights(height: u64, network_height: u64) {
 pub fn payment_journal(open: u64, oldest_age: Duration) {
     gauge!(PAYMENT_BATCHES_OPEN).set(open as f64);
     gauge!(PAYMENT_BATCH_OLDEST_AGE_SECONDS).set(oldest_age.as_secs_f64());
+}
+
+/// Block candidates by outcome (`found`, `second_at_height`, `retry`, `resumed`, `accepted`,
+/// `rejected`, `superseded`).
+pub const BLOCK_CANDIDATES_TOTAL: &str = "pastella_pool_block_candidates_total";
+
+/// One step in a block candidate's life (see [`BLOCK_CANDIDATES_TOTAL`]).
+pub fn block_candidate(outcome: &'static str) {
+    counter!(BLOCK_CANDIDATES_TOTAL, "outcome" => outcome).increment(1);
 }

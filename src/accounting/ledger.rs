@@ -35,6 +35,26 @@ pub struct CandidateShare {
     pub found_ms: u64,
 }
 
+impl CandidateShare {
+    /// The candidate as booked, for the share of `difficulty` by `login`/`worker`; the PPLNS
+    /// window is `window_factor` x its network difficulty (at least 1).
+    pub fn record(&self, login: &str, worker: &str, solo: bool, difficulty: u64, window_factor: f64) -> CandidateRecord {
+        let window = (window_factor * self.network_difficulty as f64).floor() as u64;
+        CandidateRecord {
+            login: login.to_string(),
+            worker: worker.to_string(),
+            solo,
+            hash: self.hash.to_hex(),
+            height: self.height,
+            network_difficulty: self.network_difficulty,
+            reward: self.reward,
+            window: window.max(1),
+            share_difficulty: difficulty,
+            found_ms: self.found_ms,
+        }
+    }
+}
+
 /// Something for the ledger to record.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -318,19 +338,7 @@ impl Handler<RecordShare> for ShareLedger {
             RecordShare::Share { login, worker, solo, difficulty, candidate } => {
                 *self.tail.shares.entry((login.clone(), worker.clone(), solo)).or_default() += difficulty;
                 if let Some(c) = candidate {
-                    let window = (self.config.window_factor * c.network_difficulty as f64).floor() as u64;
-                    self.tail.candidates.push(CandidateRecord {
-                        login: login.to_string(),
-                        worker: worker.to_string(),
-                        solo,
-                        hash: c.hash.to_hex(),
-                        height: c.height,
-                        network_difficulty: c.network_difficulty,
-                        reward: c.reward,
-                        window: window.max(1),
-                        share_difficulty: difficulty,
-                        found_ms: c.found_ms,
-                    });
+                    self.tail.candidates.push(c.record(&login, &worker, solo, difficulty, self.config.window_factor));
                     // The block's share ends this batch: the window snapshot ends with it.
                     self.close_tail();
                     self.write_next(ctx);

@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use arc_swap::ArcSwapOption;
 
+use super::submissions::{self, Admission, Step, Submissions};
 use super::JobTemplate;
 use crate::chain::{Address, Hash};
 use crate::node::{DaemonClient, DaemonError};
 use crate::pow::PowEngine;
+use crate::store::{CandidateRecord, Store, Submission, SubmissionStatus};
+use crate::stratum::unix_ms;
 
 /// A new template for the sessions.
 #[derive(Message, Clone)]
@@ -23,9 +26,10 @@ pub struct NewTemplate(pub Arc<JobTemplate>);
 #[rtype(result = "()")]
 pub struct Subscribe(pub Recipient<NewTemplate>);
 
-/// A verified block candidate to send to the daemon now.
+/// A verified block candidate to send to the daemon now. Answers whether it is submitted
+/// (false: another block was already found at its height, so book it as an ordinary share).
 #[derive(Message, Debug)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct SubmitBlock {
     /// Full block blob, hex.
     pub blob_hex: String,
@@ -33,7 +37,21 @@ pub struct SubmitBlock {
     pub hash: Hash,
     /// Block height.
     pub height: u64,
+    /// Parent block id (of its template).
+    pub prev_hash: Hash,
+    /// The candidate as booked (written with the blob before the first submit).
+    pub candidate: CandidateRecord,
 }
+
+/// Candidates a previous run left pending (read from Redis at start-up).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResumeSubmissions(pub Vec<Submission>);
+
+/// Asks how many candidates in hand are not written to Redis yet (shutdown waits for none).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct UnsavedCandidates;
 
 /// Settings of the distributor.
 #[derive(Clone)]
@@ -50,6 +68,15 @@ pub struct DistributorConfig {
     pub instance_id: [u8; 4],
 }
 
+/// A candidate in hand: what an attempt needs.
+struct Candidate {
+    submission: Submission,
+    /// Written to `blocks:submit:<hash>` (a Redis outage must not delay the first submit).
+    saved: bool,
+    /// Resolved, but the resolution is not written yet.
+    resolved: Option<(SubmissionStatus, String)>,
+}
+
 /// Polls the daemon and publishes templates.
 pub struct JobDistributor {
     daemon: DaemonClient,
@@ -63,6 +90,9 @@ pub struct JobDistributor {
     failures: u32,
     retry_at: Instant,
     seq: u64,
+    store: Store,
+    book: Submissions,
+    candidates: std::collections::HashMap<Hash, Candidate>,
 }
 
 enum PollOutcome {
@@ -77,6 +107,7 @@ impl JobDistributor {
         config: DistributorConfig,
         engine: PowEngine,
         current: Arc<ArcSwapOption<JobTemplate>>,
+        store: Store,
     ) -> JobDistributor {
         JobDistributor {
             daemon,
@@ -90,6 +121,9 @@ impl JobDistributor {
             failures: 0,
             retry_at: Instant::now(),
             seq: 0,
+            store,
+            book: Submissions::default(),
+            candidates: std::collections::HashMap::new(),
         }
     }
 
@@ -204,40 +238,114 @@ impl JobDistributor {
         }
     }
 
-    fn submit(&self, block: SubmitBlock, ctx: &mut Context<Self>) {
-        let daemon = self.daemon.clone();
-        let fut = async move {
-            let mut attempt = 0u32;
-            loop {
-                attempt += 1;
-                let started = Instant::now();
-                let result = daemon.submit_block(&block.blob_hex).await;
-                crate::metrics::daemon_rpc("submitblock", started.elapsed(), result.as_ref().err().map(error_kind));
-                match result {
-                    Ok(()) => {
-                        crate::metrics::block_submitted("accepted");
-                        tracing::info!(height = block.height, hash = %block.hash, "Block candidate accepted by the daemon (confirmation follows by header lookup)");
-                        return true;
-                    }
-                    Err(e) if e.is_transient() && attempt < 5 => {
-                        tracing::warn!(height = block.height, hash = %block.hash, attempt, "submitblock failed ({e}); retrying");
-                        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt * attempt))).await;
-                    }
-                    Err(e) => {
-                        crate::metrics::block_submitted(if e.is_transient() { "error" } else { "rejected" });
-                        tracing::error!(height = block.height, hash = %block.hash, "Block candidate not accepted by the daemon: {e}");
-                        return false;
+    /// Starts an attempt for every candidate that is due: write it (if not yet), check the
+    /// chain (on a retry), submit, and write the outcome.
+    fn drive_submissions(&mut self, ctx: &mut Context<Self>) {
+        for (hash, attempts) in self.book.due(Instant::now()) {
+            let Some(c) = self.candidates.get(&hash) else {
+                self.book.finish(&hash);
+                continue;
+            };
+            let daemon = self.daemon.clone();
+            let store = self.store.clone();
+            let submission = c.submission.clone();
+            let (mut saved, resolved) = (c.saved, c.resolved.clone());
+            let fut = async move {
+                let height = submission.candidate.height;
+                if !saved {
+                    match store.save_submission(&submission, unix_ms()).await {
+                        Ok(_) => saved = true,
+                        Err(e) => tracing::error!(height, hash = %hash, "block candidate not written to Redis ({e}); submitting anyway, writing it again later"),
                     }
                 }
+                let step = match resolved {
+                    Some((status, detail)) => Step::Done(status, detail),
+                    None => attempt(&daemon, &submission, hash, attempts).await,
+                };
+                let written = match (&step, saved) {
+                    (Step::Done(status, detail), true) => {
+                        store.resolve_submission(&submission.candidate.hash, *status, unix_ms(), detail).await.is_ok()
+                    }
+                    _ => false,
+                };
+                (step, saved, written)
+            };
+            ctx.spawn(fut.into_actor(self).map(move |(step, saved, written), act, ctx| {
+                let Some(c) = act.candidates.get_mut(&hash) else { return };
+                c.saved = saved;
+                let height = c.submission.candidate.height;
+                match step {
+                    Step::Done(status, detail) => {
+                        if c.resolved.is_none() {
+                            log_outcome(height, &hash, status, &detail);
+                            crate::metrics::block_candidate(status.as_str());
+                            c.resolved = Some((status, detail));
+                            if status == SubmissionStatus::Accepted {
+                                // The tip moved: fetch the next template now, not at the next tick.
+                                act.retry_at = Instant::now();
+                                act.poll(ctx);
+                            }
+                        }
+                        if written || !saved {
+                            // Not saved: nothing in Redis to resolve (the ledger books it).
+                            act.candidates.remove(&hash);
+                            act.book.finish(&hash);
+                        } else {
+                            act.book.failed(&hash, Instant::now());
+                        }
+                    }
+                    Step::Retry(detail) => {
+                        let attempts = act.book.failed(&hash, Instant::now());
+                        crate::metrics::block_candidate("retry");
+                        if attempts == 1 || attempts % 10 == 0 {
+                            tracing::warn!(height, hash = %hash, attempts, "submitblock failed ({detail}); the candidate is kept and submitted again");
+                        }
+                    }
+                }
+            }));
+        }
+    }
+
+    fn add_candidate(&mut self, submission: Submission, hash: Hash, saved: bool, ctx: &mut Context<Self>) {
+        self.candidates.insert(hash, Candidate { submission, saved, resolved: None });
+        self.book.track(hash, Instant::now());
+        self.drive_submissions(ctx);
+    }
+}
+
+/// One attempt: on a retry, the chain at the candidate's height first (accepted after all, or
+/// taken by another block); then `submitblock`.
+async fn attempt(daemon: &DaemonClient, submission: &Submission, hash: Hash, attempts: u32) -> Step {
+    let height = submission.candidate.height;
+    if attempts > 0 {
+        match daemon.get_block_header_by_height(height).await {
+            Ok(header) => {
+                if let Some(step) = submissions::from_chain(&hash, Some(&header.hash)) {
+                    return step;
+                }
             }
-        };
-        ctx.spawn(fut.into_actor(self).map(|accepted, act, ctx| {
-            if accepted {
-                // The tip moved: fetch the next template now rather than at the next tick.
-                act.retry_at = Instant::now();
-                act.poll(ctx);
-            }
-        }));
+            // The chain does not reach the height yet.
+            Err(DaemonError::Rpc { code: -2, .. }) => {}
+            Err(e) if e.is_transient() => return Step::Retry(e.to_string()),
+            Err(e) => tracing::warn!(height, "cannot look up the chain at the candidate's height ({e}); submitting"),
+        }
+    }
+    let started = Instant::now();
+    let result = daemon.submit_block(&submission.blob_hex).await;
+    crate::metrics::daemon_rpc("submitblock", started.elapsed(), result.as_ref().err().map(error_kind));
+    crate::metrics::block_submitted(match &result {
+        Ok(()) => "accepted",
+        Err(e) if e.is_transient() => "error",
+        Err(_) => "rejected",
+    });
+    submissions::after_submit(&result)
+}
+
+fn log_outcome(height: u64, hash: &Hash, status: SubmissionStatus, detail: &str) {
+    match status {
+        SubmissionStatus::Accepted => tracing::info!(height, hash = %hash, "Block candidate accepted by the daemon ({detail}); confirmation follows by header lookup"),
+        SubmissionStatus::Rejected => tracing::error!(height, hash = %hash, "Block candidate rejected by the daemon: {detail}"),
+        SubmissionStatus::Superseded => tracing::warn!(height, hash = %hash, "Block candidate not submitted any more: {detail}"),
     }
 }
 
@@ -268,7 +376,10 @@ impl Actor for JobDistributor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.poll(ctx);
-        ctx.run_interval(self.config.poll_interval, |act, ctx| act.poll(ctx));
+        ctx.run_interval(self.config.poll_interval, |act, ctx| {
+            act.poll(ctx);
+            act.drive_submissions(ctx);
+        });
     }
 }
 
@@ -283,8 +394,59 @@ impl Handler<Subscribe> for JobDistributor {
 }
 
 impl Handler<SubmitBlock> for JobDistributor {
+    type Result = bool;
+    fn handle(&mut self, msg: SubmitBlock, ctx: &mut Context<Self>) -> bool {
+        match self.book.admit(msg.height, msg.prev_hash, msg.hash) {
+            Admission::First => {}
+            Admission::Known => return false,
+            Admission::SecondAtHeight(first) => {
+                crate::metrics::block_candidate("second_at_height");
+                tracing::warn!(
+                    height = msg.height,
+                    hash = %msg.hash,
+                    first = %first,
+                    miner = %msg.candidate.login,
+                    "Another block was found at this height on the same parent; not submitting it (it could only become an orphan), its share counts as an ordinary share"
+                );
+                return false;
+            }
+        }
+        crate::metrics::block_candidate("found");
+        let submission = Submission {
+            candidate: msg.candidate,
+            blob_hex: msg.blob_hex,
+            prev_hash: msg.prev_hash.to_hex(),
+            instance: hex::encode(self.config.instance_id),
+        };
+        self.add_candidate(submission, msg.hash, false, ctx);
+        true
+    }
+}
+
+impl Handler<ResumeSubmissions> for JobDistributor {
     type Result = ();
-    fn handle(&mut self, msg: SubmitBlock, ctx: &mut Context<Self>) {
-        self.submit(msg, ctx);
+    fn handle(&mut self, msg: ResumeSubmissions, ctx: &mut Context<Self>) {
+        for submission in msg.0 {
+            let Ok(hash) = Hash::from_hex(&submission.candidate.hash) else {
+                tracing::error!(hash = %submission.candidate.hash, "pending block submission with a malformed hash; skipped");
+                continue;
+            };
+            if self.candidates.contains_key(&hash) {
+                continue;
+            }
+            tracing::info!(height = submission.candidate.height, hash = %hash, "Resuming the submission of a block candidate left pending by an earlier run");
+            crate::metrics::block_candidate("resumed");
+            if let Ok(prev) = Hash::from_hex(&submission.prev_hash) {
+                self.book.admit(submission.candidate.height, prev, hash);
+            }
+            self.add_candidate(submission, hash, true, ctx);
+        }
+    }
+}
+
+impl Handler<UnsavedCandidates> for JobDistributor {
+    type Result = usize;
+    fn handle(&mut self, _: UnsavedCandidates, _: &mut Context<Self>) -> usize {
+        self.candidates.values().filter(|c| !c.saved).count()
     }
 }

@@ -2,6 +2,7 @@
 //! every miner session builds its own jobs from.
 
 mod distributor;
+pub mod submissions;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -9,7 +10,9 @@ use std::time::Instant;
 use crate::chain::Template;
 use crate::stratum::protocol;
 
-pub use distributor::{DistributorConfig, JobDistributor, NewTemplate, SubmitBlock, Subscribe};
+pub use distributor::{
+    DistributorConfig, JobDistributor, NewTemplate, ResumeSubmissions, SubmitBlock, Subscribe, UnsavedCandidates,
+};
 
 /// A parsed template as served to miners: immutable except for its extra-nonce counter.
 #[derive(Debug)]

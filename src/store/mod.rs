@@ -8,6 +8,7 @@
 mod money;
 mod shares;
 mod stats;
+mod submissions;
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use redis::aio::ConnectionManager;
 pub use money::{BalanceRow, BatchDestination, Candidate, JournalEntry, MoneyAudit};
 pub use shares::{CandidateRecord, CandidateResult, ShareRecord};
 pub use stats::{BalanceSums, JournalRead, MinerRead, PoolRead, Scored, StringMap, WorkerRead};
+pub use submissions::{Submission, SubmissionStatus, RESOLVED_SUBMISSION_TTL_SECS};
 
 /// A Redis failure, with the operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -62,6 +62,8 @@ pub struct StratumContext {
     pub jobs: Recipient<SubmitBlock>,
     /// Connection caps.
     pub limits: ConnectionLimits,
+    /// Closed at shutdown: no new submit is taken once it is.
+    pub submits: SubmitGate,
     next_job_id: AtomicU64,
 }
 
@@ -86,6 +88,7 @@ impl StratumContext {
             current,
             ledger,
             jobs,
+            submits: SubmitGate::default(),
             // Random start so job ids differ across restarts (xmrig drops duplicate jobs).
             next_job_id: AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000),
         }
@@ -168,5 +171,74 @@ mod tests {
         limits.release(a);
         assert_eq!(limits.acquire(b), Ok(()));
         assert_eq!(limits.total(), 3);
+    }
+}
+
+/// Lets shutdown stop taking submits and wait for the ones in flight: a share answered OK
+/// has always reached the ledger before the ledger's final flush.
+#[derive(Default)]
+pub struct SubmitGate {
+    closed: std::sync::atomic::AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+impl SubmitGate {
+    /// Enters a submit (false once the gate is closed); a `true` must be paired with `leave`.
+    fn enter(&self) -> bool {
+        // Count first, then check: with `close` storing first and then reading the count, a
+        // submit either sees the gate closed or is counted before shutdown reads the count.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Takes no new submit from now on.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Submits entered and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// A submit being verified and booked; dropping it ends it.
+pub struct SubmitTicket(Arc<StratumContext>);
+
+impl SubmitTicket {
+    /// Enters a submit, or None once shutdown closed the gate.
+    pub fn enter(shared: &Arc<StratumContext>) -> Option<SubmitTicket> {
+        shared.submits.enter().then(|| SubmitTicket(shared.clone()))
+    }
+}
+
+impl Drop for SubmitTicket {
+    fn drop(&mut self) {
+        self.0.submits.leave();
+    }
+}
+
+#[cfg(test)]
+mod submit_gate_tests {
+    use super::SubmitGate;
+
+    #[test]
+    fn a_closed_gate_takes_no_submit_and_counts_the_ones_inside() {
+        let gate = SubmitGate::default();
+        assert!(gate.enter());
+        assert_eq!(gate.in_flight(), 1);
+        gate.close();
+        assert!(!gate.enter());
+        assert_eq!(gate.in_flight(), 1);
+        gate.leave();
+        assert_eq!(gate.in_flight(), 0);
     }
 }

@@ -203,6 +203,8 @@ pub mod msg {
     pub const NOT_READY: &str = "Pool is not ready: no block template from the daemon yet, retry shortly";
     /// The verifier failed (out of memory).
     pub const VERIFY_FAILED: &str = "Share could not be verified, retry";
+    /// A submit arriving while the pool shuts down (not booked; the miner reconnects).
+    pub const SHUTTING_DOWN: &str = "Pool is shutting down, reconnect shortly";
 }
 
 #[cfg(test)]

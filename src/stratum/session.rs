@@ -22,7 +22,7 @@ use super::protocol::{self, msg, JobFields, Parsed};
 use super::supervisor::{PortSupervisor, Register, SessionLoggedIn, Unregister};
 use super::trust::Trust;
 use super::vardiff::VarDiff;
-use super::{unix_ms, StratumContext, JOBS_KEPT, LOGIN_TIMEOUT, MAX_LINE, MAX_OUTBOX, TEMPLATE_WAIT};
+use super::{unix_ms, StratumContext, SubmitTicket, JOBS_KEPT, LOGIN_TIMEOUT, MAX_LINE, MAX_OUTBOX, TEMPLATE_WAIT};
 use crate::accounting::ledger::{CandidateShare, RecordShare};
 use crate::chain::difficulty::{hash_difficulty, target_hex4, target_hex8};
 use crate::chain::{Hash, HashingBlob};
@@ -448,12 +448,18 @@ impl MinerSession {
     }
 
     fn submit(&mut self, id: &RawValue, params: &RawValue, read_at: Instant, ctx: &mut Context<Self>) {
+        // Shutdown waits for every ticket: a share reaches the ledger before its final flush.
+        let Some(ticket) = SubmitTicket::enter(&self.shared) else {
+            self.reply_error(id, msg::SHUTTING_DOWN, ctx);
+            return;
+        };
         match self.check_share(id, params, read_at) {
             Ok(check) => {
                 let shared = self.shared.clone();
                 let session = ctx.address();
                 actix::spawn(async move {
                     let verdict = check.run(&shared).await;
+                    drop(ticket);
                     session.do_send(verdict);
                 });
             }
@@ -712,17 +718,27 @@ impl ShareCheck {
             }
         };
         if let Outcome::Accepted = outcome {
-            self.account(shared);
+            self.account(shared).await;
         }
         Verdict { reply_id: self.reply_id, read_at: self.read_at, outcome, block: self.block, trusted: self.trusted }
     }
 
-    fn account(&self, shared: &StratumContext) {
+    /// Books the share; a block is first handed to the distributor, which writes it to Redis
+    /// and submits it (only the first block per template height: a later one is an ordinary
+    /// share).
+    async fn account(&self, shared: &StratumContext) {
         crate::metrics::share_difficulty(self.solo, self.difficulty);
-        let candidate = self.block.then(|| {
+        let mut candidate = None;
+        if self.block {
             let t = &self.template.template;
             let hash = self.blob.block_id();
-            let blob_hex = hex::encode(t.block_blob(&self.extra_nonce, self.nonce));
+            let share = CandidateShare {
+                hash,
+                height: t.height,
+                network_difficulty: t.difficulty,
+                reward: self.template.pool_reward,
+                found_ms: unix_ms(),
+            };
             tracing::info!(
                 height = t.height,
                 hash = %hash,
@@ -731,15 +747,25 @@ impl ShareCheck {
                 solo = self.solo,
                 "Block candidate found; submitting"
             );
-            shared.jobs.do_send(SubmitBlock { blob_hex, hash, height: t.height });
-            Box::new(CandidateShare {
+            let submit = SubmitBlock {
+                blob_hex: hex::encode(t.block_blob(&self.extra_nonce, self.nonce)),
                 hash,
                 height: t.height,
-                network_difficulty: t.difficulty,
-                reward: self.template.pool_reward,
-                found_ms: unix_ms(),
-            })
-        });
+                prev_hash: t.block.header.prev_id,
+                candidate: share.record(
+                    &self.login,
+                    &self.worker,
+                    self.solo,
+                    self.difficulty,
+                    shared.config.pplns.window_factor,
+                ),
+            };
+            match shared.jobs.send(submit).await {
+                Ok(true) => candidate = Some(Box::new(share)),
+                Ok(false) => {}
+                Err(e) => tracing::error!(height = t.height, hash = %hash, "block candidate not submitted: the job distributor is gone ({e})"),
+            }
+        }
         shared.ledger.do_send(RecordShare::share(
             self.login.clone(),
             self.worker.clone(),

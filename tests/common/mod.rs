@@ -479,3 +479,22 @@ impl Stack {
         Stack { pool, devnet, redis, hasher: SharedHasher::new() }
     }
 }
+
+impl TestMiner {
+    /// Like [`TestMiner::call`], but None when the pool closes the connection or does not
+    /// answer within `timeout` (for tests that stop the pool under the miner).
+    pub async fn try_call(&mut self, method: &str, params: Value, timeout: Duration) -> Option<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = json!({"id": id, "jsonrpc": "2.0", "method": method, "params": params}).to_string();
+        self.writer.write_all(format!("{line}\n").as_bytes()).await.ok()?;
+        loop {
+            let v: Value = serde_json::from_str(&self.read_line(timeout).await?).ok()?;
+            if v["method"] == "job" {
+                self.pushed.push_back(Job::from_json(&v["params"]));
+                continue;
+            }
+            return (v["id"] == id).then_some(v);
+        }
+    }
+}
