@@ -29,7 +29,7 @@ fn ok(reply: &Value) -> bool {
 
 fn unlocker_patch() -> Value {
     json!({
-        "blockUnlocker": {"enabled": true, "interval": 1, "depth": 3, "leaseTtl": 2},
+        "blockUnlocker": {"enabled": true, "interval": 1, "depth": 10, "leaseTtl": 2},
         "logging": {"level": "info"}
     })
 }
