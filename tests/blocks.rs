@@ -280,3 +280,40 @@ async fn sigterm_books_every_ok_share_and_no_accepted_block_is_lost_to_sigterm_o
     let report = String::from_utf8_lossy(&audit.stdout);
     assert!(audit.status.success(), "audit: {report}{}", String::from_utf8_lossy(&audit.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_is_in_redis_before_the_daemon_sees_it_so_sigkill_never_loses_one() {
+    let redis = RedisServer::start();
+    let devnet = devnet(20).await;
+    let port = free_port();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blocks-stall-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("pool.json");
+    let mut json = pool_config_json(&redis, &devnet, &[(port, 20)], json!({"logging": {"level": "info"}}));
+    merge(&mut json, &json!({"api": {"enabled": false}}));
+    std::fs::write(&config, json.to_string()).unwrap();
+    let hasher = SharedHasher::new();
+    let start = devnet.block_count();
+
+    let mut child = spawn_pool(&config, &dir.join("run-0.log"), &["stratum"]);
+    wait_for_port(port).await;
+    let mut miner = TestMiner::connect(addr(port)).await;
+    miner.login(MINER_A, "rig").await;
+    // Redis stalls: nothing the pool writes now is stored. A block found now must not reach the
+    // daemon, or a SIGKILL leaves it on the chain and out of the books.
+    redis.pause();
+    let (reply, _, _) = miner.mine_and_submit(&hasher, 20, 0).await;
+    assert!(ok(&reply), "{reply}");
+    // Give the pool ample time to submit (old code: milliseconds), then kill it.
+    let _ = eventually(Duration::from_secs(5), || (devnet.block_count() > start).then_some(())).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    redis.resume();
+
+    let mut child = spawn_pool(&config, &dir.join("run-1.log"), &["stratum"]);
+    wait_for_port(port).await;
+    let mut con = redis.conn();
+    every_block_booked(&mut con, &devnet, start..devnet.block_count()).await;
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(child.wait().unwrap().success());
+}

@@ -498,3 +498,15 @@ impl TestMiner {
         }
     }
 }
+
+impl RedisServer {
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered.
+    pub fn pause(&self) {
+        let _ = Command::new("kill").arg("-STOP").arg(self.child.id().to_string()).status();
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        let _ = Command::new("kill").arg("-CONT").arg(self.child.id().to_string()).status();
+    }
+}
