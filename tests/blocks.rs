@@ -152,7 +152,12 @@ struct Submitted {
 }
 
 /// Mines and submits until the pool closes the connection or stops answering.
-async fn mine_until_closed(port: u16, address: &'static str, hasher: SharedHasher, oks: Arc<std::sync::atomic::AtomicU64>) -> Submitted {
+async fn mine_until_closed(
+    port: u16,
+    address: &'static str,
+    hasher: SharedHasher,
+    oks: Arc<std::sync::atomic::AtomicU64>,
+) -> Submitted {
     let mut miner = TestMiner::connect(addr(port)).await;
     miner.login(address, "rig").await;
     let mut seen = Submitted::default();
@@ -197,7 +202,11 @@ async fn wait_for_port(port: u16) {
 }
 
 /// Every block the chain holds in `heights` has its `blocks:info`.
-async fn every_block_booked(con: &mut redis::Connection, devnet: &DevnetHandle, heights: std::ops::Range<u64>) -> Vec<String> {
+async fn every_block_booked(
+    con: &mut redis::Connection,
+    devnet: &DevnetHandle,
+    heights: std::ops::Range<u64>,
+) -> Vec<String> {
     let daemon = DaemonClient::new("127.0.0.1", devnet.daemon_addr.port(), Duration::from_secs(5));
     let mut hashes = Vec::new();
     for height in heights {
@@ -276,7 +285,8 @@ async fn sigterm_books_every_ok_share_and_no_accepted_block_is_lost_to_sigterm_o
     assert_eq!(orphaned, 0, "no block of this run was orphaned");
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     assert!(child.wait().unwrap().success());
-    let audit = Command::new(env!("CARGO_BIN_EXE_pastella-pool")).args(["audit", "--config"]).arg(&config).output().unwrap();
+    let audit =
+        Command::new(env!("CARGO_BIN_EXE_pastella-pool")).args(["audit", "--config"]).arg(&config).output().unwrap();
     let report = String::from_utf8_lossy(&audit.stdout);
     assert!(audit.status.success(), "audit: {report}{}", String::from_utf8_lossy(&audit.stderr));
 }

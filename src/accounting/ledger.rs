@@ -38,7 +38,14 @@ pub struct CandidateShare {
 impl CandidateShare {
     /// The candidate as booked, for the share of `difficulty` by `login`/`worker`; the PPLNS
     /// window is `window_factor` x its network difficulty (at least 1).
-    pub fn record(&self, login: &str, worker: &str, solo: bool, difficulty: u64, window_factor: f64) -> CandidateRecord {
+    pub fn record(
+        &self,
+        login: &str,
+        worker: &str,
+        solo: bool,
+        difficulty: u64,
+        window_factor: f64,
+    ) -> CandidateRecord {
         let window = (window_factor * self.network_difficulty as f64).floor() as u64;
         CandidateRecord {
             login: login.to_string(),

@@ -255,7 +255,9 @@ impl JobDistributor {
                 if !saved {
                     match store.save_submission(&submission, unix_ms()).await {
                         Ok(_) => saved = true,
-                        Err(e) => tracing::error!(height, hash = %hash, "block candidate not written to Redis ({e}); submitting anyway, writing it again later"),
+                        Err(e) => {
+                            tracing::error!(height, hash = %hash, "block candidate not written to Redis ({e}); submitting anyway, writing it again later")
+                        }
                     }
                 }
                 let step = match resolved {
@@ -343,9 +345,15 @@ async fn attempt(daemon: &DaemonClient, submission: &Submission, hash: Hash, att
 
 fn log_outcome(height: u64, hash: &Hash, status: SubmissionStatus, detail: &str) {
     match status {
-        SubmissionStatus::Accepted => tracing::info!(height, hash = %hash, "Block candidate accepted by the daemon ({detail}); confirmation follows by header lookup"),
-        SubmissionStatus::Rejected => tracing::error!(height, hash = %hash, "Block candidate rejected by the daemon: {detail}"),
-        SubmissionStatus::Superseded => tracing::warn!(height, hash = %hash, "Block candidate not submitted any more: {detail}"),
+        SubmissionStatus::Accepted => {
+            tracing::info!(height, hash = %hash, "Block candidate accepted by the daemon ({detail}); confirmation follows by header lookup")
+        }
+        SubmissionStatus::Rejected => {
+            tracing::error!(height, hash = %hash, "Block candidate rejected by the daemon: {detail}")
+        }
+        SubmissionStatus::Superseded => {
+            tracing::warn!(height, hash = %hash, "Block candidate not submitted any more: {detail}")
+        }
     }
 }
 

@@ -763,7 +763,9 @@ impl ShareCheck {
             match shared.jobs.send(submit).await {
                 Ok(true) => candidate = Some(Box::new(share)),
                 Ok(false) => {}
-                Err(e) => tracing::error!(height = t.height, hash = %hash, "block candidate not submitted: the job distributor is gone ({e})"),
+                Err(e) => {
+                    tracing::error!(height = t.height, hash = %hash, "block candidate not submitted: the job distributor is gone ({e})")
+                }
             }
         }
         shared.ledger.do_send(RecordShare::share(
