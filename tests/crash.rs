@@ -226,11 +226,13 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
     assert_eq!(audit.status.code(), Some(1), "{report}");
     assert!(report.contains(&format!("PROBLEM: {MINER_B}: credited != balance + pending + paid + fees")), "{report}");
     let confirmed: u64 = con.hget("pastella:totals", "blocksConfirmed").unwrap();
+    let orphaned: u64 = con.hget::<_, _, Option<u64>>("pastella:totals", "blocksOrphaned").unwrap().unwrap_or(0);
     let paid_batches: u64 = con.zcard("pastella:payments:all").unwrap();
     eprintln!(
-        "crash test: {kills} SIGKILLs, {confirmed} blocks credited, {paid_batches} payments; logs in {}",
+        "crash test: {kills} stops (SIGKILL, every third SIGTERM), {confirmed} blocks credited, {orphaned} orphaned, {paid_batches} payments; logs in {}",
         logs.display()
     );
+    assert_eq!(orphaned, 0, "the devnet mines only between pool blocks: no pool block may be orphaned");
     assert!(confirmed >= 3, "the test did real work: {confirmed} blocks credited");
     assert!(paid_batches >= 2, "the test did real work: {paid_batches} payments");
     stratum.stop();
