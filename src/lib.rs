@@ -12,7 +12,8 @@
 //! - [`config`]: the typed `config.json` (seed and old-pool formats); every error names its JSON path.
 //! - [`node`]: HTTP clients for Pastellad (JSON-RPC) and the wallet API; the only code speaking HTTP to them.
 //! - [`store`]: Redis; the only code that knows key names, value formats and Lua scripts.
-//! - [`jobs`]: the job distributor (template polling, fan-out, block submission).
+//! - [`jobs`]: the job distributor (template polling, fan-out) and block submission (written to
+//!   Redis first, resubmitted until resolved, one block per template height).
 //! - [`stratum`]: port supervisors and miner sessions; protocol, login, vardiff, trust, bans.
 //! - [`accounting`]: the share ledger, the reward split, the leader lease, the block unlocker
 //!   and the payment processor.
