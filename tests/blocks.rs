@@ -251,12 +251,40 @@ async fn sigterm_books_every_ok_share_and_no_accepted_block_is_lost_to_sigterm_o
         })
         .await;
         assert!(busy.is_some(), "round {round}: the pool took shares and found a block");
+        // A burst of shares (difficulty 1, some of them blocks) still being verified when the
+        // signal arrives.
+        let mut burst = TestMiner::connect(addr(port)).await;
+        burst.login(&format!("{MINER_A}.1"), "burst").await;
+        let job = burst.job.clone().unwrap();
+        let h = hasher.clone();
+        let (seed, blob) = (job.seed, job.blob.clone());
+        let results = tokio::task::spawn_blocking(move || {
+            (0..8u32).map(|n| (n.to_le_bytes(), h.hash(seed, &blob, n.to_le_bytes()))).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        for (nonce, result) in &results {
+            let params =
+                json!({"id": burst.session, "job_id": job.id, "nonce": hex::encode(nonce), "result": result.to_hex()});
+            burst
+                .send_line(&json!({"id": 1, "jsonrpc": "2.0", "method": "submit", "params": params}).to_string())
+                .await;
+        }
         let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+        let mut burst_seen = Submitted { ok: 0, sent: results.len() as u64 * job.difficulty };
+        while let Some(line) = burst.read_line(Duration::from_secs(30)).await {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == 1 && ok(&v) {
+                burst_seen.ok += job.difficulty;
+            }
+        }
         let status = child.wait().unwrap();
         let mut seen = Vec::new();
         for miner in miners {
             seen.push(miner.await.unwrap());
         }
+        seen[0].ok += burst_seen.ok;
+        seen[0].sent += burst_seen.sent;
         let after = [booked(&mut con, MINER_A), booked(&mut con, MINER_B)];
         for (i, s) in seen.iter().enumerate() {
             let added = after[i] - before[i];
