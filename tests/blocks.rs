@@ -355,3 +355,55 @@ async fn a_block_is_in_redis_before_the_daemon_sees_it_so_sigkill_never_loses_on
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_still_pending_at_shutdown_is_submitted_by_the_next_run() {
+    let redis = RedisServer::start();
+    let devnet = devnet(20).await;
+    let port = free_port();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blocks-restart-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("pool.json");
+    let mut json = pool_config_json(&redis, &devnet, &[(port, 20)], json!({"logging": {"level": "info"}}));
+    merge(&mut json, &json!({"api": {"enabled": false}}));
+    std::fs::write(&config, json.to_string()).unwrap();
+    let hasher = SharedHasher::new();
+    let start = devnet.block_count();
+
+    let mut child = spawn_pool(&config, &dir.join("run-0.log"), &["stratum"]);
+    wait_for_port(port).await;
+    let mut miner = TestMiner::connect(addr(port)).await;
+    miner.login(MINER_A, "rig").await;
+    devnet.set_daemon_mode(DaemonMode::Refuse, None);
+    let (reply, _, _) = miner.mine_and_submit(&hasher, 20, 0).await;
+    assert!(ok(&reply), "{reply}");
+    let mut con = redis.conn();
+    let pending = eventually(Duration::from_secs(30), || {
+        let hashes: Vec<String> = con.zrange("pastella:blocks:submitting", 0, -1).ok()?;
+        hashes.into_iter().next()
+    })
+    .await
+    .expect("the candidate is written to Redis while the daemon refuses");
+    // The pool stops while the daemon is still away.
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(child.wait().unwrap().success());
+    let info: bool = con.exists(format!("pastella:blocks:info:{pending}")).unwrap();
+    assert!(info, "the candidate was booked before the exit");
+    devnet.set_daemon_mode(DaemonMode::Normal, None);
+    assert_eq!(devnet.block_count(), start);
+
+    let mut child = spawn_pool(&config, &dir.join("run-1.log"), &["stratum"]);
+    let landed = eventually(Duration::from_secs(60), || (devnet.block_count() > start).then_some(())).await;
+    assert!(landed.is_some(), "the next run submits the pending block");
+    let hashes = every_block_booked(&mut con, &devnet, start..devnet.block_count()).await;
+    assert_eq!(hashes, vec![pending.clone()]);
+    let status = eventually(Duration::from_secs(30), || {
+        con.hget::<_, _, Option<String>>(format!("pastella:blocks:submit:{pending}"), "status")
+            .unwrap()
+            .filter(|s| s == "accepted")
+    })
+    .await;
+    assert_eq!(status.as_deref(), Some("accepted"));
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(child.wait().unwrap().success());
+}
