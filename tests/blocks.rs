@@ -407,3 +407,38 @@ async fn a_block_still_pending_at_shutdown_is_submitted_by_the_next_run() {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_block_whose_height_another_block_took_is_not_submitted_any_more() {
+    let port = free_port();
+    let stack = Stack::start(20, &[(port, 20)], json!({}), &[Module::Stratum]).await;
+    let mut miner = TestMiner::connect(addr(port)).await;
+    miner.login(MINER_A, "rig").await;
+    let start = stack.devnet.block_count();
+    stack.devnet.set_daemon_mode(DaemonMode::Refuse, None);
+    let (reply, _, _) = miner.mine_and_submit(&stack.hasher, 20, 0).await;
+    assert!(ok(&reply), "{reply}");
+    let mut con = stack.redis.conn();
+    let pending = eventually(Duration::from_secs(30), || {
+        let hashes: Vec<String> = con.zrange("pastella:blocks:submitting", 0, -1).ok()?;
+        hashes.into_iter().next()
+    })
+    .await
+    .expect("the candidate is kept while the daemon refuses");
+    // Meanwhile the network found the block at that height, and the next one.
+    stack.devnet.mine(2);
+    stack.devnet.set_daemon_mode(DaemonMode::Normal, None);
+
+    let status = eventually(Duration::from_secs(60), || {
+        con.hget::<_, _, Option<String>>(format!("pastella:blocks:submit:{pending}"), "status")
+            .unwrap()
+            .filter(|s| s != "pending")
+    })
+    .await;
+    assert_eq!(status.as_deref(), Some("superseded"));
+    let state = stack.devnet.state();
+    assert_eq!(state.block_count, start + 2);
+    assert!(state.alt_blocks.is_empty(), "a block that could only be an orphan was not submitted");
+    let submitting: u64 = con.zcard("pastella:blocks:submitting").unwrap();
+    assert_eq!(submitting, 0);
+}
