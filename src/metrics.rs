@@ -412,3 +412,11 @@ pub fn payment_journal(open: u64, oldest_age: Duration) {
     gauge!(PAYMENT_BATCHES_OPEN).set(open as f64);
     gauge!(PAYMENT_BATCH_OLDEST_AGE_SECONDS).set(oldest_age.as_secs_f64());
 }
+
+/// `/set_miner_payout_level` requests refused, by reason.
+pub const PAYOUT_LEVEL_REFUSED_TOTAL: &str = "pastella_pool_payout_level_refused_total";
+
+/// A `/set_miner_payout_level` request refused (`rate_limited`, `ip_not_seen`).
+pub fn payout_level_refused(reason: &'static str) {
+    counter!(PAYOUT_LEVEL_REFUSED_TOTAL, "reason" => reason).increment(1);
+}

@@ -250,7 +250,7 @@ impl ShareLedger {
             }
             for (login, ip) in &ips {
                 // Best effort: only used to authorise payout-level changes.
-                let _ = store.record_login_ip(login, *ip).await;
+                let _ = store.record_login_ip(login, *ip, unix_ms() / 1000).await;
             }
             Ok::<usize, crate::store::StoreError>(recorded)
         };

@@ -132,14 +132,15 @@ impl Store {
         })
     }
 
-    /// Adds `ip` to the IPs seen for `login` (authorises payout-level changes, spec §10).
-    pub async fn record_login_ip(&self, login: &str, ip: IpAddr) -> Result<(), StoreError> {
-        let key = self.key(&format!("workers_ip:{login}"));
-        timed("record_login_ip", async {
-            let _: i64 = redis::cmd("SADD").arg(key).arg(ip_form(ip)).query_async(&mut self.conn()).await?;
-            Ok(())
-        })
-        .await
+    /// Adds `ip` to the IPs seen for `login` (the old `workers_ip:<login>` set, spec §10) and
+    /// records when (`workers_ip_seen:<login>`, unix s): payout-level changes are accepted only
+    /// from an IP seen recently.
+    pub async fn record_login_ip(&self, login: &str, ip: IpAddr, seen_s: u64) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SADD").arg(self.key(&format!("workers_ip:{login}"))).arg(ip_form(ip)).ignore();
+        pipe.cmd("HSET").arg(self.key(&format!("workers_ip_seen:{login}"))).arg(ip_form(ip)).arg(seen_s).ignore();
+        timed("record_login_ip", pipe.query_async::<()>(&mut self.conn())).await
     }
 
     /// Replaces the connection counts of `active_connections[:solo]` and `ports:<port>` with a

@@ -135,6 +135,9 @@ pub struct MinerSession {
     waiting_login: Option<Box<RawValue>>,
     last_active: Instant,
     agent: Option<Box<str>>,
+    /// When this session last told the ledger its miner mines from this IP (payout-level
+    /// changes need a recent record, so long sessions refresh it).
+    ip_recorded: Instant,
 }
 
 /// Where and how a session was accepted.
@@ -174,6 +177,7 @@ impl MinerSession {
                 waiting_login: None,
                 last_active: Instant::now(),
                 agent: None,
+                ip_recorded: Instant::now(),
             }
         })
     }
@@ -411,6 +415,7 @@ impl MinerSession {
             solo: miner.solo,
         });
         self.shared.ledger.do_send(RecordShare::login_seen(miner.login.clone(), self.ip));
+        self.ip_recorded = Instant::now();
         let _ = ctx;
         self.miner = Some(miner);
     }
@@ -626,6 +631,10 @@ impl MinerSession {
                 self.waiting_login = Some(id);
             }
         }
+        if let Some(miner) = self.miner.as_ref().filter(|_| self.ip_recorded.elapsed() >= IP_RECORD_REFRESH) {
+            self.shared.ledger.do_send(RecordShare::login_seen(miner.login.clone(), self.ip));
+            self.ip_recorded = Instant::now();
+        }
         let idle = self.last_active.elapsed();
         let vardiff = self.shared.vardiff;
         let retarget = match &mut self.miner {
@@ -648,6 +657,9 @@ impl MinerSession {
         }
     }
 }
+
+/// How often a long session renews its miner's IP record (well inside `api.payoutLevelIpAge`).
+const IP_RECORD_REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
 
 enum JobShape<'a> {
     Push,
