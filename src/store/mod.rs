@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 
 pub use money::{BalanceRow, BatchDestination, Candidate, JournalEntry, MoneyAudit};
-pub use shares::{CandidateRecord, CandidateResult, ShareRecord};
+pub use shares::{CandidateRecord, CandidateResult, PplnsNeed, ShareRecord, PPLNS_NEED_HEIGHTS};
 pub use stats::{BalanceSums, JournalRead, MinerRead, PoolRead, Scored, StringMap, WorkerRead};
 
 /// A Redis failure, with the operation that failed.
