@@ -316,7 +316,8 @@ pub struct ApiConfig {
     /// accepts, default 1000 x `payments.minPayment` (and never above `payments.maxPayment`).
     pub max_payout_level: u64,
     /// `payoutLevelIpAge` (s): `/set_miner_payout_level` is accepted only from an IP that
-    /// logged in to mine for the address within this time, default 86400.
+    /// logged in to mine for the address within this time, default 86400, at least 7200 (long
+    /// sessions renew the record hourly).
     pub payout_level_ip_age: Duration,
     /// `payoutLevelPerHour`: `/set_miner_payout_level` requests allowed per client IP per hour
     /// (refused ones count too), default 10.
@@ -1928,7 +1929,8 @@ fn build_api(raw: RawApi, payments: &PaymentsConfig, check: &mut Check) -> ApiCo
         payout_level_ip_age: Duration::from_secs(check.at_least(
             "api.payoutLevelIpAge",
             raw.payout_level_ip_age.unwrap_or(86_400),
-            60,
+            // Sessions renew their IP record hourly: a shorter age would lock out long sessions.
+            7200,
         )),
         payout_level_per_hour: check.at_least("api.payoutLevelPerHour", raw.payout_level_per_hour.unwrap_or(10), 1),
     }

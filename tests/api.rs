@@ -496,7 +496,7 @@ async fn set_miner_payout_level_checks_the_requesters_ip_bounds_the_level_and_is
     let port = free_port();
     let api_port = free_port();
     let patch = json!({
-        "api": {"port": api_port, "updateInterval": 1, "payoutLevelPerHour": 4, "payoutLevelIpAge": 3600},
+        "api": {"port": api_port, "updateInterval": 1, "payoutLevelPerHour": 4, "payoutLevelIpAge": 7200},
         "payments": {"minPayment": 100000, "maxPayment": null}
     });
     let stack = Stack::start(1_000_000_000, &[(port, 2)], patch, &[Module::Stratum, Module::Api]).await;
@@ -524,10 +524,10 @@ async fn set_miner_payout_level_checks_the_requesters_ip_bounds_the_level_and_is
     // The owner's IP, but claimed to be another one: refused.
     assert_eq!(set_level(&owner, MINER_A, "127.0.0.9", "0.5").await, not_seen);
 
-    // An IP the address mined from two hours ago (older than payoutLevelIpAge) and an IP only
+    // An IP the address mined from three hours ago (older than payoutLevelIpAge) and an IP only
     // in the old pool's workers_ip set (no time): both refused.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let _: () = con.hset(format!("pastella:workers_ip_seen:{MINER_A}"), "::ffff:127.0.0.3", now - 7200).unwrap();
+    let _: () = con.hset(format!("pastella:workers_ip_seen:{MINER_A}"), "::ffff:127.0.0.3", now - 10_800).unwrap();
     let _: () = con.sadd(format!("pastella:workers_ip:{MINER_A}"), "::ffff:127.0.0.4").unwrap();
     assert_eq!(set_level(&http_from("127.0.0.3", api), MINER_A, "127.0.0.3", "0.5").await, not_seen);
     assert_eq!(set_level(&http_from("127.0.0.4", api), MINER_A, "127.0.0.4", "0.5").await, not_seen);

@@ -471,6 +471,7 @@ fn payment_rules() {
     rejects(|v| v["payments"]["maxPayment"] = json!(10), "payments.maxPayment must be >= minPayment (100000)");
     rejects(|v| v["api"]["maxPayoutLevel"] = json!(10), "api.maxPayoutLevel must be >= payments.minPayment (100000)");
     rejects(|v| v["api"]["payoutLevelPerHour"] = json!(0), "api.payoutLevelPerHour must be >= 1, got 0");
+    rejects(|v| v["api"]["payoutLevelIpAge"] = json!(600), "api.payoutLevelIpAge must be >= 7200, got 600");
     rejects(
         |v| v["payments"]["maxTransactionAmount"] = json!(0),
         "payments.maxTransactionAmount must be >= minPayment (100000)",
