@@ -312,6 +312,16 @@ pub struct ApiConfig {
     pub password: String,
     /// `trustProxyIP`: take the client IP from `X-Forwarded-For`, default false.
     pub trust_proxy_ip: bool,
+    /// `maxPayoutLevel` (atomic units): the highest payout level `/set_miner_payout_level`
+    /// accepts, default 1000 x `payments.minPayment` (and never above `payments.maxPayment`).
+    pub max_payout_level: u64,
+    /// `payoutLevelIpAge` (s): `/set_miner_payout_level` is accepted only from an IP that
+    /// logged in to mine for the address within this time, default 86400, at least 7200 (long
+    /// sessions renew the record hourly).
+    pub payout_level_ip_age: Duration,
+    /// `payoutLevelPerHour`: `/set_miner_payout_level` requests allowed per client IP per hour
+    /// (refused ones count too), default 10.
+    pub payout_level_per_hour: u64,
 }
 
 /// `redis`: the store.
@@ -711,7 +721,7 @@ impl Config {
         let a = &c.api;
         writeln!(
             out,
-            "api:           {}, {}:{}, hashrate window {} s, update every {} s, {} blocks, {} payments, password {}, trust proxy IP {}",
+            "api:           {}, {}:{}, hashrate window {} s, update every {} s, {} blocks, {} payments, password {}, trust proxy IP {}, payout level <= {}, from IPs seen within {} s, {} changes/h per IP",
             on_off(a.enabled),
             a.bind_ip,
             a.port,
@@ -720,7 +730,10 @@ impl Config {
             a.blocks,
             a.payments,
             mask(&a.password),
-            on_off(a.trust_proxy_ip)
+            on_off(a.trust_proxy_ip),
+            pas(a.max_payout_level),
+            a.payout_level_ip_age.as_secs(),
+            a.payout_level_per_hour
         )?;
         writeln!(
             out,
@@ -1071,6 +1084,9 @@ struct RawApi {
     password: Option<String>,
     #[serde(rename = "trustProxyIP", alias = "trustProxyIp")]
     trust_proxy_ip: Option<bool>,
+    max_payout_level: Option<u64>,
+    payout_level_ip_age: Option<u64>,
+    payout_level_per_hour: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1528,7 +1544,7 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
     if !(window_factor > 0.0 && window_factor <= 100.0) {
         check.fail("pplns.windowFactor", format!("must be > 0 and <= 100, got {window_factor}"));
     }
-    let api = build_api(raw.api.unwrap_or_default(), check);
+    let api = build_api(raw.api.unwrap_or_default(), &payments, check);
     let redis = build_redis(raw.redis.unwrap_or_default(), check, warnings);
     let metrics = build_metrics(raw.metrics.unwrap_or_default(), check);
     check_listeners(&pool_server, &ports, &api, &metrics, check);
@@ -1889,7 +1905,12 @@ fn build_block_unlocker(raw: RawBlockUnlocker, check: &mut Check) -> BlockUnlock
     }
 }
 
-fn build_api(raw: RawApi, check: &mut Check) -> ApiConfig {
+fn build_api(raw: RawApi, payments: &PaymentsConfig, check: &mut Check) -> ApiConfig {
+    let min = payments.min_payment;
+    let max_payout_level = raw.max_payout_level.unwrap_or(min.saturating_mul(1000));
+    if max_payout_level < min {
+        check.fail("api.maxPayoutLevel", format!("must be >= payments.minPayment ({min}), got {max_payout_level}"));
+    }
     ApiConfig {
         enabled: raw.enabled.unwrap_or(true),
         bind_ip: check.ip("api.bindIp", raw.bind_ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -1904,6 +1925,14 @@ fn build_api(raw: RawApi, check: &mut Check) -> ApiConfig {
         payments: check.usize("api.payments", raw.payments.unwrap_or(30)),
         password: raw.password.unwrap_or_default(),
         trust_proxy_ip: raw.trust_proxy_ip.unwrap_or(false),
+        max_payout_level,
+        payout_level_ip_age: Duration::from_secs(check.at_least(
+            "api.payoutLevelIpAge",
+            raw.payout_level_ip_age.unwrap_or(86_400),
+            // Sessions renew their IP record hourly: a shorter age would lock out long sessions.
+            7200,
+        )),
+        payout_level_per_hour: check.at_least("api.payoutLevelPerHour", raw.payout_level_per_hour.unwrap_or(10), 1),
     }
 }
 

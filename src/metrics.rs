@@ -422,3 +422,11 @@ pub const BLOCK_CANDIDATES_TOTAL: &str = "pastella_pool_block_candidates_total";
 pub fn block_candidate(outcome: &'static str) {
     counter!(BLOCK_CANDIDATES_TOTAL, "outcome" => outcome).increment(1);
 }
+
+/// `/set_miner_payout_level` requests refused, by reason.
+pub const PAYOUT_LEVEL_REFUSED_TOTAL: &str = "pastella_pool_payout_level_refused_total";
+
+/// A `/set_miner_payout_level` request refused (`rate_limited`, `ip_not_seen`).
+pub fn payout_level_refused(reason: &'static str) {
+    counter!(PAYOUT_LEVEL_REFUSED_TOTAL, "reason" => reason).increment(1);
+}

@@ -469,3 +469,144 @@ async fn http_rules_cors_admin_auth_and_health() {
     devnet.set_daemon_mode(DaemonMode::Normal, None);
     pool.stop();
 }
+
+/// An HTTP client whose requests come from `source` (any 127.0.0.0/8 address on Linux).
+fn http_from(source: &str, api: SocketAddr) -> Http {
+    Http {
+        base: format!("http://{api}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .local_address(Some(source.parse().unwrap()))
+            .build()
+            .unwrap(),
+    }
+}
+
+async fn set_level(http: &Http, address: &str, ip: &str, level: &str) -> String {
+    let answer = http.get(&format!("/set_miner_payout_level?address={address}&ip={ip}&level={level}")).await;
+    answer.json()["status"].as_str().unwrap().to_string()
+}
+
+/// `/set_miner_payout_level` believes no claimed IP: the request must come from an IP that
+/// logged in to mine for the address within `api.payoutLevelIpAge`; the level is bounded by
+/// `api.maxPayoutLevel` (default 1000 x minPayment) even with `maxPayment: null`; and each
+/// client IP gets `api.payoutLevelPerHour` requests an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_miner_payout_level_checks_the_requesters_ip_bounds_the_level_and_is_rate_limited() {
+    let port = free_port();
+    let api_port = free_port();
+    let patch = json!({
+        "api": {"port": api_port, "updateInterval": 1, "payoutLevelPerHour": 4, "payoutLevelIpAge": 7200},
+        "payments": {"minPayment": 100000, "maxPayment": null}
+    });
+    let stack = Stack::start(1_000_000_000, &[(port, 2)], patch, &[Module::Stratum, Module::Api]).await;
+    let api = addr(api_port);
+    let mut miner = TestMiner::connect_from("127.0.0.2".parse().unwrap(), addr(port)).await;
+    miner.login(MINER_A, "rig").await;
+    let mut con = stack.redis.conn();
+    let seen = eventually(Duration::from_secs(30), || {
+        con.hget::<_, _, Option<u64>>(format!("pastella:workers_ip_seen:{MINER_A}"), "::ffff:127.0.0.2").ok().flatten()
+    })
+    .await;
+    assert!(seen.is_some(), "the login's IP is recorded with its time");
+    let not_seen = "We haven't seen that IP for that wallet address in our record";
+
+    // Someone else claims the miner's IP: refused.
+    let stranger = http_from("127.0.0.1", api);
+    assert_eq!(set_level(&stranger, MINER_A, "127.0.0.2", "0.5").await, not_seen);
+    // From the miner's own IP: accepted, within the bound.
+    let owner = http_from("127.0.0.2", api);
+    assert_eq!(set_level(&owner, MINER_A, "127.0.0.2", "0.5").await, "done");
+    let level: u64 = con.hget(format!("pastella:balances:{MINER_A}"), "minPayoutLevel").unwrap();
+    assert_eq!(level, 50_000_000);
+    // maxPayment is null, yet the level is bounded: 1000 x 0.001 PAS = 1 PAS.
+    assert_eq!(set_level(&owner, MINER_A, "127.0.0.2", "2").await, "The maximum payout level is 1");
+    // The owner's IP, but claimed to be another one: refused.
+    assert_eq!(set_level(&owner, MINER_A, "127.0.0.9", "0.5").await, not_seen);
+
+    // An IP the address mined from three hours ago (older than payoutLevelIpAge) and an IP only
+    // in the old pool's workers_ip set (no time): both refused.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let _: () = con.hset(format!("pastella:workers_ip_seen:{MINER_A}"), "::ffff:127.0.0.3", now - 10_800).unwrap();
+    let _: () = con.sadd(format!("pastella:workers_ip:{MINER_A}"), "::ffff:127.0.0.4").unwrap();
+    assert_eq!(set_level(&http_from("127.0.0.3", api), MINER_A, "127.0.0.3", "0.5").await, not_seen);
+    assert_eq!(set_level(&http_from("127.0.0.4", api), MINER_A, "127.0.0.4", "0.5").await, not_seen);
+
+    // Rate limit: the owner's IP made 3 requests; the 4th passes, the 5th does not.
+    assert_eq!(set_level(&owner, MINER_A, "127.0.0.2", "0.25").await, "done");
+    assert_eq!(
+        set_level(&owner, MINER_A, "127.0.0.2", "0.3").await,
+        "Too many payout level changes from your IP, try again later"
+    );
+    let level: u64 = con.hget(format!("pastella:balances:{MINER_A}"), "minPayoutLevel").unwrap();
+    assert_eq!(level, 25_000_000, "the refused change was not applied");
+    // Another IP is not affected by the owner's limit.
+    assert_eq!(set_level(&stranger, MINER_A, "127.0.0.1", "0.5").await, not_seen);
+    drop(stack);
+}
+
+/// An orphaned block shows the reward that was at stake (from `blocks:info`), and worker
+/// hashrate averages are whole H/s like every other hashrate of the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_blocks_show_their_reward_and_hashrate_averages_are_whole_numbers() {
+    let api_port = free_port();
+    let patch = json!({"api": {"port": api_port, "updateInterval": 1}});
+    let stack = Stack::start(12, &[(free_port(), 2)], patch, &[Module::Api]).await;
+    let http = Http::new(addr(api_port));
+    let mut con = stack.redis.conn();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let hash = "ab".repeat(32);
+    // What the unlocker leaves for an orphan: a 9-field matured member and its blocks:info.
+    let _: () = con.zadd("pastella:blocks:matured", format!("prop:{MINER_A}:{hash}:{now}:12:30:30:10:1"), 5).unwrap();
+    let _: () = con
+        .hset_multiple(
+            format!("pastella:blocks:info:{hash}"),
+            &[("reward", "400000000"), ("status", "orphaned"), ("height", "5")],
+        )
+        .unwrap();
+    // A worker whose chart points average 31.67 H/s.
+    let chart = format!("[[{},31,1],[{},31,1],[{},33,1]]", now - 300, now - 200, now - 100);
+    let _: () = con.set(format!("pastella:charts:worker_hashrate:{MINER_A}~rig"), &chart).unwrap();
+    let _: () = con.set(format!("pastella:charts:hashrate:{MINER_A}"), &chart).unwrap();
+    let _: () = con.zadd(format!("pastella:stats:workers:{MINER_A}"), "rig", now - 100).unwrap();
+    let _: () = con
+        .hset_multiple(
+            format!("pastella:unique_workers:{MINER_A}~rig"),
+            &[("hashes", "1000"), ("lastShare", &(now - 100).to_string()), ("rewardType", "prop")],
+        )
+        .unwrap();
+    let _: () = con
+        .hset_multiple(
+            format!("pastella:workers:{MINER_A}"),
+            &[("hashes", "1000".to_string()), ("lastShare", (now - 100).to_string())],
+        )
+        .unwrap();
+
+    let page = http.json("/get_blocks").await;
+    assert_shape(&page, &paged(api_block(), "blocks"), "/get_blocks");
+    assert_eq!(page["blocks"][0]["status"], "orphaned");
+    assert_eq!(page["blocks"][0]["reward"], 400_000_000, "what was at stake");
+    let stats = eventually_json(&http, "/stats", |s| Some(!s["pool"]["blocks"].as_array()?.is_empty())).await;
+    assert_eq!(stats["pool"]["blocks"][0]["status"], "orphaned");
+    assert_eq!(stats["pool"]["blocks"][0]["reward"], 400_000_000);
+
+    let workers = http.json(&format!("/workers?address={MINER_A}")).await;
+    assert_shape(&workers, &json!({"address": "str", "workers": [worker()]}), "/workers");
+    assert_eq!(workers["workers"][0]["hashrate_1h"], 32, "31.67 H/s shown as 32, not a float");
+    let miner = http.json(&format!("/stats_address?address={MINER_A}")).await;
+    assert_shape(&miner, &stats_address(), "/stats_address");
+    assert_eq!(miner["stats"]["hashrate_24h"], 32);
+    drop(stack);
+}
+
+/// Polls `path` until `ready` holds (the collector publishes every `api.updateInterval`).
+async fn eventually_json(http: &Http, path: &str, ready: impl Fn(&Value) -> Option<bool>) -> Value {
+    for _ in 0..100 {
+        let v = http.json(path).await;
+        if ready(&v) == Some(true) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("{path} never became ready");
+}

@@ -226,6 +226,9 @@ fn old_pool_config_maps_and_warns() {
     assert_eq!(config.block_unlocker.solo_fee_bps, Some(150));
     assert!(config.api.trust_proxy_ip);
     assert_eq!(config.api.update_interval, Duration::from_secs(2));
+    assert_eq!(config.api.max_payout_level, 1000 * 500_000, "default: 1000 x minPayment");
+    assert_eq!(config.api.payout_level_ip_age, Duration::from_secs(86_400));
+    assert_eq!(config.api.payout_level_per_hour, 10);
     assert_eq!(config.wallet_api.timeout, Duration::from_millis(20_000));
     assert_eq!(config.redis.password.as_deref(), Some("redis-secret"));
     assert_eq!(config.redis.db, 3);
@@ -466,6 +469,9 @@ fn payment_rules() {
     rejects(|v| v["payments"]["minPayment"] = json!(0), "payments.minPayment must be >= 1, got 0");
     rejects(|v| v["payments"]["minPayment"] = json!(1000), "payments.minPayment must be > transferFee (1000)");
     rejects(|v| v["payments"]["maxPayment"] = json!(10), "payments.maxPayment must be >= minPayment (100000)");
+    rejects(|v| v["api"]["maxPayoutLevel"] = json!(10), "api.maxPayoutLevel must be >= payments.minPayment (100000)");
+    rejects(|v| v["api"]["payoutLevelPerHour"] = json!(0), "api.payoutLevelPerHour must be >= 1, got 0");
+    rejects(|v| v["api"]["payoutLevelIpAge"] = json!(600), "api.payoutLevelIpAge must be >= 7200, got 600");
     rejects(
         |v| v["payments"]["maxTransactionAmount"] = json!(0),
         "payments.maxTransactionAmount must be >= minPayment (100000)",

@@ -17,7 +17,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::chain::Hash;
 use crate::jobs::JobTemplate;
-use crate::store::{CandidateRecord, CandidateResult, ShareRecord, Store};
+use crate::store::{CandidateRecord, CandidateResult, PplnsNeed, ShareRecord, Store};
 use crate::stratum::unix_ms;
 
 /// A block found by a share (attached to that share's record).
@@ -217,11 +217,17 @@ impl ShareLedger {
         self.tail.shares.len() + self.queue.iter().map(|b| b.shares.len()).sum::<usize>()
     }
 
-    /// Difficulty units the PPLNS list keeps: twice the window at the current difficulty, so a
-    /// difficulty rise before the next block still finds a full window.
-    fn pplns_keep(&self) -> u64 {
-        let difficulty = self.current.load().as_ref().map(|t| t.template.difficulty).unwrap_or(0);
-        (self.config.window_factor * difficulty as f64 * 2.0).ceil() as u64
+    /// What this node's template may need of the PPLNS list: twice its window, so a
+    /// difficulty rise before the next block still finds a full window. Redis keeps the
+    /// largest need of recent heights over every node (`store::PPLNS_NEED_HEIGHTS`).
+    fn pplns_need(&self) -> PplnsNeed {
+        match self.current.load().as_ref() {
+            Some(t) => PplnsNeed {
+                height: t.template.height,
+                units: (self.config.window_factor * t.template.difficulty as f64 * 2.0).ceil() as u64,
+            },
+            None => PplnsNeed::default(),
+        }
     }
 
     fn write_next(&mut self, ctx: &mut Context<Self>) {
@@ -254,11 +260,11 @@ impl ShareLedger {
         let candidates = batch.candidates.clone();
         let ips: Vec<(String, IpAddr)> = batch.ips.iter().map(|(login, ip)| (login.to_string(), *ip)).collect();
         let instance = self.config.instance.clone();
-        let keep = self.pplns_keep();
+        let need = self.pplns_need();
         let pending = self.pending_records();
         let fut = async move {
             if !flushed && !records.is_empty() {
-                store.flush_shares(&id, &instance, unix_ms(), keep, &records).await?;
+                store.flush_shares(&id, &instance, unix_ms(), need, &records).await?;
                 crate::metrics::ledger_flush(records.len(), pending.saturating_sub(records.len()));
             }
             let mut recorded = 0;
@@ -277,7 +283,7 @@ impl ShareLedger {
             }
             for (login, ip) in &ips {
                 // Best effort: only used to authorise payout-level changes.
-                let _ = store.record_login_ip(login, *ip).await;
+                let _ = store.record_login_ip(login, *ip, unix_ms() / 1000).await;
             }
             Ok::<usize, crate::store::StoreError>(recorded)
         };

@@ -405,12 +405,7 @@ impl Run {
 
         // Blocks: candidates (pending, reward from blocks:info) and matured.
         let mut candidates = shapes::parse_blocks(&read.candidates, false);
-        let hashes: Vec<String> = candidates.iter().map(|b| b.hash.clone()).collect();
-        if let Ok(rewards) = self.store().block_info_field(&hashes, "reward").await {
-            for (b, r) in candidates.iter_mut().zip(rewards) {
-                b.reward = r.and_then(|r| r.parse().ok()).unwrap_or(0);
-            }
-        }
+        let _ = fill_rewards(self.store(), &mut candidates).await;
         if carry.matured_count != Some(read.matured_count) {
             carry.matured = shapes::parse_blocks(&self.store().matured_all().await?, true);
             let mut totals = BlockTotals::default();
@@ -420,7 +415,8 @@ impl Run {
         }
         let mut totals = carry.matured_totals.clone();
         totals.add(&candidates);
-        let recent = shapes::parse_blocks(&read.matured_recent, true);
+        let mut recent = shapes::parse_blocks(&read.matured_recent, true);
+        let _ = fill_rewards(self.store(), &mut recent).await;
         let mut blocks: Vec<&BlockRecord> = candidates.iter().chain(recent.iter()).collect();
         blocks.sort_by_key(|b| std::cmp::Reverse(b.height));
 
@@ -674,6 +670,18 @@ impl Run {
             crate::metrics::collector_error("status");
         }
     }
+}
+
+/// Fills in what was at stake for blocks whose zset member carries no reward (pending and
+/// orphaned ones) from their `blocks:info`; confirmed blocks keep the credited reward.
+pub(crate) async fn fill_rewards(store: &Store, blocks: &mut [BlockRecord]) -> Result<(), StoreError> {
+    let mut missing: Vec<&mut BlockRecord> =
+        blocks.iter_mut().filter(|b| b.status != shapes::BlockStatus::Confirmed).collect();
+    let hashes: Vec<String> = missing.iter().map(|b| b.hash.clone()).collect();
+    for (b, r) in missing.iter_mut().zip(store.block_info_field(&hashes, "reward").await?) {
+        b.reward = r.and_then(|r| r.parse().ok()).unwrap_or(0);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

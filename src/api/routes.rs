@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use super::collector::{unix_now, CheckHealth};
+use super::collector::{fill_rewards, unix_now, CheckHealth};
 use super::shapes::{self, num, BlockRecord, BlockStatus};
 use super::{admin, ApiState, MAX_LONGPOLLS};
 use crate::store::StoreError;
@@ -147,9 +147,9 @@ async fn worker_list(state: &ApiState, address: &str, index: &[(String, u64)]) -
                 "lastShare": last_share,
                 "hashes": parse_u64(d.stats.get("hashes")),
                 "type": d.stats.get("rewardType").map_or("prop", String::as_str),
-                "hashrate_1h": num(avg[0]),
-                "hashrate_6h": num(avg[1]),
-                "hashrate_24h": num(avg[2]),
+                "hashrate_1h": avg[0],
+                "hashrate_6h": avg[1],
+                "hashrate_24h": avg[2],
             })
         })
         .collect())
@@ -182,9 +182,9 @@ async fn miner_object(state: &ApiState, address: &str) -> Result<Option<Value>, 
     stats.insert("roundSharePercent".into(), num(percent));
     let chart = shapes::parse_series(read.chart.as_deref());
     let avg = shapes::averages(&chart, now);
-    stats.insert("hashrate_1h".into(), num(avg[0]));
-    stats.insert("hashrate_6h".into(), num(avg[1]));
-    stats.insert("hashrate_24h".into(), num(avg[2]));
+    stats.insert("hashrate_1h".into(), avg[0].into());
+    stats.insert("hashrate_6h".into(), avg[1].into());
+    stats.insert("hashrate_24h".into(), avg[2].into());
 
     let payments: Vec<Value> = read.payments.iter().map(|(m, t)| shapes::payment_json(m, *t, false)).collect();
     let mut payment_points: Vec<Value> =
@@ -307,12 +307,7 @@ async fn blocks_page(state: &ApiState, offset: u64, limit: u64) -> Result<(u64, 
     let mut blocks = Vec::new();
     if offset < candidates {
         let rows = state.store.blocks_range(false, offset, end.min(candidates) - 1).await?;
-        let mut parsed = shapes::parse_blocks(&rows, false);
-        let hashes: Vec<String> = parsed.iter().map(|b| b.hash.clone()).collect();
-        for (b, r) in parsed.iter_mut().zip(state.store.block_info_field(&hashes, "reward").await?) {
-            b.reward = r.and_then(|r| r.parse().ok()).unwrap_or(0);
-        }
-        blocks.extend(parsed);
+        blocks.extend(shapes::parse_blocks(&rows, false));
     }
     if end > candidates {
         let start = offset.saturating_sub(candidates);
@@ -321,6 +316,7 @@ async fn blocks_page(state: &ApiState, offset: u64, limit: u64) -> Result<(u64, 
             blocks.extend(shapes::parse_blocks(&state.store.blocks_range(true, start, stop).await?, true));
         }
     }
+    fill_rewards(&state.store, &mut blocks).await?;
     blocks.sort_by_key(|b| std::cmp::Reverse(b.height));
     Ok((candidates + matured, blocks))
 }
@@ -425,11 +421,13 @@ async fn top_miners(state: web::Data<ApiState>, req: HttpRequest) -> HttpRespons
     json_text(body)
 }
 
+/// `[minPayment, min(maxPayment, api.maxPayoutLevel)]` in PAS.
 fn level_bounds(state: &ApiState) -> (f64, Option<f64>) {
     let units = state.config.coin_units as f64;
-    let min = (state.config.payments.min_payment as f64 / units).max(0.0);
-    let max = state.config.payments.max_payment.map(|m| m as f64 / units);
-    (min, max)
+    let payments = &state.config.payments;
+    let min = (payments.min_payment as f64 / units).max(0.0);
+    let max = payments.max_payment.unwrap_or(u64::MAX).min(state.config.api.max_payout_level);
+    (min, Some(max as f64 / units))
 }
 
 async fn get_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
@@ -455,11 +453,29 @@ async fn get_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
     newline_json(&json!({"status": "done", "level": num(level)}))
 }
 
+/// Sets a miner's payout level. Only from an IP that mined for the address recently: the
+/// request's own client IP (`ip` is still required by the old frontend, and must be that IP),
+/// at most `api.payoutLevelPerHour` requests per client IP per hour.
 async fn set_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     let params = Params::of(&req);
     let (Some(address), Some(ip), Some(level)) = (params.get("address"), params.get("ip"), params.get("level")) else {
         return newline_json(&json!({"status": "Parameters are incomplete"}));
     };
+    let api = &state.config.api;
+    let Some(client) = admin::client_ip(&req, api.trust_proxy_ip) else {
+        return newline_json(&json!({"status": "We haven't seen that IP for that wallet address in our record"}));
+    };
+    match state.store.count_payout_level_request(&client.to_string()).await {
+        Ok(n) if n <= api.payout_level_per_hour => {}
+        Ok(_) => {
+            crate::metrics::payout_level_refused("rate_limited");
+            return newline_json(&json!({"status": "Too many payout level changes from your IP, try again later"}));
+        }
+        Err(e) => {
+            tracing::warn!("API: {e}");
+            return newline_json(&json!({"status": "An error occurred when updating the value in our database"}));
+        }
+    }
     if ip.contains('*') || address.contains('*') {
         return newline_json(&json!({"status": "Remove the wildcard from your miner address"}));
     }
@@ -473,9 +489,15 @@ async fn set_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
     if let Some(max) = max.filter(|m| level > *m) {
         return newline_json(&json!({"status": format!("The maximum payout level is {}", num(max))}));
     }
-    match state.store.login_ip_seen(address, ip).await {
-        Ok(true) => {}
-        _ => return newline_json(&json!({"status": "We haven't seen that IP for that wallet address in our record"})),
+    // The claimed IP must be the requester's own, and one it mined from recently.
+    let claimed_is_client = ip.parse::<std::net::IpAddr>().is_ok_and(|claimed| same_ip(claimed, client));
+    let since = unix_now().saturating_sub(api.payout_level_ip_age.as_secs());
+    match state.store.login_ip_seen_since(address, &client.to_string(), since).await {
+        Ok(true) if claimed_is_client => {}
+        _ => {
+            crate::metrics::payout_level_refused("ip_not_seen");
+            return newline_json(&json!({"status": "We haven't seen that IP for that wallet address in our record"}));
+        }
     }
     let atomic = (level * state.config.coin_units as f64).round() as u64;
     if let Err(e) = state.store.set_payout_level(address, atomic).await {
@@ -484,6 +506,11 @@ async fn set_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
     }
     tracing::info!(miner = address, level = atomic, "minimum payout level updated");
     newline_json(&json!({"status": "done"}))
+}
+
+/// Equal IPs, an IPv4 address and its IPv4-mapped IPv6 form counting as one.
+fn same_ip(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
 }
 
 async fn block_explorers(state: web::Data<ApiState>) -> HttpResponse {

@@ -444,8 +444,9 @@ pub fn add_sample(series: &mut Series, now: u64, value: f64, step: u64, max_peri
     series.retain(|p| now.saturating_sub(p.0) <= max_period);
 }
 
-/// Mean of the points within the last 1, 6 and 24 hours (`hashrate_1h/6h/24h`).
-pub fn averages(series: &Series, now: u64) -> [f64; 3] {
+/// Mean of the points within the last 1, 6 and 24 hours (`hashrate_1h/6h/24h`), rounded to
+/// whole H/s like every other hashrate of the API (the old API's `avgRound` convention).
+pub fn averages(series: &Series, now: u64) -> [u64; 3] {
     let mut sums = [0.0; 3];
     let mut counts = [0u64; 3];
     for (t, v, _) in series {
@@ -457,7 +458,7 @@ pub fn averages(series: &Series, now: u64) -> [f64; 3] {
             }
         }
     }
-    [0, 1, 2].map(|i| sums[i] / counts[i].max(1) as f64)
+    [0, 1, 2].map(|i| (sums[i] / counts[i].max(1) as f64).round().max(0.0) as u64)
 }
 
 /// `address → score` from a `blocks:participants` entry (`addr:score,addr:score`).
@@ -591,7 +592,9 @@ mod tests {
         assert_eq!(parse_series(Some(&text)), s);
         assert_eq!(parse_series(Some("nonsense")), Series::new());
         let avg = averages(&vec![(0, 10.0, 1), (7200, 20.0, 1), (10_000, 30.0, 1)], 10_000);
-        assert_eq!(avg, [25.0, 20.0, 20.0]);
+        assert_eq!(avg, [25, 20, 20]);
+        let avg = averages(&vec![(0, 31.0, 1), (1, 31.0, 1), (2, 33.0, 1)], 2);
+        assert_eq!(avg, [32, 32, 32], "whole H/s, rounded (31.67 -> 32)");
     }
 
     #[test]

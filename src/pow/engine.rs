@@ -72,6 +72,9 @@ pub enum PowError {
     /// The engine was dropped before answering.
     #[error("the verifier pool stopped")]
     Stopped,
+    /// A fault injected with [`PowEngine::fail_next`] (tests of the verifier-error path).
+    #[error("verification failed (injected fault)")]
+    Injected,
 }
 
 /// State of one seed, as reported by [`PowEngine::status`].
@@ -174,6 +177,8 @@ struct Shared {
     queued: AtomicUsize,
     /// Seeds waiting for a background build, in order.
     builds: crossbeam::channel::Sender<Arc<SeedState>>,
+    /// Requests still to fail with [`PowError::Injected`] (fault injection, normally 0).
+    injected_failures: AtomicUsize,
 }
 
 /// Current, next and previous seed.
@@ -212,6 +217,7 @@ impl PowEngine {
             normal: SegQueue::new(),
             queued: AtomicUsize::new(0),
             builds,
+            injected_failures: AtomicUsize::new(0),
         });
         let builder = Arc::downgrade(&shared);
         std::thread::Builder::new()
@@ -285,6 +291,13 @@ impl PowEngine {
         async move { answer.await.unwrap_or(Err(PowError::Stopped)) }
     }
 
+    /// Fault injection: the next `n` requests fail with [`PowError::Injected`] instead of being
+    /// hashed, the way an allocation failure would fail them. Lets tests drive the pool's
+    /// verifier-error path; never called by the pool itself.
+    pub fn fail_next(&self, n: usize) {
+        self.shared.injected_failures.store(n, Ordering::Release);
+    }
+
     /// Requests waiting for a verifier thread.
     pub fn queue_depth(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
@@ -326,6 +339,12 @@ impl Shared {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         let waited = task.enqueued.elapsed();
         if task.reply.is_closed() {
+            return;
+        }
+        let injected =
+            self.injected_failures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        if injected {
+            let _ = task.reply.send(Err(PowError::Injected));
             return;
         }
         let started = Instant::now();

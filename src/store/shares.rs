@@ -69,20 +69,36 @@ fn candidate_script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(include_str!("lua/record_candidate.lua")))
 }
 
+/// What a node's current template may need of the PPLNS list (reported with each flush).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PplnsNeed {
+    /// The template's height.
+    pub height: u64,
+    /// Difficulty units to keep for it (twice its window, so a rise before the next block
+    /// still finds a full window); 0 when the node has no template yet.
+    pub units: u64,
+}
+
+/// How many heights a reported [`PplnsNeed`] counts: the list keeps the largest need of the
+/// last this many heights (about 6 h at the 30 s target), so a difficulty drop then rise, or
+/// a node whose daemon lags, never trims what a window at the recent high needs.
+pub const PPLNS_NEED_HEIGHTS: u64 = 720;
+
 /// Worker statistics expire after this long without shares (money never expires).
 pub const WORKER_STATS_TTL_SECS: u64 = 15 * 86_400;
 
 impl Store {
     /// Writes one flush of share records, at most once per `flush_id` (a retry after a lost
-    /// reply is a no-op). `pplns_keep` bounds the PPLNS list: records are trimmed from the
-    /// oldest end while the rest still covers that many difficulty units. Returns false if
-    /// the flush had already been written.
+    /// reply is a no-op). `need` is what this node's template may need of the PPLNS list; the
+    /// list is trimmed from the oldest end while the rest still covers the largest need any
+    /// node reported within [`PPLNS_NEED_HEIGHTS`] heights. Returns false if the flush had
+    /// already been written.
     pub async fn flush_shares(
         &self,
         flush_id: &str,
         instance: &str,
         now_ms: u64,
-        pplns_keep: u64,
+        need: PplnsNeed,
         records: &[ShareRecord],
     ) -> Result<bool, StoreError> {
         let mut invocation = flush_script().prepare_invoke();
@@ -93,7 +109,9 @@ impl Store {
             .arg(now_ms)
             .arg(instance)
             .arg(WORKER_STATS_TTL_SECS)
-            .arg(pplns_keep)
+            .arg(need.height)
+            .arg(need.units)
+            .arg(PPLNS_NEED_HEIGHTS)
             .arg(records.len());
         for r in records {
             invocation.arg(&r.login).arg(&r.worker).arg(reward_type(r.solo)).arg(r.difficulty);
@@ -132,14 +150,15 @@ impl Store {
         })
     }
 
-    /// Adds `ip` to the IPs seen for `login` (authorises payout-level changes, spec §10).
-    pub async fn record_login_ip(&self, login: &str, ip: IpAddr) -> Result<(), StoreError> {
-        let key = self.key(&format!("workers_ip:{login}"));
-        timed("record_login_ip", async {
-            let _: i64 = redis::cmd("SADD").arg(key).arg(ip_form(ip)).query_async(&mut self.conn()).await?;
-            Ok(())
-        })
-        .await
+    /// Adds `ip` to the IPs seen for `login` (the old `workers_ip:<login>` set, spec §10) and
+    /// records when (`workers_ip_seen:<login>`, unix s): payout-level changes are accepted only
+    /// from an IP seen recently.
+    pub async fn record_login_ip(&self, login: &str, ip: IpAddr, seen_s: u64) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SADD").arg(self.key(&format!("workers_ip:{login}"))).arg(ip_form(ip)).ignore();
+        pipe.cmd("HSET").arg(self.key(&format!("workers_ip_seen:{login}"))).arg(ip_form(ip)).arg(seen_s).ignore();
+        timed("record_login_ip", pipe.query_async::<()>(&mut self.conn())).await
     }
 
     /// Replaces the connection counts of `active_connections[:solo]` and `ports:<port>` with a

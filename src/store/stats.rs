@@ -507,17 +507,31 @@ impl Store {
         timed("stats_set_payout_level", pipe.query_async::<()>(&mut self.c())).await
     }
 
-    /// True if `address` logged in from `ip` (stored as `::ffff:a.b.c.d` for IPv4).
-    pub async fn login_ip_seen(&self, address: &str, ip: &str) -> Result<bool, StoreError> {
-        let n: u64 = timed(
+    /// True if `address` logged in from `ip` at or after `since_s` (unix s). IPs of the old
+    /// `workers_ip:<address>` set carry no time and never count as recent.
+    pub async fn login_ip_seen_since(&self, address: &str, ip: &str, since_s: u64) -> Result<bool, StoreError> {
+        let seen: Option<u64> = timed(
             "stats_login_ip_seen",
-            redis::cmd("SISMEMBER")
-                .arg(self.key(&format!("workers_ip:{address}")))
+            redis::cmd("HGET")
+                .arg(self.key(&format!("workers_ip_seen:{address}")))
                 .arg(super::shares::stored_ip(ip))
                 .query_async(&mut self.c()),
         )
         .await?;
-        Ok(n > 0)
+        Ok(seen.is_some_and(|s| s >= since_s))
+    }
+
+    /// Counts one `/set_miner_payout_level` request from `client` in the current hour
+    /// (`ratelimit:payout_level:<ip>`, shared by every API node); answers the count so far.
+    pub async fn count_payout_level_request(&self, client: &str) -> Result<u64, StoreError> {
+        let key = self.key(&format!("ratelimit:payout_level:{client}"));
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        // The first request of the hour starts the window (works on Redis before 7, no EXPIRE NX).
+        pipe.cmd("SET").arg(&key).arg(0).arg("EX").arg(3600).arg("NX").ignore();
+        pipe.cmd("INCR").arg(&key);
+        let (count,): (u64,) = timed("stats_payout_level_rate", pipe.query_async(&mut self.c())).await?;
+        Ok(count)
     }
 
     /// `users` of `ports:<port>` for each port.

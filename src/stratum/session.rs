@@ -5,6 +5,7 @@
 //! accounted (and a block submitted) even if the miner disconnects before the answer comes
 //! back; the session only writes the reply and updates vardiff and trust.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -97,8 +98,18 @@ struct Miner {
 impl Miner {
     fn set_difficulty(&mut self, difficulty: u64) {
         self.difficulty = difficulty;
-        // 4-byte targets lose all precision beyond 2^32; xmrig reads 8-byte targets too.
-        self.target = if difficulty < 1 << 32 { target_hex4(difficulty) } else { target_hex8(difficulty) };
+        self.target = job_target(difficulty);
+    }
+
+    /// The difficulty and target of a job on `template`: the miner's, capped at the template's
+    /// network difficulty (a hash between the two is a block that a miner would never submit).
+    fn job_difficulty(&self, template: &JobTemplate) -> (u64, Cow<'_, str>) {
+        let network = template.template.difficulty.max(1);
+        if self.difficulty <= network {
+            (self.difficulty, Cow::Borrowed(&self.target))
+        } else {
+            (network, Cow::Owned(job_target(network)))
+        }
     }
 
     fn newest_job(&self) -> Option<&Job> {
@@ -124,6 +135,9 @@ pub struct MinerSession {
     waiting_login: Option<Box<RawValue>>,
     last_active: Instant,
     agent: Option<Box<str>>,
+    /// When this session last told the ledger its miner mines from this IP (payout-level
+    /// changes need a recent record, so long sessions refresh it).
+    ip_recorded: Instant,
 }
 
 /// Where and how a session was accepted.
@@ -163,6 +177,7 @@ impl MinerSession {
                 waiting_login: None,
                 last_active: Instant::now(),
                 agent: None,
+                ip_recorded: Instant::now(),
             }
         })
     }
@@ -254,10 +269,11 @@ impl MinerSession {
         let mut blob_hex = String::with_capacity(2 * blob.as_slice().len());
         blob.write_hex(&mut blob_hex);
         let id = self.shared.next_job_id();
+        let (difficulty, target) = miner.job_difficulty(template);
         let fields = JobFields {
             blob_hex: &blob_hex,
             job_id: id,
-            target: &miner.target,
+            target: &target,
             session_id: self.id,
             template_tail: &template.json_tail,
         };
@@ -271,8 +287,7 @@ impl MinerSession {
             }
         }
         let slot = miner.next_job;
-        miner.jobs[slot] =
-            Some(Job { id, template: template.clone(), extra_nonce, difficulty: miner.difficulty, nonces: Vec::new() });
+        miner.jobs[slot] = Some(Job { id, template: template.clone(), extra_nonce, difficulty, nonces: Vec::new() });
         miner.next_job = (slot + 1) % JOBS_KEPT;
     }
 
@@ -400,6 +415,7 @@ impl MinerSession {
             solo: miner.solo,
         });
         self.shared.ledger.do_send(RecordShare::login_seen(miner.login.clone(), self.ip));
+        self.ip_recorded = Instant::now();
         let _ = ctx;
         self.miner = Some(miner);
     }
@@ -430,12 +446,13 @@ impl MinerSession {
             let mut blob_hex = String::with_capacity(160);
             job.template.template.hashing_blob(&job.extra_nonce).write_hex(&mut blob_hex);
             let mut body = String::with_capacity(512);
+            let (_, target) = miner.job_difficulty(&job.template);
             protocol::write_job(
                 &mut body,
                 &JobFields {
                     blob_hex: &blob_hex,
                     job_id: job.id,
-                    target: &miner.target,
+                    target: &target,
                     session_id: self.id,
                     template_tail: &job.template.json_tail,
                 },
@@ -515,6 +532,7 @@ impl MinerSession {
         Ok(ShareCheck {
             reply_id: id.to_owned(),
             read_at,
+            job_id: job.id,
             template: job.template.clone(),
             extra_nonce: job.extra_nonce,
             nonce,
@@ -578,6 +596,12 @@ impl MinerSession {
                 self.reject(&v.reply_id, msg::INVALID_RESULT, "invalid", v.read_at, true, ctx);
             }
             Outcome::Error => {
+                // Not verified, not accounted: the miner may submit the same nonce again.
+                if let Some(job) =
+                    self.miner.as_mut().and_then(|m| m.jobs.iter_mut().flatten().find(|j| j.id == v.job_id))
+                {
+                    job.nonces.retain(|n| *n != v.nonce);
+                }
                 self.reply_error(&v.reply_id, msg::VERIFY_FAILED, ctx);
                 crate::metrics::share("error", v.read_at.elapsed());
             }
@@ -613,6 +637,10 @@ impl MinerSession {
                 self.waiting_login = Some(id);
             }
         }
+        if let Some(miner) = self.miner.as_ref().filter(|_| self.ip_recorded.elapsed() >= IP_RECORD_REFRESH) {
+            self.shared.ledger.do_send(RecordShare::login_seen(miner.login.clone(), self.ip));
+            self.ip_recorded = Instant::now();
+        }
         let idle = self.last_active.elapsed();
         let vardiff = self.shared.vardiff;
         let retarget = match &mut self.miner {
@@ -636,10 +664,23 @@ impl MinerSession {
     }
 }
 
+/// How often a long session renews its miner's IP record (well inside `api.payoutLevelIpAge`).
+const IP_RECORD_REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
+
 enum JobShape<'a> {
     Push,
     Login(&'a RawValue),
     Reply(&'a RawValue),
+}
+
+/// The stratum target of `difficulty`: 4-byte targets lose all precision beyond 2^32; xmrig
+/// reads 8-byte targets too.
+fn job_target(difficulty: u64) -> String {
+    if difficulty < 1 << 32 {
+        target_hex4(difficulty)
+    } else {
+        target_hex8(difficulty)
+    }
 }
 
 fn parse_nonce(text: &str) -> Option<[u8; 4]> {
@@ -651,6 +692,7 @@ fn parse_nonce(text: &str) -> Option<[u8; 4]> {
 struct ShareCheck {
     reply_id: Box<RawValue>,
     read_at: Instant,
+    job_id: u64,
     template: Arc<JobTemplate>,
     extra_nonce: [u8; EXTRA_NONCE_LEN],
     nonce: [u8; 4],
@@ -689,6 +731,9 @@ enum Outcome {
 struct Verdict {
     reply_id: Box<RawValue>,
     read_at: Instant,
+    /// The job and nonce, so a share that could not be verified can be submitted again.
+    job_id: u64,
+    nonce: u32,
     outcome: Outcome,
     block: bool,
     trusted: bool,
@@ -720,7 +765,15 @@ impl ShareCheck {
         if let Outcome::Accepted = outcome {
             self.account(shared).await;
         }
-        Verdict { reply_id: self.reply_id, read_at: self.read_at, outcome, block: self.block, trusted: self.trusted }
+        Verdict {
+            reply_id: self.reply_id,
+            read_at: self.read_at,
+            job_id: self.job_id,
+            nonce: u32::from_le_bytes(self.nonce),
+            outcome,
+            block: self.block,
+            trusted: self.trusted,
+        }
     }
 
     /// Books the share; a block is first handed to the distributor, which writes it to Redis

@@ -125,7 +125,7 @@ pub fn stats(coin: &str) -> Value {
 /// A worker object (`/stats_address` `workers`, `/workers`).
 pub fn worker() -> Value {
     json!({"name": "str", "hashrate": "u64", "lastShare": "u64", "hashes": "u64", "type": "str",
-           "hashrate_1h": "num", "hashrate_6h": "num", "hashrate_24h": "num"})
+           "hashrate_1h": "u64", "hashrate_6h": "u64", "hashrate_24h": "u64"})
 }
 
 /// The `/stats_address` object.
@@ -133,7 +133,7 @@ pub fn stats_address() -> Value {
     json!({
         "stats": {"hashes": "str", "lastShare": "str", "balance": "str", "paid": "str", "?minPayoutLevel": "str",
                   "hashrate": "u64", "roundScore": "num", "roundHashes": "u64", "roundSharePercent": "num",
-                  "hashrate_1h": "num", "hashrate_6h": "num", "hashrate_24h": "num"},
+                  "hashrate_1h": "u64", "hashrate_6h": "u64", "hashrate_24h": "u64"},
         "payments": [{"txHash": "str", "amount": "num", "fee": "num", "timestamp": "u64"}],
         "blocks": [{"height": "u64", "type": "str", "miner": "str", "hash": "str", "timestamp": "u64",
                     "difficulty": "u64", "totalShares": "u64", "totalScore": "num", "minerScore": "num",

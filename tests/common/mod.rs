@@ -163,6 +163,8 @@ pub fn pool_config_json(redis: &RedisServer, devnet: &DevnetHandle, ports: &[(u1
 /// The pool running in its own thread and actix System.
 pub struct PoolProcess {
     pub http_addr: Option<SocketAddr>,
+    /// The pool's RandomX engine (for fault injection).
+    pub engine: Option<pastella_pool::pow::PowEngine>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -182,7 +184,7 @@ impl PoolProcess {
             system.block_on(async move {
                 match pastella_pool::app::start(config, &modules).await {
                     Ok(pool) => {
-                        let _ = ready_tx.send(Ok(pool.http_addr));
+                        let _ = ready_tx.send(Ok((pool.http_addr, pool.engine.clone())));
                         let _ = stop_rx.await;
                         pool.shutdown().await;
                     }
@@ -192,8 +194,9 @@ impl PoolProcess {
                 }
             });
         });
-        let http_addr = ready_rx.recv_timeout(Duration::from_secs(60)).expect("pool start").expect("pool starts");
-        PoolProcess { http_addr, stop: Some(stop_tx), thread: Some(thread) }
+        let (http_addr, engine) =
+            ready_rx.recv_timeout(Duration::from_secs(60)).expect("pool start").expect("pool starts");
+        PoolProcess { http_addr, engine, stop: Some(stop_tx), thread: Some(thread) }
     }
 
     /// Shuts down cleanly (writes pending shares).
@@ -399,6 +402,17 @@ impl TestMiner {
             }
         }
         None
+    }
+
+    /// Waits for the job at `height`, skipping any other push (vardiff retargets, refreshes).
+    pub async fn job_at_height(&mut self, height: u64, timeout: Duration) -> Option<Job> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.next_push(deadline.saturating_duration_since(Instant::now())).await?;
+            if job.height == height {
+                return Some(job);
+            }
+        }
     }
 
     /// Submits a nonce/result for `job`.

@@ -1,8 +1,9 @@
 -- Writes one ledger flush atomically and at most once.
 -- KEYS: none (all keys derive from the prefix, single-instance Redis).
 -- ARGV[1] prefix, [2] flush id, [3] unix s, [4] unix ms, [5] instance tag,
---     [6] worker-stats TTL s, [7] PPLNS keep (difficulty units kept in the window list),
---     [8] record count n, then n records of 4 fields: login, worker, type (prop|solo), difficulty sum.
+--     [6] worker-stats TTL s, [7] this node's template height, [8] the PPLNS units a window at
+--     its network difficulty may need (0 = no template), [9] heights the needs are remembered,
+--     [10] record count n, then n records of 4 fields: login, worker, type (prop|solo), difficulty sum.
 -- Returns 1 if written, 0 if this flush id was already written (a retry after a lost reply).
 -- Numbers are written with string.format('%d'): Lua's default number-to-string conversion
 -- (%.14g) would turn large integers into exponent notation.
@@ -12,13 +13,12 @@ if redis.call('SET', p .. ':ledger:flushes:' .. ARGV[2], '1', 'NX', 'EX', 86400)
 end
 local now_s, now_ms, inst = ARGV[3], ARGV[4], ARGV[5]
 local ttl = tonumber(ARGV[6])
-local keep = tonumber(ARGV[7])
-local n = tonumber(ARGV[8])
+local n = tonumber(ARGV[10])
 local per_login = {}
 local window_add = {}
 local window_order = {}
 for i = 0, n - 1 do
-  local b = 9 + i * 4
+  local b = 11 + i * 4
   local login, worker, typ, diff_text = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local diff = tonumber(diff_text)
   redis.call('HINCRBY', p .. ':scores:' .. typ .. ':roundCurrent', login, diff_text)
@@ -47,14 +47,29 @@ for lk, diff in pairs(per_login) do
   redis.call('HSET', p .. ':workers:' .. login, 'lastShare', now_s)
 end
 -- PPLNS window: newest records at the head, one per login per flush, trimmed from the tail
--- while what remains still covers `keep` difficulty units.
+-- while what remains still covers `keep` difficulty units: the largest need any node reported
+-- within the last `span` heights (pplns:needs, score = height, member = height:need). A node
+-- whose daemon lags, or a difficulty drop, never trims what a window at the recent high needs.
+local needs = p .. ':pplns:needs'
+if tonumber(ARGV[8]) > 0 then
+  redis.call('ZADD', needs, ARGV[7], ARGV[7] .. ':' .. ARGV[8])
+end
+local keep = 0
+local top = redis.call('ZREVRANGE', needs, 0, 0, 'WITHSCORES')
+if #top > 0 then
+  redis.call('ZREMRANGEBYSCORE', needs, '-inf', '(' .. string.format('%d', tonumber(top[2]) - tonumber(ARGV[9])))
+  for _, member in ipairs(redis.call('ZRANGE', needs, 0, -1)) do
+    local need = tonumber(string.sub(member, string.find(member, ':', 1, true) + 1))
+    if need > keep then keep = need end
+  end
+end
 local wl, wt = p .. ':pplns:window', p .. ':pplns:total'
 local total = tonumber(redis.call('GET', wt) or '0')
 for _, login in ipairs(window_order) do
   redis.call('LPUSH', wl, string.format('%d', window_add[login]) .. ':' .. login)
   total = total + window_add[login]
 end
-while true do
+while keep > 0 do
   local tail = redis.call('LINDEX', wl, -1)
   if not tail then break end
   local score = tonumber(string.sub(tail, 1, string.find(tail, ':', 1, true) - 1))
