@@ -122,10 +122,9 @@ fn fail(shared: &Shared, body: &Value) -> Result<Response, Response> {
         return Err(bad("\"count\" must be at most 1000"));
     }
     let kind: FailureKind = match body.get("kind") {
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|_| {
-                bad("\"kind\" must be one of \"error\", \"timeout\", \"drop_after_success\", \"relay_then_error\"")
-            })?,
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+            bad("\"kind\" must be one of \"error\", \"timeout\", \"drop_after_success\", \"relay_then_error\"")
+        })?,
         None => FailureKind::Error,
     };
     let code = match body.get("code") {

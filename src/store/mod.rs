@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
-pub use money::{BalanceRow, BatchDestination, Candidate, JournalEntry, MoneyAudit};
+pub use money::{BalanceRow, BatchDestination, Candidate, Confirmation, JournalEntry, MoneyAudit};
 pub use shares::{CandidateRecord, CandidateResult, ShareRecord};
 pub use stats::{BalanceSums, JournalRead, MinerRead, PoolRead, Scored, StringMap, WorkerRead};
 
