@@ -317,3 +317,84 @@ async fn a_run_pays_what_fits() {
     books.paid_once(&b, 1);
     books.audit_ok().await;
 }
+
+/// A finalized payment is checked later: confirmed in a block, it is done; dropped from the
+/// mempool (never mined), it is flagged after `lookupRounds` runs — audit problem, listed —
+/// and never paid again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_never_confirms_is_flagged_and_never_paid_again() {
+    let books = Books::start(2).await;
+    let (kept, lost) = (fresh_address(), fresh_address());
+    books.credit(&[(&kept, COIN)]).await;
+    assert_eq!(books.run().await.sent.len(), 1);
+    books.devnet.mine(1);
+    books.run().await;
+    assert!(books.store.confirming().await.unwrap().is_empty(), "confirmed in a block: checked off");
+
+    books.credit(&[(&lost, COIN)]).await;
+    assert_eq!(books.run().await.sent.len(), 1);
+    assert_eq!(books.devnet.drop_mempool(None).len(), 1);
+    for _ in 1..books.settings.lookup_rounds {
+        let report = books.run().await;
+        assert_eq!((report.dropped, report.sent.len()), (0, 0), "{report:?}");
+    }
+    let report = books.run().await;
+    assert_eq!(report.dropped, 1, "{report:?}");
+    let audit = books.store.audit().await.unwrap();
+    assert_eq!(audit.dropped_batches.len(), 1);
+    assert!(audit.problems().iter().any(|p| p.contains("never confirmed")), "{:?}", audit.problems());
+    for _ in 0..3 {
+        assert!(books.run().await.sent.is_empty(), "never re-paid by itself");
+    }
+    assert_eq!(books.field(&lost, "paid"), COIN, "the books say paid: the operator decides");
+    assert_eq!(books.devnet.received(&lost).received, 0, "the wallet never paid it");
+    books.paid_once(&kept, 1);
+    books.audit_ok().await;
+}
+
+/// Past `holdAfter` an unresolved batch is held (reserved, no longer retried). The operator's
+/// resolution is refused when the wallet contradicts it; "not sent" deletes the prepared
+/// transaction first. Its inputs stay locked in the wallet: the wallet check names the gap
+/// until the wallet rescans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_batch_is_settled_by_the_operator_only_as_the_wallet_shows() {
+    use pastella_pool::accounting::payments::{resolve_held, wallet_books, Resolution, ResolveError};
+    let mut books = Books::start(4).await;
+    books.settings.hold_after = Duration::ZERO;
+    let miner = fresh_address();
+    books.credit(&[(&miner, COIN)]).await;
+    books.devnet.set_daemon_mode(DaemonMode::Refuse, None);
+    assert_eq!(books.run().await.uncertain, 1);
+    let id = books.store.journal().await.unwrap()[0].id.clone();
+    assert!(matches!(
+        resolve_held(&books.store, &books.wallet, &id, Resolution::NotSent).await,
+        Err(ResolveError::NotHeld { .. })
+    ));
+    let report = books.run().await;
+    assert_eq!((report.held, report.uncertain), (1, 0), "{report:?}");
+    assert_eq!(books.journal()[0]["state"], "held");
+    assert_eq!(books.store.audit().await.unwrap().held_batches, vec![id.clone()]);
+    assert_eq!(books.run().await.held, 1, "stays held, still reserved");
+    assert_eq!(books.field(&miner, "pending"), COIN);
+
+    books.devnet.set_daemon_mode(DaemonMode::Normal, None);
+    let refused = resolve_held(&books.store, &books.wallet, &id, Resolution::Sent).await;
+    assert!(matches!(refused, Err(ResolveError::Contradicted(_))), "{refused:?}");
+    assert_eq!(books.field(&miner, "pending"), COIN, "nothing changed");
+    assert_eq!(resolve_held(&books.store, &books.wallet, &id, Resolution::NotSent).await.unwrap(), Resolution::NotSent);
+    assert!(books.devnet.state().wallet.prepared.is_empty(), "the prepared transaction was deleted first");
+    assert_eq!(books.field(&miner, "balance"), COIN);
+    assert_eq!(books.run().await.sent.len(), 1, "paid with a new transaction");
+    books.devnet.mine(1);
+    books.run().await;
+    books.paid_once(&miner, 1);
+    books.audit_ok().await;
+
+    // The deleted transaction's inputs are still locked (as in the real wallet): a gap.
+    let check = wallet_books(&books.store, &books.wallet).await.unwrap();
+    assert_eq!((check.batches_in_flight, check.payments_unconfirmed), (0, 0), "{check:?}");
+    assert!(check.problems().iter().any(|p| p.contains("PUT /reset")), "{check:?}");
+    books.wallet.reset().await.unwrap();
+    let check = wallet_books(&books.store, &books.wallet).await.unwrap();
+    assert_eq!(check.problems(), Vec::<String>::new(), "{check:?}");
+}

@@ -511,6 +511,149 @@ async fn pay_batch(
     Ok(BatchOutcome::Sent(hash.to_hex()))
 }
 
+/// The wallet's balance against what the books say it should hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WalletBooks {
+    /// The wallet's unlocked balance.
+    pub unlocked: u64,
+    /// The wallet's locked balance.
+    pub locked: u64,
+    /// What the books owe miners: Σ balance + Σ pending.
+    pub owed: u64,
+    /// Rewards of the pool's blocks not yet credited (candidates): what may still be locked
+    /// as young coinbase outputs.
+    pub immature: u64,
+    /// Payment batches journaled (reserved, prepared, unknown, held, sent).
+    pub batches_in_flight: usize,
+    /// Finalized payments not yet seen in a block (their change is locked until then).
+    pub payments_unconfirmed: usize,
+}
+
+impl WalletBooks {
+    /// Every gap, in words; empty when the wallet holds what the books say.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let holds = self.unlocked.saturating_add(self.locked);
+        if holds < self.owed {
+            out.push(format!(
+                "the wallet holds {holds} ({} unlocked + {} locked), less than the {} the books owe miners",
+                self.unlocked, self.locked, self.owed
+            ));
+        }
+        // With nothing in flight, only young block rewards may be locked.
+        if self.batches_in_flight == 0 && self.payments_unconfirmed == 0 && self.locked > self.immature {
+            out.push(format!(
+                "the wallet has {} locked but the books explain at most {} (young block rewards): inputs of a prepared transaction the wallet forgot stay locked until the wallet rescans (PUT /reset)",
+                self.locked, self.immature
+            ));
+        }
+        out
+    }
+}
+
+/// Reads the wallet's balance and the books it should match.
+pub async fn wallet_books(store: &Store, wallet: &WalletClient) -> Result<WalletBooks, PaymentError> {
+    let balance = timed_wallet("balance", wallet.balance()).await?;
+    let owed = store.balances_and_pending().await?;
+    let immature = store.candidates().await?.iter().filter_map(|c| c.reward).sum();
+    Ok(WalletBooks {
+        unlocked: balance.unlocked,
+        locked: balance.locked,
+        owed,
+        immature,
+        batches_in_flight: store.journal().await?.len(),
+        payments_unconfirmed: store.confirming().await?.len(),
+    })
+}
+
+/// What `pastella-pool payments resolve` did with a held batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Recorded as sent: pending → paid.
+    Sent,
+    /// Recorded as not sent: pending → balance (its prepared transaction deleted first).
+    NotSent,
+}
+
+/// Why the operator's resolution was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No such batch.
+    #[error("no payment batch {0}; `pastella-pool payments list` shows the held ones")]
+    NoBatch(String),
+    /// Only held batches are the operator's; the pool settles the others itself.
+    #[error("batch {id} is {state}, not held: the pool settles it itself")]
+    NotHeld {
+        /// Batch id.
+        id: String,
+        /// Its state.
+        state: String,
+    },
+    /// The wallet contradicts the operator.
+    #[error("{0}")]
+    Contradicted(String),
+    /// The wallet could not be asked: nothing is decided without it.
+    #[error("cannot check the wallet ({0}); nothing changed")]
+    Wallet(#[from] WalletError),
+    /// Redis failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Settles a held batch as the operator says, unless the wallet shows otherwise: `sent` needs
+/// the wallet to list the transaction; "not sent" first deletes the prepared transaction from
+/// the wallet (so it can never be sent later) and then needs the wallet not to list it.
+pub async fn resolve_held(
+    store: &Store,
+    wallet: &WalletClient,
+    id: &str,
+    outcome: Resolution,
+) -> Result<Resolution, ResolveError> {
+    let entry = store.batch(id).await?.ok_or_else(|| ResolveError::NoBatch(id.to_string()))?;
+    if entry.state != "held" {
+        return Err(ResolveError::NotHeld { id: id.to_string(), state: entry.state });
+    }
+    let hash = entry.tx_hash.as_deref().and_then(|h| Hash::from_hex(h).ok());
+    let listed = match &hash {
+        Some(hash) => {
+            if outcome == Resolution::NotSent && wallet.delete_prepared(hash).await? {
+                tracing::info!(batch = %id, tx = %hash, "deleted the prepared transaction from the wallet");
+            }
+            wallet.transaction(hash).await?
+        }
+        None => None,
+    };
+    let now = unix_ms();
+    match (outcome, listed) {
+        (Resolution::Sent, Some(tx)) => {
+            store
+                .finalize_batch(
+                    "",
+                    id,
+                    now,
+                    &format!("operator: sent (the wallet lists it at height {})", tx.block_height),
+                )
+                .await?;
+        }
+        (Resolution::Sent, None) => {
+            return Err(ResolveError::Contradicted(format!(
+                "the wallet does not list transaction {}: it was not sent; use --not-sent",
+                entry.tx_hash.unwrap_or_default()
+            )))
+        }
+        (Resolution::NotSent, Some(tx)) => {
+            return Err(ResolveError::Contradicted(format!(
+                "the wallet lists transaction {} (height {}, 0 = in the mempool): it was sent; use --sent",
+                tx.hash, tx.block_height
+            )))
+        }
+        (Resolution::NotSent, None) => {
+            store.release_batch("", id, now, "operator: not sent (the wallet does not list it)").await?;
+        }
+    }
+    Ok(outcome)
+}
+
 /// The gauges of the states that need attention.
 async fn report_states(store: &Store) -> Result<(), StoreError> {
     let journal = store.journal().await?;
@@ -599,5 +742,35 @@ impl Actor for PaymentProcessor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_later(Duration::from_secs(1), |act, ctx| act.tick(ctx));
         ctx.run_interval(self.settings.interval, |act, ctx| act.tick(ctx));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn books() -> WalletBooks {
+        WalletBooks { unlocked: 900, locked: 100, owed: 1000, immature: 100, ..WalletBooks::default() }
+    }
+
+    #[test]
+    fn a_wallet_that_holds_what_the_books_say_has_no_problem() {
+        assert_eq!(books().problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_wallet_short_of_what_is_owed_is_a_problem() {
+        let b = WalletBooks { unlocked: 899, ..books() };
+        assert_eq!(b.problems().len(), 1, "{:?}", b.problems());
+        assert!(b.problems()[0].contains("less than the 1000 the books owe"));
+    }
+
+    #[test]
+    fn locked_funds_nothing_explains_are_a_problem_when_nothing_is_in_flight() {
+        let b = WalletBooks { locked: 300, ..books() };
+        assert!(b.problems()[0].contains("300 locked"), "{:?}", b.problems());
+        // While payments are in flight their change is locked too: not judged.
+        assert!(WalletBooks { batches_in_flight: 1, ..b.clone() }.problems().is_empty());
+        assert!(WalletBooks { payments_unconfirmed: 2, ..b }.problems().is_empty());
     }
 }

@@ -65,6 +65,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
             Ok(answer(200, json!({"prepared": shared.state().wallet.prepared})))
         }
         ("POST", "/devnet/wallet/reject") => reject(&shared, &body),
+        ("POST", "/devnet/mempool/drop") => drop_mempool(&shared, &body),
         ("POST", "/devnet/wallet/mine_after_lookup") => mine_after_lookup(&shared, &body),
         ("POST", "/devnet/staking") => staking(&shared, &body),
         ("GET", "/devnet/state") => Ok(answer(200, serde_json::to_value(shared.state()).unwrap_or_default())),
@@ -141,6 +142,18 @@ fn mine_after_lookup(shared: &Shared, body: &Value) -> Result<Response, Response
     let count = field_u64(body, "count")?.unwrap_or(1).min(1000) as u32;
     shared.mine_after_lookups(count);
     Ok(answer(200, json!({"mine_after_lookups": count})))
+}
+
+fn drop_mempool(shared: &Shared, body: &Value) -> Result<Response, Response> {
+    let hash = match body.get("hash") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_str()
+                .and_then(|h| crate::chain::Hash::from_hex(h).ok())
+                .ok_or_else(|| bad("\"hash\" must be a transaction hash (64 hex digits)"))?,
+        ),
+    };
+    Ok(answer(200, json!({"dropped": shared.drop_mempool(hash)})))
 }
 
 fn reject(shared: &Shared, body: &Value) -> Result<Response, Response> {

@@ -407,6 +407,13 @@ impl Shared {
         self.dirty.store(true, Ordering::Release);
     }
 
+    /// Drops mempool transactions (all, or `hash`) as if the network never mined them.
+    pub fn drop_mempool(&self, hash: Option<Hash>) -> Vec<Hash> {
+        let dropped = self.lock().ledger.drop_from_mempool(hash);
+        self.changed();
+        dropped
+    }
+
     /// Makes the wallet reject `address` as a destination with error `code`.
     pub fn reject_address(&self, address: &str, code: i64) {
         self.lock().wallet.rejected.insert(address.to_string(), code);
@@ -620,6 +627,11 @@ impl DevnetHandle {
     /// `POST /devnet/wallet/restart`.
     pub fn restart_wallet(&self) {
         self.shared.restart_wallet();
+    }
+
+    /// `POST /devnet/mempool/drop`.
+    pub fn drop_mempool(&self, hash: Option<Hash>) -> Vec<Hash> {
+        self.shared.drop_mempool(hash)
     }
 
     /// `POST /devnet/wallet/reject`.

@@ -430,6 +430,13 @@ impl WalletClient {
         decode_wallet::<TransactionList>(status, &bytes).map(|l| l.transactions)
     }
 
+    /// `PUT /reset`: rescans the wallet, which frees the inputs of prepared transactions it
+    /// forgot (deleted, or lost in a restart).
+    pub async fn reset(&self) -> Result<(), WalletError> {
+        let (status, bytes) = self.call(reqwest::Method::PUT, "/reset", Some(&json!({})), Effect::Safe).await?;
+        decode_wallet_empty(status, &bytes)
+    }
+
     /// `PUT /save`: writes the wallet file.
     pub async fn save(&self) -> Result<(), WalletError> {
         let (status, bytes) = self.call(reqwest::Method::PUT, "/save", None, Effect::Safe).await?;

@@ -339,6 +339,21 @@ impl Store {
             .collect())
     }
 
+    /// Σ balance + Σ pending over every address: what the books owe miners.
+    pub async fn balances_and_pending(&self) -> Result<u64, StoreError> {
+        let addresses: Vec<String> =
+            timed("balances_index", async { self.conn().smembers(self.key("balances:index")).await }).await?;
+        if addresses.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for address in &addresses {
+            pipe.cmd("HMGET").arg(self.key(&format!("balances:{address}"))).arg("balance").arg("pending");
+        }
+        let rows: Vec<(Option<u64>, Option<u64>)> = timed("balances", pipe.query_async(&mut self.conn())).await?;
+        Ok(rows.into_iter().map(|(b, p)| b.unwrap_or(0) + p.unwrap_or(0)).sum())
+    }
+
     /// Imports the old pool's `balance`/`paid`/`minPayoutLevel` fields from `workers:<address>`
     /// hashes, once per address (the fields are moved, not copied). Returns addresses imported.
     pub async fn import_old_balances(&self) -> Result<usize, StoreError> {
