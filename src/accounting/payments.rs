@@ -704,11 +704,14 @@ impl PaymentProcessor {
             match result {
                 Ok(report) => {
                     act.wallet_ready = true;
-                    if !report.sent.is_empty() || report.released > 0 {
+                    if !report.sent.is_empty() || report.released > 0 || !report.quarantined.is_empty() {
                         tracing::info!(
                             sent = report.sent.len(),
                             released = report.released,
                             uncertain = report.uncertain,
+                            held = report.held,
+                            deferred = report.deferred,
+                            quarantined = report.quarantined.len(),
                             "payment run done"
                         );
                     }
