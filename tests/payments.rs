@@ -398,3 +398,50 @@ async fn a_held_batch_is_settled_by_the_operator_only_as_the_wallet_shows() {
     let check = wallet_books(&books.store, &books.wallet).await.unwrap();
     assert_eq!(check.problems(), Vec::<String>::new(), "{check:?}");
 }
+
+/// The operator sees it over HTTP too: `/health` names the wallet's gap against the books
+/// (without turning into a 503), `/admin_payments` lists quarantined addresses and batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_admin_payments_show_what_needs_the_operator() {
+    let books = Books::start(2).await;
+    let bad = bad_checksum(&fresh_address());
+    books.credit(&[(&bad, COIN)]).await;
+    // A prepared transaction the wallet then forgets: its inputs stay locked.
+    let prepared = books
+        .wallet
+        .prepare_advanced(&[pastella_pool::node::wallet::Destination { address: fresh_address(), amount: COIN }], None)
+        .await
+        .unwrap();
+    books.devnet.restart_wallet();
+    assert_eq!(books.wallet.send_prepared(&prepared.transaction_hash).await.unwrap_err().code(), Some(58));
+
+    let api_port = free_port();
+    let patch = serde_json::json!({
+        "payments": {"enabled": true, "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
+        "api": {"port": api_port, "password": "s3cret-admin"},
+    });
+    let pool = PoolProcess::start(
+        pool_config(&books.redis, &books.devnet, &[(free_port(), 1000)], patch),
+        &[pastella_pool::config::Module::Api],
+    );
+    let base = format!("http://127.0.0.1:{api_port}");
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200, "reachability only");
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["books"]["ok"], false, "{health}");
+    let problems = health["books"]["problems"].as_array().unwrap();
+    assert!(problems.iter().any(|p| p.as_str().unwrap().contains("PUT /reset")), "{health}");
+    assert_eq!(health["books"]["wallet"]["locked"].as_u64(), Some(COIN + 1000), "{health}");
+
+    let admin: serde_json::Value =
+        http.get(format!("{base}/admin_payments?password=s3cret-admin")).send().await.unwrap().json().await.unwrap();
+    assert!(admin["quarantined"][&bad].as_str().unwrap().contains("imported from the old pool"), "{admin}");
+    assert_eq!(admin["inFlight"], serde_json::json!([]));
+    assert_eq!(http.get(format!("{base}/api/admin_payments")).send().await.unwrap().status().as_u16(), 401);
+
+    books.wallet.reset().await.unwrap();
+    let health: serde_json::Value = http.get(format!("{base}/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["books"]["ok"], true, "{health}");
+    pool.stop();
+}
