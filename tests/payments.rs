@@ -445,3 +445,52 @@ async fn health_and_admin_payments_show_what_needs_the_operator() {
     assert_eq!(health["books"]["ok"], true, "{health}");
     pool.stop();
 }
+
+/// The wallet API restarted with no wallet open while a payment's outcome was unknown: the
+/// processor opens the wallet again and settles the same prepared transaction, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processor_reopens_a_restarted_wallet_and_settles_the_payment() {
+    let books = Books::start(2).await;
+    let miner = fresh_address();
+    books.credit(&[(&miner, COIN)]).await;
+    books.store.release_lease(&books.token).await.unwrap();
+    books.devnet.set_daemon_mode(DaemonMode::Refuse, None);
+    let patch = serde_json::json!({
+        "payments": {"enabled": true, "interval": 1, "minPayment": 100000, "transferFee": 1000,
+                     "minerPayFee": false, "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
+        "blockUnlocker": {"leaseTtl": 2},
+        "walletApi": {"timeoutMs": 1500},
+    });
+    let pool = PoolProcess::start(
+        pool_config(&books.redis, &books.devnet, &[(free_port(), 1000)], patch),
+        &[pastella_pool::config::Module::Payments],
+    );
+    let mut con = books.redis.conn();
+    let unknown = eventually(Duration::from_secs(30), || {
+        let ids: Vec<String> = con.zrange("pastella:payments:journal", 0, -1).ok()?;
+        let state: Option<String> = con.hget(format!("pastella:payments:batch:{}", ids.first()?), "state").ok()?;
+        (state.as_deref() == Some("unknown")).then_some(())
+    })
+    .await;
+    assert!(unknown.is_some(), "the send failed while the daemon was down: unknown");
+    // The wallet API restarts: no wallet open (its prepared transaction is still there, as in a
+    // wallet that was closed and opened again without a restart of the process).
+    let closed = reqwest::Client::new()
+        .delete(format!("http://{}/wallet", books.devnet.wallet_addr))
+        .header("X-API-KEY", "devnet-api-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status().as_u16(), 200);
+    books.devnet.set_daemon_mode(DaemonMode::Normal, None);
+    let paid = eventually(Duration::from_secs(30), || {
+        let paid: u64 = con.hget(format!("pastella:balances:{miner}"), "paid").ok()?;
+        (paid == COIN).then_some(())
+    })
+    .await;
+    assert!(paid.is_some(), "paid after the wallet was opened again");
+    assert!(books.devnet.state().wallet.open);
+    pool.stop();
+    books.paid_once(&miner, 1);
+    books.audit_ok().await;
+}

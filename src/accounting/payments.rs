@@ -228,6 +228,8 @@ async fn settle_unknown(
                 None
             }
         },
+        // A restarted wallet API: the run stops so the wallet is opened again first.
+        Err(WalletError::NoWalletOpen) => return Err(WalletError::NoWalletOpen.into()),
         Err(e) => {
             tracing::warn!(batch = %entry.id, tx = %hash, "payment still unresolved, the wallet did not answer: {e}");
             None
@@ -716,7 +718,13 @@ impl PaymentProcessor {
                         );
                     }
                 }
-                Err(e) => tracing::error!("payments: {e}; balances are unchanged and retried next run"),
+                Err(e) => {
+                    // A restarted wallet API has no wallet open: open it again next run.
+                    if matches!(e, PaymentError::Wallet(WalletError::NoWalletOpen)) {
+                        act.wallet_ready = false;
+                    }
+                    tracing::error!("payments: {e}; balances are unchanged and retried next run")
+                }
             }
         }));
     }
