@@ -275,6 +275,25 @@ async fn a_bad_address_never_blocks_the_other_miners() {
     assert_eq!(books.field(&bad, "balance"), 50 * COIN, "kept");
     assert_eq!(books.field(&bad, "paid"), 0);
 
+    // An invalid address that got a balance some other way (before this check existed) is
+    // quarantined before planning.
+    let older = bad_checksum(&fresh_address());
+    let mut con = books.redis.conn();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("pastella:balances:{older}"))
+        .arg("balance")
+        .arg(COIN)
+        .arg("credited")
+        .arg(COIN)
+        .query(&mut con)
+        .unwrap();
+    let _: () = con.sadd("pastella:balances:index", &older).unwrap();
+    let _: () = con.hincr("pastella:totals", "imported", COIN).unwrap();
+    let report = books.run().await;
+    assert_eq!(report.quarantined, vec![older.clone()], "{report:?}");
+    assert!(report.sent.is_empty() && report.released == 0, "{report:?}");
+    assert_eq!(books.field(&older, "balance"), COIN);
+
     // A destination the pool's own check accepts but the wallet refuses: found and
     // quarantined with the wallet's reason, and the others are paid in the same run.
     let refused = fresh_address();
