@@ -271,6 +271,8 @@ async fn start_money(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> 
             daemon_port: config.daemon.port,
             pool_address: config.pool_address.encode(),
             settle_after: ttl + w.timeout + Duration::from_secs(2),
+            lookup_rounds: p.lookup_rounds,
+            hold_after: p.hold_after,
         };
         PaymentProcessor::new(pool.store.clone(), wallet, lease, settings).start();
     }

@@ -262,6 +262,13 @@ pub struct PaymentsConfig {
     pub denomination: u64,
     /// `blockedAddressesFile`: JSON list of addresses never paid, reloaded every run.
     pub blocked_addresses_file: PathBuf,
+    /// `lookupRounds`: payment rounds in a row a transaction must be absent from the wallet
+    /// (neither in its mempool view nor in a block, and its prepared hash unknown) before its
+    /// batch counts as not sent, or a finalized one as dropped. Default 3, >= 2.
+    pub lookup_rounds: u64,
+    /// `holdAfter` (s): an unresolved (`unknown`) batch older than this is `held` for the
+    /// operator. Default 3600, >= 1.
+    pub hold_after: Duration,
 }
 
 /// `blockUnlocker`: maturing found blocks and crediting their reward.
@@ -692,7 +699,7 @@ impl Config {
         let p = &c.payments;
         writeln!(
             out,
-            "payments:      {}, every {} s, <= {} addresses and {} per tx, fee {} (dynamic {}, miner pays {}), min {}, max {}, denomination {}, blocked list {:?}",
+            "payments:      {}, every {} s, <= {} addresses and {} per tx, fee {} (dynamic {}, miner pays {}), min {}, max {}, denomination {}, blocked list {:?}, lookup rounds {}, hold after {} s",
             on_off(p.enabled),
             p.interval.as_secs(),
             p.max_addresses,
@@ -703,7 +710,9 @@ impl Config {
             pas(p.min_payment),
             p.max_payment.map_or_else(|| "none".to_string(), pas),
             pas(p.denomination),
-            p.blocked_addresses_file
+            p.blocked_addresses_file,
+            p.lookup_rounds,
+            p.hold_after.as_secs()
         )?;
         let u = &c.block_unlocker;
         writeln!(
@@ -1049,6 +1058,8 @@ struct RawPayments {
     max_transaction_amount: Option<u64>,
     denomination: Option<u64>,
     blocked_addresses_file: Option<String>,
+    lookup_rounds: Option<u64>,
+    hold_after: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1860,6 +1871,8 @@ fn build_payments(raw: RawPayments, check: &mut Check) -> PaymentsConfig {
         max_transaction_amount,
         denomination: check.at_least("payments.denomination", raw.denomination.unwrap_or(1), 1),
         blocked_addresses_file: PathBuf::from(blocked),
+        lookup_rounds: check.at_least("payments.lookupRounds", raw.lookup_rounds.unwrap_or(3), 2),
+        hold_after: Duration::from_secs(check.at_least("payments.holdAfter", raw.hold_after.unwrap_or(3600), 1)),
     }
 }
 

@@ -33,8 +33,41 @@ enum Command {
     Devnet(DevnetArgs),
     /// Check the books in Redis: per address credited = balance + pending + paid + fees, the
     /// confirmed blocks' credits equal to what the balances were credited, no block resolved
-    /// twice. Read-only; safe while the pool runs. Exit code 0 if they balance, 1 if not.
+    /// twice, payment batches held or dropped, and (with payments enabled) the wallet's
+    /// balance against what the books owe. Read-only; safe while the pool runs. Exit code 0 if
+    /// they balance, 1 if not.
     Audit(ConfigArg),
+    /// Payment batches that need the operator: list them, or settle a held one.
+    Payments(PaymentsArgs),
+}
+
+#[derive(Args)]
+struct PaymentsArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(subcommand)]
+    action: PaymentsAction,
+}
+
+#[derive(Subcommand)]
+enum PaymentsAction {
+    /// Batches in flight (unknown, held, ...), dropped payments and quarantined addresses.
+    List,
+    /// Settles a held batch as sent or not sent; refused when the wallet shows otherwise.
+    Resolve(ResolveArgs),
+}
+
+#[derive(Args)]
+struct ResolveArgs {
+    /// The batch id (from `payments list`).
+    batch: String,
+    /// The transaction was sent: pending → paid. The wallet must list it.
+    #[arg(long, conflicts_with = "not_sent", required_unless_present = "not_sent")]
+    sent: bool,
+    /// It was not sent: its prepared transaction is deleted from the wallet, then pending →
+    /// balance. The wallet must not list it.
+    #[arg(long)]
+    not_sent: bool,
 }
 
 #[derive(Args)]
@@ -78,7 +111,95 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Devnet(args) => devnet(args),
         Command::Audit(args) => audit(&args),
+        Command::Payments(args) => payments(&args),
     }
+}
+
+fn wallet_client(config: &Config) -> pastella_pool::node::WalletClient {
+    let w = &config.wallet_api;
+    pastella_pool::node::WalletClient::new(&w.host, w.port, &w.api_key, w.timeout.min(Duration::from_secs(30)))
+}
+
+fn payments(args: &PaymentsArgs) -> ExitCode {
+    use pastella_pool::accounting::payments::{resolve_held, Resolution};
+    let (config, _) = match load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = config.redis.url();
+    runtime.block_on(async {
+        let store = match Store::connect(&url, config.redis_prefix(), Duration::from_secs(10)).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("error: Redis at {}: {e}", pastella_pool::store::redact(&url));
+                return ExitCode::FAILURE;
+            }
+        };
+        match &args.action {
+            PaymentsAction::List => match list_payments(&store).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            PaymentsAction::Resolve(r) => {
+                let outcome = if r.sent { Resolution::Sent } else { Resolution::NotSent };
+                match resolve_held(&store, &wallet_client(&config), &r.batch, outcome).await {
+                    Ok(Resolution::Sent) => {
+                        println!("batch {}: recorded as sent (pending -> paid)", r.batch);
+                        ExitCode::SUCCESS
+                    }
+                    Ok(Resolution::NotSent) => {
+                        println!(
+                            "batch {}: recorded as not sent (pending -> balance); if the wallet still shows locked funds, rescan it (PUT /reset)",
+                            r.batch
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("refused: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn list_payments(store: &Store) -> Result<(), pastella_pool::store::StoreError> {
+    let journal = store.journal().await?;
+    println!("batches in flight: {}", journal.len());
+    for e in &journal {
+        println!(
+            "  {}  {:<8}  tx {}  {} destination(s), {} atomic units  absent rounds {}  {}",
+            e.id,
+            e.state,
+            e.tx_hash.as_deref().unwrap_or("-"),
+            e.destinations.len(),
+            e.total(),
+            e.absent_rounds,
+            e.error.as_deref().unwrap_or("")
+        );
+    }
+    let dropped = store.dropped().await?;
+    println!("finalized but never confirmed (dropped): {}", dropped.len());
+    for e in &dropped {
+        println!("  {}  tx {}  {} atomic units", e.id, e.tx_hash.as_deref().unwrap_or("-"), e.total());
+    }
+    let quarantined = store.quarantined().await?;
+    println!("quarantined addresses (never paid, balance kept): {}", quarantined.len());
+    for (address, reason) in &quarantined {
+        println!("  {address}  {reason}");
+    }
+    Ok(())
 }
 
 /// Atomic units as a decimal coin amount (`coin_units` a power of ten, as configs have it).
@@ -108,9 +229,16 @@ fn audit(args: &ConfigArg) -> ExitCode {
     let url = config.redis.url();
     let result = runtime.block_on(async {
         let store = Store::connect(&url, config.redis_prefix(), Duration::from_secs(10)).await?;
-        store.audit().await
+        let audit = store.audit().await?;
+        // The wallet is only the pool's business when it pays.
+        let wallet = if config.payments.enabled {
+            Some(pastella_pool::accounting::payments::wallet_books(&store, &wallet_client(&config)).await)
+        } else {
+            None
+        };
+        Ok::<_, pastella_pool::store::StoreError>((audit, wallet))
     });
-    let audit = match result {
+    let (audit, wallet) = match result {
         Ok(audit) => audit,
         Err(e) => {
             eprintln!("error: Redis at {}: {e}", pastella_pool::store::redact(&url));
@@ -129,7 +257,33 @@ fn audit(args: &ConfigArg) -> ExitCode {
         amount(audit.credited_by_blocks),
         audit.blocks_orphaned
     );
-    let problems = audit.problems();
+    println!(
+        "payments: {} unknown, {} held, {} dropped; {} quarantined address(es)",
+        audit.unknown_batches.len(),
+        audit.held_batches.len(),
+        audit.dropped_batches.len(),
+        audit.quarantined.len()
+    );
+    for (address, reason) in &audit.quarantined {
+        println!("  quarantined {address}: {reason}");
+    }
+    let mut problems = audit.problems();
+    match wallet {
+        Some(Ok(books)) => {
+            println!(
+                "wallet: {} unlocked, {} locked; the books owe {} ({} young block rewards, {} batches in flight, {} payments unconfirmed)",
+                amount(books.unlocked),
+                amount(books.locked),
+                amount(books.owed),
+                amount(books.immature),
+                books.batches_in_flight,
+                books.payments_unconfirmed
+            );
+            problems.extend(books.problems());
+        }
+        Some(Err(e)) => problems.push(format!("cannot check the wallet's balance against the books: {e}")),
+        None => {}
+    }
     if problems.is_empty() {
         println!("OK: the books balance to the atomic unit");
         ExitCode::SUCCESS

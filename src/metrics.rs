@@ -430,3 +430,21 @@ pub const PAYOUT_LEVEL_REFUSED_TOTAL: &str = "pastella_pool_payout_level_refused
 pub fn payout_level_refused(reason: &'static str) {
     counter!(PAYOUT_LEVEL_REFUSED_TOTAL, "reason" => reason).increment(1);
 }
+
+/// `pastella_pool_payment_batches_unknown`: journaled batches whose send had no definitive
+/// outcome yet.
+pub const PAYMENT_BATCHES_UNKNOWN: &str = "pastella_pool_payment_batches_unknown";
+/// `pastella_pool_payment_batches_held`: batches left to the operator.
+pub const PAYMENT_BATCHES_HELD: &str = "pastella_pool_payment_batches_held";
+/// `pastella_pool_payment_batches_dropped`: finalized batches whose transaction never confirmed.
+pub const PAYMENT_BATCHES_DROPPED: &str = "pastella_pool_payment_batches_dropped";
+/// `pastella_pool_addresses_quarantined`: addresses never paid because the wallet cannot pay them.
+pub const ADDRESSES_QUARANTINED: &str = "pastella_pool_addresses_quarantined";
+
+/// The payment states that need attention, after each payment run.
+pub fn payment_states(unknown: usize, held: usize, dropped: usize, quarantined: usize) {
+    gauge!(PAYMENT_BATCHES_UNKNOWN).set(unknown as f64);
+    gauge!(PAYMENT_BATCHES_HELD).set(held as f64);
+    gauge!(PAYMENT_BATCHES_DROPPED).set(dropped as f64);
+    gauge!(ADDRESSES_QUARANTINED).set(quarantined as f64);
+}

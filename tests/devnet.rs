@@ -651,22 +651,29 @@ async fn payments_flow_fail_and_persist() {
     assert_eq!(h.received(OTHER_MINERS_ADDRESS).received, 2 * COIN);
     assert_eq!(d.info().await.unwrap().tx_count, 1);
 
-    // Prepared transactions: held (not in the mempool), locking nothing (as the real wallet:
-    // its inputs are re-checked when it is sent), sent once.
+    // Prepared transactions: held (not in the mempool), their inputs locked from preparation
+    // (as the real wallet's Transfer code does), sent once.
+    let before = w.balance().await.unwrap();
     let prepared = w.prepare_advanced(&[dest(MINER_A, 3 * COIN)], Some(1000)).await.unwrap();
     assert!(!prepared.relayed_to_network);
     assert!(h.state().mempool.is_empty());
     assert_eq!(w.transaction(&prepared.transaction_hash).await.unwrap(), None);
     let unlocked = w.balance().await.unwrap().unlocked;
+    assert_eq!(unlocked, before.unlocked - 3 * COIN - 1000, "locked by the prepared transaction");
+    assert_eq!(code(w.send_advanced(&[dest(MINER_A, unlocked)], Some(1000)).await), Some(11));
     let everything = w.prepare_advanced(&[dest(MINER_A, unlocked - 1000)], Some(1000)).await.unwrap();
+    assert_eq!(w.balance().await.unwrap(), Balance { unlocked: 0, locked: before.locked + before.unlocked });
     w.send_prepared(&prepared.transaction_hash).await.unwrap();
     assert_eq!(h.state().mempool.len(), 1);
     assert_eq!(w.send_prepared(&prepared.transaction_hash).await.unwrap_err().code(), Some(58));
-    // The other prepared transaction is no longer covered: expired (57), and dropped.
-    assert_eq!(w.send_prepared(&everything.transaction_hash).await.unwrap_err().code(), Some(57));
+    // The other prepared transaction's inputs were locked for it: it is still covered.
+    w.send_prepared(&everything.transaction_hash).await.unwrap();
     assert_eq!(w.send_prepared(&everything.transaction_hash).await.unwrap_err().code(), Some(58));
     assert_eq!(w.send_prepared(&Hash([3; 32])).await.unwrap_err().code(), Some(58));
     h.mine(1);
+    // What it sent to MINER_A comes back to the wallet: fund the rest of the test again.
+    mine_pool_block(&d).await;
+    h.mine(10);
 
     // Injected failures. Error: HTTP 400 with the code, nothing sent.
     let p = w.prepare_advanced(&[dest(MINER_A, 1000)], None).await.unwrap();
@@ -695,7 +702,8 @@ async fn payments_flow_fail_and_persist() {
     h.set_daemon_mode(DaemonMode::Normal, None);
     let kept = w.prepare_advanced(&[dest(MINER_A, 5000)], None).await.unwrap();
 
-    // Persistence: a restarted devnet keeps chain, mempool, wallet and prepared transactions.
+    // Persistence: a restarted devnet keeps chain, mempool and wallet; like a restarted real
+    // wallet it has forgotten its prepared transactions but keeps their inputs locked.
     let before = h.state();
     h.stop().await;
     let h = devnet::start(config).await.unwrap();
@@ -703,12 +711,19 @@ async fn payments_flow_fail_and_persist() {
     assert_eq!((after.height, after.tip, after.mempool.len()), (before.height, before.tip, 2));
     assert_eq!(after.wallet.unlocked, before.wallet.unlocked);
     assert_eq!(after.alt_blocks.len(), before.alt_blocks.len());
+    assert_eq!(after.wallet.locked, before.wallet.locked);
+    assert!(after.wallet.prepared.is_empty());
     let w = wallet_client(&h, Duration::from_secs(10));
     assert_eq!(w.transaction(&sent.transaction_hash).await.unwrap().unwrap().block_height, 11);
-    w.send_prepared(&kept.transaction_hash).await.unwrap();
+    assert_eq!(w.send_prepared(&kept.transaction_hash).await.unwrap_err().code(), Some(58));
+    assert!(!w.delete_prepared(&kept.transaction_hash).await.unwrap());
+    let locked = w.balance().await.unwrap();
+    w.reset().await.unwrap();
+    let rescanned = w.balance().await.unwrap();
+    assert_eq!(rescanned.unlocked, locked.unlocked + 5000 + 1000, "the rescan frees its inputs");
     h.mine(1);
     assert_eq!(h.received(MINER_A).pending, 0);
-    assert_eq!(h.received(MINER_A).received, COIN + 3 * COIN + 1000 + 2000 + 5000);
+    assert_eq!(h.received(MINER_A).received, COIN + 3 * COIN + (2 * COIN - 3000) + 1000 + 2000);
     h.stop().await;
 }
 

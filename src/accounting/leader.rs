@@ -23,6 +23,14 @@ impl Lease {
         self.token.load_full()
     }
 
+    /// A lease view holding `token`, for a tool or test that took the lease itself
+    /// ([`Store::acquire_lease`]) and runs a money step without the election actor.
+    pub fn holding(token: String) -> Lease {
+        let lease = Lease::default();
+        lease.token.store(Some(Arc::new(token)));
+        lease
+    }
+
     /// True if `token` is still the one held.
     pub fn holds(&self, token: &str) -> bool {
         self.token().map(|t| t.as_str() == token).unwrap_or(false)

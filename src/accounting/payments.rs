@@ -4,8 +4,11 @@
 //! transaction (`/transactions/prepare/advanced`), record its hash, relay it
 //! (`/transactions/send/prepared`), then finalize (pending → paid, payment records). At every
 //! step Redis says what may have happened, so a crash or a wallet failure is resolved by asking
-//! the wallet whether the recorded hash exists: sent → finalize, not sent → release. Batches
-//! are paid one after another, never concurrently.
+//! the wallet about the recorded hash. A batch is released only when it provably was not sent;
+//! an ambiguous send leaves it `unknown` (reserved) until the wallet says, then `held` for the
+//! operator. Finalized batches are checked later for confirmation. Addresses the wallet cannot
+//! pay are quarantined, and a run pays what fits in the wallet's unlocked balance. Batches are
+//! paid one after another, never concurrently. docs/PAYOUTS.md describes the states.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -15,9 +18,9 @@ use actix::prelude::*;
 
 use super::leader::Lease;
 use super::payouts::{self, PayoutPolicy};
-use crate::chain::Hash;
+use crate::chain::{Address, Hash};
 use crate::node::wallet::{Destination, WalletClient, WalletError};
-use crate::store::{BatchDestination, JournalEntry, Store, StoreError};
+use crate::store::{BalanceRow, BatchDestination, Confirmation, JournalEntry, Store, StoreError};
 use crate::stratum::unix_ms;
 
 /// Payment settings.
@@ -42,6 +45,11 @@ pub struct PaymentSettings {
     /// A journaled batch is resolved only once it is this old: the lease TTL plus the wallet
     /// timeout, so a process that just lost the lease cannot still be talking to the wallet.
     pub settle_after: Duration,
+    /// Rounds in a row a transaction must be absent from the wallet before its batch counts as
+    /// not sent (or a finalized one as dropped): `payments.lookupRounds`.
+    pub lookup_rounds: u64,
+    /// An unresolved batch older than this is held for the operator: `payments.holdAfter`.
+    pub hold_after: Duration,
 }
 
 /// What one run did.
@@ -53,8 +61,14 @@ pub struct PaymentReport {
     pub released: usize,
     /// Batches left journaled for a later run (outcome unknown yet).
     pub uncertain: usize,
-    /// Batches not attempted (wallet balance too low).
+    /// Payouts not attempted this run (the wallet's unlocked balance does not cover them).
     pub deferred: usize,
+    /// Batches waiting for the operator.
+    pub held: usize,
+    /// Addresses quarantined during this run.
+    pub quarantined: Vec<String>,
+    /// Finalized batches flagged as dropped during this run.
+    pub dropped: usize,
 }
 
 /// Why a run stopped early.
@@ -115,68 +129,216 @@ async fn timed_wallet<T>(
     result
 }
 
-/// Resolves journaled batches old enough to be nobody else's business any more.
+/// Resolves the journal: what is known sent is finalized, what is known not sent is released,
+/// and what is not known either way stays reserved (`unknown`) until the wallet says, or goes
+/// to `held` for the operator once it is older than `hold_after`.
 async fn resolve_journal(
     store: &Store,
     wallet: &WalletClient,
     token: &str,
-    settle_after: Duration,
+    settings: &PaymentSettings,
     report: &mut PaymentReport,
 ) -> Result<(), PaymentError> {
     for entry in store.journal().await? {
         let age = Duration::from_millis(unix_ms().saturating_sub(entry.updated_ms));
-        if entry.state != "sent" && age < settle_after {
-            report.uncertain += 1;
-            continue;
+        let hash = entry.tx_hash.as_deref().and_then(|h| Hash::from_hex(h).ok());
+        match (entry.state.as_str(), hash) {
+            ("sent", _) => {
+                store.finalize_batch(token, &entry.id, unix_ms(), "relayed").await?;
+                finalized(&entry, report);
+            }
+            // A process that just lost the lease may still be preparing or sending it.
+            ("reserved" | "prepared", _) if age < settings.settle_after => report.uncertain += 1,
+            // Reserved, no transaction recorded: nothing this pool prepared can be relayed.
+            ("reserved", _) | ("prepared" | "unknown", None) => {
+                store
+                    .release_batch(token, &entry.id, unix_ms(), "interrupted before a transaction was prepared")
+                    .await?;
+                report.released += 1;
+                crate::metrics::payment_batch("released", 0);
+            }
+            ("prepared" | "unknown", Some(hash)) => {
+                settle_unknown(store, wallet, token, settings, &entry, &hash, report).await?
+            }
+            ("held", Some(hash)) => {
+                // Left to the operator, but what the wallet shows as sent is sent.
+                if let Ok(Some(_)) = timed_wallet("transaction", wallet.transaction(&hash)).await {
+                    store
+                        .finalize_batch(token, &entry.id, unix_ms(), "the wallet lists the transaction (was held)")
+                        .await?;
+                    tracing::info!(batch = %entry.id, tx = %hash, "held payment found in the wallet: finalized");
+                    finalized(&entry, report);
+                } else {
+                    report.held += 1;
+                }
+            }
+            _ => report.held += 1,
         }
-        resolve_entry(store, wallet, token, &entry, report).await?;
     }
     Ok(())
 }
 
-async fn resolve_entry(
+/// What the wallet says about a prepared hash whose send had no definitive answer:
+/// listed (unconfirmed first, then confirmed) → sent; not listed → send the same prepared
+/// transaction again (the wallet may still hold it); the wallet does not know the hash (58) or
+/// cancelled it (57) and it is still not listed → one more absent round; `lookup_rounds` absent
+/// rounds in a row → not sent, released. Anything else (the wallet or its daemon down) proves
+/// nothing and keeps the batch reserved.
+async fn settle_unknown(
     store: &Store,
     wallet: &WalletClient,
     token: &str,
+    settings: &PaymentSettings,
     entry: &JournalEntry,
+    hash: &Hash,
     report: &mut PaymentReport,
 ) -> Result<(), PaymentError> {
-    let now = unix_ms();
-    match (entry.state.as_str(), entry.tx_hash.as_deref().and_then(|h| Hash::from_hex(h).ok())) {
-        ("sent", _) => {
-            store.finalize_batch(token, &entry.id, now).await?;
+    let absent = match timed_wallet("transaction", wallet.transaction(hash)).await {
+        Ok(Some(_)) => {
+            store.finalize_batch(token, &entry.id, unix_ms(), "the wallet lists the transaction").await?;
+            tracing::info!(batch = %entry.id, tx = %hash, "payment of unknown outcome was sent: finalized");
             finalized(entry, report);
+            return Ok(());
         }
-        ("prepared", Some(hash)) => match timed_wallet("transaction", wallet.transaction(&hash)).await? {
-            Some(_) => {
-                store.finalize_batch(token, &entry.id, now).await?;
-                tracing::info!(batch = %entry.id, tx = %hash, "journaled payment was sent before the interruption: finalized");
+        Ok(None) => match timed_wallet("send_prepared", wallet.send_prepared(hash)).await {
+            Ok(()) => {
+                store.finalize_batch(token, &entry.id, unix_ms(), "relayed on retry").await?;
+                tracing::info!(batch = %entry.id, tx = %hash, "prepared payment relayed on retry: finalized");
                 finalized(entry, report);
+                return Ok(());
             }
-            None => {
-                store.release_batch(token, &entry.id, now, "not sent (wallet does not know the transaction)").await?;
-                tracing::info!(batch = %entry.id, tx = %hash, "journaled payment was never sent: amounts back to balances");
-                report.released += 1;
-                crate::metrics::payment_batch("released", 0);
+            Err(WalletError::Api { code: code @ (57 | 58), message }) => {
+                // Sent meanwhile, forgotten by a wallet restart, or cancelled: look once more,
+                // in case it moved into a block between the calls.
+                match timed_wallet("transaction", wallet.transaction(hash)).await {
+                    Ok(Some(_)) => {
+                        store.finalize_batch(token, &entry.id, unix_ms(), "the wallet lists the transaction").await?;
+                        finalized(entry, report);
+                        return Ok(());
+                    }
+                    Ok(None) => Some(format!("the wallet does not list it and cannot send it ({code}: {message})")),
+                    Err(e) => {
+                        tracing::debug!(batch = %entry.id, "lookup failed: {e}");
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(batch = %entry.id, tx = %hash, "payment still unresolved, retrying the send failed: {e}");
+                None
             }
         },
-        // Reserved but no transaction recorded: nothing this pool prepared can be relayed.
-        _ => {
-            store.release_batch(token, &entry.id, now, "interrupted before a transaction was prepared").await?;
-            report.released += 1;
-            crate::metrics::payment_batch("released", 0);
+        // A restarted wallet API: the run stops so the wallet is opened again first.
+        Err(WalletError::NoWalletOpen) => return Err(WalletError::NoWalletOpen.into()),
+        Err(e) => {
+            tracing::warn!(batch = %entry.id, tx = %hash, "payment still unresolved, the wallet did not answer: {e}");
+            None
         }
+    };
+    let what = absent.clone().unwrap_or_else(|| "the wallet could not be asked".into());
+    let rounds = store.batch_unknown(token, &entry.id, unix_ms(), &what, absent.is_some()).await?;
+    if rounds.is_some_and(|r| r >= settings.lookup_rounds) {
+        let reason = format!("not sent: {what}, {} rounds in a row", settings.lookup_rounds);
+        store.release_batch(token, &entry.id, unix_ms(), &reason).await?;
+        tracing::warn!(batch = %entry.id, tx = %hash, "{reason}; amounts back to balances");
+        report.released += 1;
+        crate::metrics::payment_batch("released", 0);
+        return Ok(());
     }
+    let age = Duration::from_millis(unix_ms().saturating_sub(entry.created_ms));
+    if age >= settings.hold_after {
+        let why = format!("unresolved after {} s: {what}", age.as_secs());
+        if store.hold_batch(token, &entry.id, unix_ms(), &why).await? {
+            tracing::error!(batch = %entry.id, tx = %hash, "payment held for the operator ({why}): see `pastella-pool payments list`");
+            crate::metrics::payment_batch("held", 0);
+        }
+        report.held += 1;
+        return Ok(());
+    }
+    report.uncertain += 1;
     Ok(())
 }
 
 fn finalized(entry: &JournalEntry, report: &mut PaymentReport) {
-    let sent: u64 = entry.destinations.iter().map(|d| d.amount).sum();
-    crate::metrics::payment_batch("sent", sent);
+    crate::metrics::payment_batch("sent", entry.total());
     report.sent.push(entry.tx_hash.clone().unwrap_or_default());
 }
 
-/// One payment run: resolve the journal, plan, and pay batch after batch.
+/// At most this many finalized batches are checked for confirmation per run.
+const CONFIRMATION_CHECKS: usize = 50;
+
+/// The later check of finalized batches: confirmed in a block → done; in the mempool → wait;
+/// in neither for `lookup_rounds` runs in a row → flagged dropped (never paid again by itself).
+async fn check_confirmations(
+    store: &Store,
+    wallet: &WalletClient,
+    token: &str,
+    settings: &PaymentSettings,
+    report: &mut PaymentReport,
+) -> Result<(), PaymentError> {
+    for entry in store.confirming().await?.into_iter().take(CONFIRMATION_CHECKS) {
+        let Some(hash) = entry.tx_hash.as_deref().and_then(|h| Hash::from_hex(h).ok()) else { continue };
+        let outcome = match timed_wallet("transaction", wallet.transaction(&hash)).await {
+            Ok(Some(tx)) if tx.block_height > 0 => Confirmation::Confirmed(tx.block_height),
+            Ok(Some(_)) => Confirmation::Pending,
+            Ok(None) => Confirmation::Missing,
+            Err(_) => return Ok(()),
+        };
+        let decided = store.batch_confirmation(token, &entry.id, unix_ms(), outcome, settings.lookup_rounds).await?;
+        if decided && outcome == Confirmation::Missing {
+            report.dropped += 1;
+            crate::metrics::payment_batch("dropped", 0);
+            tracing::error!(
+                batch = %entry.id,
+                tx = %hash,
+                total = entry.total(),
+                "a finalized payment never confirmed (dropped from the mempool): its miners were NOT paid again; check the wallet and pay by hand if needed"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Quarantines every payable address that is not a valid Pastella address (full checksum);
+/// returns the quarantined set.
+async fn quarantine_invalid(
+    store: &Store,
+    token: &str,
+    balances: &[BalanceRow],
+    report: &mut PaymentReport,
+) -> Result<HashSet<String>, PaymentError> {
+    let mut quarantined: HashSet<String> = store.quarantined().await?.into_keys().collect();
+    for row in balances.iter().filter(|r| r.balance > 0) {
+        if quarantined.contains(&row.address) {
+            continue;
+        }
+        if let Err(e) = Address::parse(&row.address) {
+            quarantine(store, token, &row.address, &format!("invalid address: {e}"), report).await?;
+            quarantined.insert(row.address.clone());
+        }
+    }
+    Ok(quarantined)
+}
+
+async fn quarantine(
+    store: &Store,
+    token: &str,
+    address: &str,
+    reason: &str,
+    report: &mut PaymentReport,
+) -> Result<(), PaymentError> {
+    if store.quarantine(token, address, reason, unix_ms()).await? {
+        tracing::error!(miner = %address, "address quarantined, its balance is kept and never paid: {reason}");
+        report.quarantined.push(address.to_string());
+    }
+    Ok(())
+}
+
+/// A new run re-plans after a destination was quarantined; this bounds the re-plans.
+const MAX_REPLANS: usize = 8;
+
+/// One payment run: resolve the journal, check finalized payments, plan, and pay batch after
+/// batch, what fits in the wallet's unlocked balance.
 pub async fn pay_once(
     store: &Store,
     wallet: &WalletClient,
@@ -185,50 +347,69 @@ pub async fn pay_once(
     settings: &PaymentSettings,
 ) -> Result<PaymentReport, PaymentError> {
     let mut report = PaymentReport::default();
-    resolve_journal(store, wallet, token, settings.settle_after, &mut report).await?;
+    resolve_journal(store, wallet, token, settings, &mut report).await?;
+    check_confirmations(store, wallet, token, settings, &mut report).await?;
     if report.uncertain > 0 {
         // Earlier batches are still undecided: their amounts are pending, not payable anyway,
         // but wait so the wallet's view settles before spending more.
         return Ok(report);
     }
     let blocked = load_blocked(&settings.blocked_file)?;
-    let balances = store.balances().await?;
-    let owed: u64 = balances.iter().map(|b| b.balance).sum();
-    crate::metrics::owed(owed);
-    let batches = payouts::plan(&balances, &blocked, &settings.policy);
-    if batches.is_empty() {
-        return Ok(report);
-    }
-    let mut unlocked = timed_wallet("balance", wallet.balance()).await?.unlocked;
-    let fee = settings.policy.transfer_fee;
-    for batch in batches {
-        let sending: u64 = batch.iter().map(|d| d.amount).sum();
-        if sending + fee > unlocked {
-            report.deferred += 1;
-            crate::metrics::payment_batch("deferred", 0);
-            continue;
+    let mut unlocked: Option<u64> = None;
+    for _ in 0..MAX_REPLANS {
+        let balances = store.balances().await?;
+        crate::metrics::owed(balances.iter().map(|b| b.balance).sum());
+        let mut excluded = quarantine_invalid(store, token, &balances, &mut report).await?;
+        excluded.extend(blocked.iter().cloned());
+        let batches = payouts::plan(&balances, &excluded, &settings.policy);
+        if batches.is_empty() {
+            break;
         }
-        if !lease.holds(token) {
-            return Err(PaymentError::LostLease);
+        let mut budget = match unlocked {
+            Some(b) => b,
+            None => timed_wallet("balance", wallet.balance()).await?.unlocked,
+        };
+        report.deferred = 0;
+        let mut replan = false;
+        for planned in batches {
+            let Some(batch) = payouts::fit(&planned, budget, &settings.policy) else {
+                report.deferred += planned.len();
+                crate::metrics::payment_batch("deferred", 0);
+                continue;
+            };
+            report.deferred += planned.len() - batch.len();
+            if !lease.holds(token) {
+                return Err(PaymentError::LostLease);
+            }
+            let fee = settings.policy.transfer_fee;
+            match pay_batch(store, wallet, lease, token, &batch, fee, &mut report).await? {
+                BatchOutcome::Sent(tx) => {
+                    budget = budget.saturating_sub(batch.iter().map(|d| d.amount).sum::<u64>() + fee);
+                    report.sent.push(tx);
+                }
+                BatchOutcome::Released => report.released += 1,
+                BatchOutcome::Skipped => {}
+                BatchOutcome::Uncertain => {
+                    report.uncertain += 1;
+                    return Ok(report);
+                }
+                BatchOutcome::Quarantined => {
+                    report.released += 1;
+                    replan = true;
+                    break;
+                }
+            }
         }
-        match pay_batch(store, wallet, lease, token, &batch, fee).await? {
-            BatchOutcome::Sent(tx) => {
-                unlocked -= sending + fee;
-                report.sent.push(tx);
-            }
-            BatchOutcome::Released => report.released += 1,
-            BatchOutcome::Skipped => {}
-            BatchOutcome::Uncertain => {
-                report.uncertain += 1;
-                break;
-            }
+        unlocked = Some(budget);
+        if !replan {
+            break;
         }
     }
     if report.deferred > 0 {
         tracing::warn!(
             deferred = report.deferred,
-            unlocked,
-            "wallet's unlocked balance does not cover every payout; the rest waits for the next run"
+            unlocked = unlocked.unwrap_or(0),
+            "wallet's unlocked balance does not cover every payout; the largest that fit were paid, the rest waits"
         );
     }
     Ok(report)
@@ -239,6 +420,32 @@ enum BatchOutcome {
     Released,
     Skipped,
     Uncertain,
+    /// Released because the wallet refused destinations, which are quarantined: plan again.
+    Quarantined,
+}
+
+/// Wallet error codes that never concern one destination: no point looking for a bad one.
+const NOT_A_DESTINATION: [i64; 8] = [9, 11, 17, 30, 31, 56, 57, 58];
+
+/// The destinations the wallet refuses, with its reason: checked one by one with the local
+/// validation and the wallet's `/addresses/validate`, which (unlike preparing halves of the
+/// batch) locks no inputs.
+async fn find_rejected(wallet: &WalletClient, batch: &[BatchDestination]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in batch {
+        if let Err(e) = Address::parse(&d.address) {
+            out.push((d.address.clone(), format!("invalid address: {e}")));
+            continue;
+        }
+        match timed_wallet("validate_address", wallet.validate_address(&d.address)).await {
+            Ok(()) => {}
+            Err(WalletError::Api { code, message }) => {
+                out.push((d.address.clone(), format!("the wallet refuses it (error {code}): {message}")))
+            }
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 async fn pay_batch(
@@ -248,6 +455,7 @@ async fn pay_batch(
     token: &str,
     batch: &[BatchDestination],
     tx_fee: u64,
+    report: &mut PaymentReport,
 ) -> Result<BatchOutcome, PaymentError> {
     let id = format!("{}-{:08x}", unix_ms(), rand::random::<u32>());
     if !store.reserve_batch(token, &id, unix_ms(), batch, tx_fee).await? {
@@ -259,62 +467,203 @@ async fn pay_batch(
     let prepared = match timed_wallet("prepare", wallet.prepare_advanced(&destinations, Some(tx_fee))).await {
         Ok(prepared) => prepared,
         Err(e) => {
-            // Nothing was relayed: a prepared transaction is only relayed by send_prepared.
+            // No hash was recorded, so nothing this pool prepared can ever be relayed.
             tracing::error!(batch = %id, destinations = batch.len(), "wallet refused to prepare the payment: {e}; amounts back to balances");
             store.release_batch(token, &id, unix_ms(), &format!("prepare failed: {e}")).await?;
             crate::metrics::payment_batch("released", 0);
-            return match e {
-                WalletError::Api { .. } => Ok(BatchOutcome::Released),
-                other => Err(other.into()),
+            let code = match e {
+                WalletError::Api { code, .. } => code,
+                other => return Err(other.into()),
             };
+            if NOT_A_DESTINATION.contains(&code) {
+                return Ok(BatchOutcome::Released);
+            }
+            let rejected = find_rejected(wallet, batch).await;
+            if rejected.is_empty() {
+                tracing::error!(batch = %id, "no single destination of the refused batch could be found at fault");
+                return Ok(BatchOutcome::Released);
+            }
+            for (address, reason) in rejected {
+                quarantine(store, token, &address, &reason, report).await?;
+            }
+            return Ok(BatchOutcome::Quarantined);
         }
     };
     let hash = prepared.transaction_hash;
     store.batch_prepared(token, &id, &hash.to_hex(), prepared.fee, unix_ms()).await?;
     if !lease.holds(token) {
-        // Leave it journaled; whoever leads next releases it (never relayed).
+        // Left journaled as prepared; whoever leads next settles it by hash.
         return Err(PaymentError::LostLease);
     }
-    let sent = timed_wallet("send_prepared", wallet.send_prepared(&hash)).await;
     let total: u64 = batch.iter().map(|d| d.amount).sum();
-    let relayed = match sent {
-        Ok(()) => true,
-        Err(e @ (WalletError::Api { .. } | WalletError::Unreachable(_))) => {
-            tracing::error!(batch = %id, tx = %hash, "wallet did not relay the payment: {e}; amounts back to balances");
-            store.release_batch(token, &id, unix_ms(), &format!("send failed: {e}")).await?;
-            crate::metrics::payment_batch("released", 0);
-            return Ok(BatchOutcome::Released);
-        }
-        Err(e) => {
-            // The request reached the wallet but no complete answer came back: ask it.
-            tracing::warn!(batch = %id, tx = %hash, "payment outcome unknown ({e}); asking the wallet");
-            let mut known = None;
-            for attempt in 0..3u64 {
-                tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
-                if let Ok(answer) = timed_wallet("transaction", wallet.transaction(&hash)).await {
-                    known = Some(answer.is_some());
-                    if answer.is_some() {
-                        break;
-                    }
-                }
-            }
-            match known {
-                Some(true) => true,
-                _ => {
-                    // Not seen (yet): keep it journaled as prepared; a later run decides.
-                    tracing::warn!(batch = %id, tx = %hash, "payment not confirmed by the wallet yet; left in the journal");
-                    crate::metrics::payment_batch("uncertain", 0);
-                    return Ok(BatchOutcome::Uncertain);
-                }
-            }
-        }
-    };
-    debug_assert!(relayed);
+    if let Err(e) = timed_wallet("send_prepared", wallet.send_prepared(&hash)).await {
+        // No error of send/prepared proves "not sent": it may have been relayed before the
+        // error (codes 30/31 follow a relay too), and the prepared transaction can still be
+        // sent until the wallet restarts. Keep it reserved; later rounds look it up and
+        // re-send the same hash.
+        tracing::warn!(batch = %id, tx = %hash, "payment outcome unknown ({e}); kept reserved, the wallet is asked again next run");
+        store.batch_unknown(token, &id, unix_ms(), &format!("send failed: {e}"), false).await?;
+        crate::metrics::payment_batch("unknown", 0);
+        return Ok(BatchOutcome::Uncertain);
+    }
     store.batch_sent(token, &id, unix_ms()).await?;
-    store.finalize_batch(token, &id, unix_ms()).await?;
+    store.finalize_batch(token, &id, unix_ms(), "relayed").await?;
     crate::metrics::payment_batch("sent", total);
     tracing::info!(batch = %id, tx = %hash, destinations = batch.len(), total, fee = prepared.fee, "Payment sent");
     Ok(BatchOutcome::Sent(hash.to_hex()))
+}
+
+/// The wallet's balance against what the books say it should hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WalletBooks {
+    /// The wallet's unlocked balance.
+    pub unlocked: u64,
+    /// The wallet's locked balance.
+    pub locked: u64,
+    /// What the books owe miners: Σ balance + Σ pending.
+    pub owed: u64,
+    /// Rewards of the pool's blocks not yet credited (candidates): what may still be locked
+    /// as young coinbase outputs.
+    pub immature: u64,
+    /// Payment batches journaled (reserved, prepared, unknown, held, sent).
+    pub batches_in_flight: usize,
+    /// Finalized payments not yet seen in a block (their change is locked until then).
+    pub payments_unconfirmed: usize,
+}
+
+impl WalletBooks {
+    /// Every gap, in words; empty when the wallet holds what the books say.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let holds = self.unlocked.saturating_add(self.locked);
+        if holds < self.owed {
+            out.push(format!(
+                "the wallet holds {holds} ({} unlocked + {} locked), less than the {} the books owe miners",
+                self.unlocked, self.locked, self.owed
+            ));
+        }
+        // With nothing in flight, only young block rewards may be locked.
+        if self.batches_in_flight == 0 && self.payments_unconfirmed == 0 && self.locked > self.immature {
+            out.push(format!(
+                "the wallet has {} locked but the books explain at most {} (young block rewards): inputs of a prepared transaction the wallet forgot stay locked until the wallet rescans (PUT /reset)",
+                self.locked, self.immature
+            ));
+        }
+        out
+    }
+}
+
+/// Reads the wallet's balance and the books it should match.
+pub async fn wallet_books(store: &Store, wallet: &WalletClient) -> Result<WalletBooks, PaymentError> {
+    let balance = timed_wallet("balance", wallet.balance()).await?;
+    let owed = store.balances_and_pending().await?;
+    let immature = store.candidates().await?.iter().filter_map(|c| c.reward).sum();
+    Ok(WalletBooks {
+        unlocked: balance.unlocked,
+        locked: balance.locked,
+        owed,
+        immature,
+        batches_in_flight: store.journal().await?.len(),
+        payments_unconfirmed: store.confirming().await?.len(),
+    })
+}
+
+/// What `pastella-pool payments resolve` did with a held batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Recorded as sent: pending → paid.
+    Sent,
+    /// Recorded as not sent: pending → balance (its prepared transaction deleted first).
+    NotSent,
+}
+
+/// Why the operator's resolution was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No such batch.
+    #[error("no payment batch {0}; `pastella-pool payments list` shows the held ones")]
+    NoBatch(String),
+    /// Only held batches are the operator's; the pool settles the others itself.
+    #[error("batch {id} is {state}, not held: the pool settles it itself")]
+    NotHeld {
+        /// Batch id.
+        id: String,
+        /// Its state.
+        state: String,
+    },
+    /// The wallet contradicts the operator.
+    #[error("{0}")]
+    Contradicted(String),
+    /// The wallet could not be asked: nothing is decided without it.
+    #[error("cannot check the wallet ({0}); nothing changed")]
+    Wallet(#[from] WalletError),
+    /// Redis failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Settles a held batch as the operator says, unless the wallet shows otherwise: `sent` needs
+/// the wallet to list the transaction; "not sent" first deletes the prepared transaction from
+/// the wallet (so it can never be sent later) and then needs the wallet not to list it.
+pub async fn resolve_held(
+    store: &Store,
+    wallet: &WalletClient,
+    id: &str,
+    outcome: Resolution,
+) -> Result<Resolution, ResolveError> {
+    let entry = store.batch(id).await?.ok_or_else(|| ResolveError::NoBatch(id.to_string()))?;
+    if entry.state != "held" {
+        return Err(ResolveError::NotHeld { id: id.to_string(), state: entry.state });
+    }
+    let hash = entry.tx_hash.as_deref().and_then(|h| Hash::from_hex(h).ok());
+    let listed = match &hash {
+        Some(hash) => {
+            if outcome == Resolution::NotSent && wallet.delete_prepared(hash).await? {
+                tracing::info!(batch = %id, tx = %hash, "deleted the prepared transaction from the wallet");
+            }
+            wallet.transaction(hash).await?
+        }
+        None => None,
+    };
+    let now = unix_ms();
+    match (outcome, listed) {
+        (Resolution::Sent, Some(tx)) => {
+            store
+                .finalize_batch(
+                    "",
+                    id,
+                    now,
+                    &format!("operator: sent (the wallet lists it at height {})", tx.block_height),
+                )
+                .await?;
+        }
+        (Resolution::Sent, None) => {
+            return Err(ResolveError::Contradicted(format!(
+                "the wallet does not list transaction {}: it was not sent; use --not-sent",
+                entry.tx_hash.unwrap_or_default()
+            )))
+        }
+        (Resolution::NotSent, Some(tx)) => {
+            return Err(ResolveError::Contradicted(format!(
+                "the wallet lists transaction {} (height {}, 0 = in the mempool): it was sent; use --sent",
+                tx.hash, tx.block_height
+            )))
+        }
+        (Resolution::NotSent, None) => {
+            store.release_batch("", id, now, "operator: not sent (the wallet does not list it)").await?;
+        }
+    }
+    Ok(outcome)
+}
+
+/// The gauges of the states that need attention.
+async fn report_states(store: &Store) -> Result<(), StoreError> {
+    let journal = store.journal().await?;
+    let count = |state: &str| journal.iter().filter(|e| e.state == state).count();
+    let dropped = store.dropped().await?.len();
+    let quarantined = store.quarantined().await?.len();
+    crate::metrics::payment_states(count("unknown"), count("held"), dropped, quarantined);
+    Ok(())
 }
 
 /// Runs [`pay_once`] every interval while this process holds the lease.
@@ -346,23 +695,36 @@ impl PaymentProcessor {
             if !wallet_ready {
                 open_wallet(&wallet, &settings).await?;
             }
-            pay_once(&store, &wallet, &lease, &token, &settings).await
+            let report = pay_once(&store, &wallet, &lease, &token, &settings).await;
+            if let Err(e) = report_states(&store).await {
+                tracing::debug!("payment state gauges: {e}");
+            }
+            report
         };
         ctx.spawn(fut.into_actor(self).map(|result, act, _| {
             act.running = false;
             match result {
                 Ok(report) => {
                     act.wallet_ready = true;
-                    if !report.sent.is_empty() || report.released > 0 {
+                    if !report.sent.is_empty() || report.released > 0 || !report.quarantined.is_empty() {
                         tracing::info!(
                             sent = report.sent.len(),
                             released = report.released,
                             uncertain = report.uncertain,
+                            held = report.held,
+                            deferred = report.deferred,
+                            quarantined = report.quarantined.len(),
                             "payment run done"
                         );
                     }
                 }
-                Err(e) => tracing::error!("payments: {e}; balances are unchanged and retried next run"),
+                Err(e) => {
+                    // A restarted wallet API has no wallet open: open it again next run.
+                    if matches!(e, PaymentError::Wallet(WalletError::NoWalletOpen)) {
+                        act.wallet_ready = false;
+                    }
+                    tracing::error!("payments: {e}; balances are unchanged and retried next run")
+                }
             }
         }));
     }
@@ -391,5 +753,35 @@ impl Actor for PaymentProcessor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_later(Duration::from_secs(1), |act, ctx| act.tick(ctx));
         ctx.run_interval(self.settings.interval, |act, ctx| act.tick(ctx));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn books() -> WalletBooks {
+        WalletBooks { unlocked: 900, locked: 100, owed: 1000, immature: 100, ..WalletBooks::default() }
+    }
+
+    #[test]
+    fn a_wallet_that_holds_what_the_books_say_has_no_problem() {
+        assert_eq!(books().problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_wallet_short_of_what_is_owed_is_a_problem() {
+        let b = WalletBooks { unlocked: 899, ..books() };
+        assert_eq!(b.problems().len(), 1, "{:?}", b.problems());
+        assert!(b.problems()[0].contains("less than the 1000 the books owe"));
+    }
+
+    #[test]
+    fn locked_funds_nothing_explains_are_a_problem_when_nothing_is_in_flight() {
+        let b = WalletBooks { locked: 300, ..books() };
+        assert!(b.problems()[0].contains("300 locked"), "{:?}", b.problems());
+        // While payments are in flight their change is locked too: not judged.
+        assert!(WalletBooks { batches_in_flight: 1, ..b.clone() }.problems().is_empty());
+        assert!(WalletBooks { payments_unconfirmed: 2, ..b }.problems().is_empty());
     }
 }

@@ -78,25 +78,49 @@ pub fn plan(rows: &[BalanceRow], blocked: &HashSet<String>, policy: &PayoutPolic
     if !current.is_empty() {
         batches.push(current);
     }
-    batches
+    batches.into_iter().map(|batch| charge(batch, policy)).collect()
+}
+
+/// The fee charged to each miner of a transaction with `destinations` destinations.
+fn charged(policy: &PayoutPolicy, destinations: usize) -> u64 {
+    match (policy.miner_pay_fee, policy.dynamic_transfer_fee) {
+        (false, _) => 0,
+        (true, false) => policy.transfer_fee,
+        (true, true) => policy.transfer_fee.div_ceil(destinations.max(1) as u64),
+    }
+}
+
+fn charge(batch: Vec<(String, u64)>, policy: &PayoutPolicy) -> Vec<BatchDestination> {
+    let fee = charged(policy, batch.len());
+    batch
         .into_iter()
-        .map(|batch| {
-            let charged = match (policy.miner_pay_fee, policy.dynamic_transfer_fee) {
-                (false, _) => 0,
-                (true, false) => policy.transfer_fee,
-                (true, true) => policy.transfer_fee.div_ceil(batch.len() as u64),
-            };
-            batch
-                .into_iter()
-                .map(|(address, gross)| BatchDestination {
-                    address,
-                    amount: gross - charged,
-                    fee: charged,
-                    reserved: gross,
-                })
-                .collect()
-        })
+        .map(|(address, gross)| BatchDestination { address, amount: gross - fee, fee, reserved: gross })
         .collect()
+}
+
+/// Pays what fits: of a planned batch, the destinations, **largest payout first**, whose
+/// amounts plus the transaction fee fit in `budget` (the wallet's unlocked balance); a payout
+/// too large for what is left is skipped and smaller ones still go. Each miner's fee share is
+/// recomputed for the destinations kept. `None` if not one fits; the rest waits for a later
+/// run with its balance untouched.
+pub fn fit(batch: &[BatchDestination], budget: u64, policy: &PayoutPolicy) -> Option<Vec<BatchDestination>> {
+    let mut order: Vec<&BatchDestination> = batch.iter().collect();
+    order.sort_by(|a, b| b.reserved.cmp(&a.reserved).then_with(|| a.address.cmp(&b.address)));
+    let mut kept: Vec<(String, u64)> = Vec::new();
+    let mut gross = 0u64;
+    for d in order {
+        let n = kept.len() + 1;
+        let fee = charged(policy, n);
+        if d.reserved <= fee {
+            continue;
+        }
+        let sending = (gross + d.reserved).saturating_sub(fee * n as u64);
+        if sending.saturating_add(policy.transfer_fee) <= budget {
+            gross += d.reserved;
+            kept.push((d.address.clone(), d.reserved));
+        }
+    }
+    (!kept.is_empty()).then(|| charge(kept, policy))
 }
 
 #[cfg(test)]
@@ -183,5 +207,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn what_fits_is_paid_largest_first() {
+        let mut p = policy();
+        p.max_addresses = 10;
+        let rows = [row("PAS1a", 500_000), row("PAS1b", 300_000), row("PAS1c", 200_000), row("PAS1d", 150_000)];
+        let batch = plan(&rows, &HashSet::new(), &p).remove(0);
+        let sending: u64 = batch.iter().map(|d| d.amount).sum();
+        // Everything fits exactly: all four, unchanged.
+        assert_eq!(fit(&batch, sending + 1000, &p), Some(batch.clone()));
+        // One unit short: the smallest payout waits, the other three are paid (fee shared by 3).
+        let kept = fit(&batch, sending + 1000 - 1, &p).unwrap();
+        assert_eq!(kept.iter().map(|d| d.address.as_str()).collect::<Vec<_>>(), ["PAS1a", "PAS1b", "PAS1c"]);
+        assert!(kept.iter().all(|d| d.fee == 334 && d.amount + d.fee == d.reserved));
+        assert!(kept.iter().map(|d| d.amount).sum::<u64>() + 1000 <= sending + 999);
+        // Room for less than the largest: the largest waits, smaller ones that fit go.
+        let kept = fit(&batch, 400_000, &p).unwrap();
+        assert_eq!(kept.iter().map(|d| d.address.as_str()).collect::<Vec<_>>(), ["PAS1b"]);
+        assert_eq!(kept[0].amount, 299_000, "alone it pays the whole fee");
+        assert_eq!(fit(&batch, 100_000, &p), None);
     }
 }

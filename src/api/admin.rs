@@ -66,7 +66,8 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         .route("/admin_users", web::route().to(admin_users))
         .route("/admin_monitoring", web::route().to(admin_monitoring))
         .route("/admin_log", web::route().to(admin_log))
-        .route("/admin_ports", web::route().to(admin_ports));
+        .route("/admin_ports", web::route().to(admin_ports))
+        .route("/admin_payments", web::route().to(admin_payments));
 }
 
 /// The client address: the peer, or the last `X-Forwarded-For` entry (the one the trusted
@@ -301,6 +302,47 @@ async fn admin_ports(state: web::Data<ApiState>, req: HttpRequest) -> HttpRespon
     }
     // The shape the frontend's Admin page reads (spec §11.3 #7): {"ports": {"3333": users}}.
     with_session(json_value(&json!({"ports": ports})), sid)
+}
+
+/// Payment batches and addresses that need the operator: in flight (unknown, held, ...),
+/// finalized but never confirmed (dropped), and quarantined addresses.
+async fn admin_payments(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
+    let sid = authorized!(state, req);
+    let result = async {
+        let journal = state.store.journal().await?;
+        let dropped = state.store.dropped().await?;
+        let quarantined = state.store.quarantined().await?;
+        Ok::<_, crate::store::StoreError>((journal, dropped, quarantined))
+    }
+    .await;
+    let (journal, dropped, quarantined) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("API: {e}");
+            return with_session(json_value(&json!({"error": "Error collecting payments"})), sid);
+        }
+    };
+    let batch = |e: &crate::store::JournalEntry| {
+        json!({
+            "id": e.id,
+            "state": e.state,
+            "txHash": e.tx_hash,
+            "created": e.created_ms,
+            "updated": e.updated_ms,
+            "absentRounds": e.absent_rounds,
+            "error": e.error,
+            "destinations": e.destinations.len(),
+            "amount": e.total(),
+        })
+    };
+    with_session(
+        json_value(&json!({
+            "inFlight": journal.iter().map(batch).collect::<Vec<_>>(),
+            "dropped": dropped.iter().map(batch).collect::<Vec<_>>(),
+            "quarantined": quarantined,
+        })),
+        sid,
+    )
 }
 
 #[cfg(test)]

@@ -524,6 +524,23 @@ async fn get_apis() -> HttpResponse {
     json_value(&json!({}))
 }
 
+/// The wallet's balance against the books (`ok: false` with every gap named). Reported, not a
+/// reason for a 503: the API itself still works.
+async fn wallet_books_json(state: &ApiState) -> Value {
+    let c = &state.config.wallet_api;
+    let wallet =
+        crate::node::WalletClient::new(&c.host, c.port, &c.api_key, c.timeout.min(std::time::Duration::from_secs(10)));
+    match crate::accounting::payments::wallet_books(&state.store, &wallet).await {
+        Ok(books) => {
+            let problems = books.problems();
+            json!({"ok": problems.is_empty(), "wallet": books, "problems": problems})
+        }
+        Err(e) => {
+            json!({"ok": false, "problems": [format!("cannot check the wallet's balance against the books: {e}")]})
+        }
+    }
+}
+
 async fn health(state: web::Data<ApiState>) -> HttpResponse {
     let Some(collector) = state.collector.get() else {
         return HttpResponse::ServiceUnavailable()
@@ -533,7 +550,11 @@ async fn health(state: web::Data<ApiState>) -> HttpResponse {
     match collector.send(CheckHealth).await {
         Ok(report) => {
             let mut response = if report.healthy() { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
-            response.content_type("application/json").body(report.json().to_string())
+            let mut body = report.json();
+            if state.config.payments.enabled {
+                body["books"] = wallet_books_json(&state).await;
+            }
+            response.content_type("application/json").body(body.to_string())
         }
         Err(_) => HttpResponse::ServiceUnavailable()
             .content_type("application/json")

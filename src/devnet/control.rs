@@ -60,6 +60,13 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         ("POST", "/devnet/reorg") => reorg(&shared, &body),
         ("POST", "/devnet/daemon") => daemon(&shared, &body),
         ("POST", "/devnet/wallet/fail") => fail(&shared, &body),
+        ("POST", "/devnet/wallet/restart") => {
+            shared.restart_wallet();
+            Ok(answer(200, json!({"prepared": shared.state().wallet.prepared})))
+        }
+        ("POST", "/devnet/wallet/reject") => reject(&shared, &body),
+        ("POST", "/devnet/mempool/drop") => drop_mempool(&shared, &body),
+        ("POST", "/devnet/wallet/mine_after_lookup") => mine_after_lookup(&shared, &body),
         ("POST", "/devnet/staking") => staking(&shared, &body),
         ("GET", "/devnet/state") => Ok(answer(200, serde_json::to_value(shared.state()).unwrap_or_default())),
         ("GET", path) if path.starts_with("/devnet/received/") => {
@@ -116,8 +123,9 @@ fn fail(shared: &Shared, body: &Value) -> Result<Response, Response> {
         return Err(bad("\"count\" must be at most 1000"));
     }
     let kind: FailureKind = match body.get("kind") {
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|_| bad("\"kind\" must be one of \"error\", \"timeout\", \"drop_after_success\""))?,
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+            bad("\"kind\" must be one of \"error\", \"timeout\", \"drop_after_success\", \"relay_then_error\"")
+        })?,
         None => FailureKind::Error,
     };
     let code = match body.get("code") {
@@ -128,6 +136,34 @@ fn fail(shared: &Shared, body: &Value) -> Result<Response, Response> {
     shared.fail_sends(count as usize, Failure { kind, code, hold });
     let pending = shared.state().wallet.pending_failures;
     Ok(answer(200, json!({"pending_failures": pending})))
+}
+
+fn mine_after_lookup(shared: &Shared, body: &Value) -> Result<Response, Response> {
+    let count = field_u64(body, "count")?.unwrap_or(1).min(1000) as u32;
+    shared.mine_after_lookups(count);
+    Ok(answer(200, json!({"mine_after_lookups": count})))
+}
+
+fn drop_mempool(shared: &Shared, body: &Value) -> Result<Response, Response> {
+    let hash = match body.get("hash") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_str()
+                .and_then(|h| crate::chain::Hash::from_hex(h).ok())
+                .ok_or_else(|| bad("\"hash\" must be a transaction hash (64 hex digits)"))?,
+        ),
+    };
+    Ok(answer(200, json!({"dropped": shared.drop_mempool(hash)})))
+}
+
+fn reject(shared: &Shared, body: &Value) -> Result<Response, Response> {
+    let address = body.get("address").and_then(Value::as_str).ok_or_else(|| bad("\"address\" is required"))?;
+    let code = match body.get("code") {
+        None => 15,
+        Some(v) => v.as_i64().ok_or_else(|| bad("\"code\" must be an integer"))?,
+    };
+    shared.reject_address(address, code);
+    Ok(answer(200, json!({"address": address, "code": code})))
 }
 
 fn staking(shared: &Shared, body: &Value) -> Result<Response, Response> {

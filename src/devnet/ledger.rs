@@ -615,6 +615,17 @@ impl Ledger {
         Ok((orphaned, added))
     }
 
+    /// The network forgets mempool transactions (all, or the one `hash`), as a node does with
+    /// a transaction that is never mined; returns the hashes dropped.
+    pub fn drop_from_mempool(&mut self, hash: Option<Hash>) -> Vec<Hash> {
+        let dropped: Vec<Hash> = self.mempool.iter().filter(|h| hash.map_or(true, |x| x == **h)).copied().collect();
+        self.mempool.retain(|h| !dropped.contains(h));
+        for h in &dropped {
+            self.txs.remove(h);
+        }
+        dropped
+    }
+
     /// Puts a transaction into the mempool.
     pub fn relay(&mut self, tx: PoolTx) {
         let hash = tx.hash;

@@ -401,6 +401,29 @@ impl Shared {
         self.dirty.store(true, Ordering::Release);
     }
 
+    /// Restarts the wallet: prepared transactions are forgotten, their inputs stay locked.
+    pub fn restart_wallet(&self) {
+        self.lock().wallet.restart();
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Drops mempool transactions (all, or `hash`) as if the network never mined them.
+    pub fn drop_mempool(&self, hash: Option<Hash>) -> Vec<Hash> {
+        let dropped = self.lock().ledger.drop_from_mempool(hash);
+        self.changed();
+        dropped
+    }
+
+    /// Makes the wallet reject `address` as a destination with error `code`.
+    pub fn reject_address(&self, address: &str, code: i64) {
+        self.lock().wallet.rejected.insert(address.to_string(), code);
+    }
+
+    /// Mines a block right after each of the next `count` transaction lookups is answered.
+    pub fn mine_after_lookups(&self, count: u32) {
+        self.lock().wallet.mine_after_lookups = count;
+    }
+
     pub fn state(&self) -> DevnetState {
         let state = self.lock();
         let ledger = &state.ledger;
@@ -599,6 +622,26 @@ impl DevnetHandle {
     /// `POST /devnet/wallet/fail`.
     pub fn fail_wallet_sends(&self, count: usize, failure: Failure) {
         self.shared.fail_sends(count, failure);
+    }
+
+    /// `POST /devnet/wallet/restart`.
+    pub fn restart_wallet(&self) {
+        self.shared.restart_wallet();
+    }
+
+    /// `POST /devnet/mempool/drop`.
+    pub fn drop_mempool(&self, hash: Option<Hash>) -> Vec<Hash> {
+        self.shared.drop_mempool(hash)
+    }
+
+    /// `POST /devnet/wallet/reject`.
+    pub fn reject_address(&self, address: &str, code: i64) {
+        self.shared.reject_address(address, code);
+    }
+
+    /// `POST /devnet/wallet/mine_after_lookup`.
+    pub fn mine_after_lookups(&self, count: u32) {
+        self.shared.mine_after_lookups(count);
     }
 
     /// `POST /devnet/staking`: returns the height whose coinbase will carry it.

@@ -6,6 +6,11 @@
 //! `unlock_time <= block count + 1` (`Utilities::isInputUnlocked` with the network block count),
 //! plus confirmed transfers to the wallet address; outgoing = amount + fee of every relayed
 //! transaction, taken from the unlocked balance when it is sent.
+//!
+//! Like the real wallet (its Transfer code locks a transaction's inputs when it is prepared), a
+//! prepared transaction holds its amount + fee out of the unlocked balance until it is sent. A
+//! restart (or `DELETE /transactions/prepared/<hash>`) forgets the prepared transaction but not
+//! the lock: its amount stays locked until `PUT /reset` rescans the wallet.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -25,6 +30,9 @@ pub enum FailureKind {
     Timeout,
     /// Relay the transaction, then close the connection without a complete answer.
     DropAfterSuccess,
+    /// Relay the transaction, then answer HTTP 400 with the given error code (a daemon error
+    /// after the relay happened).
+    RelayThenError,
 }
 
 /// One injected failure, consumed by the next send that would otherwise be relayed.
@@ -89,6 +97,14 @@ pub(crate) struct Wallet {
     pub prepared: Vec<Prepared>,
     /// Failures for the next sends.
     pub failures: VecDeque<Failure>,
+    /// Amounts of prepared transactions the wallet forgot (restart, delete) whose inputs stay
+    /// locked until `PUT /reset`.
+    pub stale_locks: Vec<(Hash, u64)>,
+    /// Addresses this wallet rejects as destinations (injected), with the error code.
+    pub rejected: BTreeMap<String, i64>,
+    /// Transaction lookups (`/transactions/hash/*`, `/transactions/unconfirmed`) after whose
+    /// answer the simulated network mines a block (injected).
+    pub mine_after_lookups: u32,
 }
 
 impl Wallet {
@@ -101,7 +117,38 @@ impl Wallet {
             sent: Vec::new(),
             prepared: Vec::new(),
             failures: VecDeque::new(),
+            stale_locks: Vec::new(),
+            rejected: BTreeMap::new(),
+            mine_after_lookups: 0,
         }
+    }
+
+    /// What prepared and forgotten transactions hold out of the unlocked balance.
+    fn held(&self) -> u64 {
+        let prepared = self.prepared.iter().map(|p| p.tx.amount().saturating_add(p.tx.fee));
+        prepared.chain(self.stale_locks.iter().map(|(_, v)| *v)).fold(0, u64::saturating_add)
+    }
+
+    /// Forgets a prepared transaction; its inputs stay locked until [`Wallet::reset`]. False if
+    /// the hash was not prepared.
+    pub fn forget_prepared(&mut self, hash: &Hash) -> bool {
+        let Some(index) = self.prepared.iter().position(|p| p.tx.hash == *hash) else { return false };
+        let tx = self.prepared.remove(index).tx;
+        self.stale_locks.push((tx.hash, tx.amount().saturating_add(tx.fee)));
+        true
+    }
+
+    /// A wallet restart: every prepared transaction is forgotten, its inputs stay locked.
+    pub fn restart(&mut self) {
+        let hashes: Vec<Hash> = self.prepared.iter().map(|p| p.tx.hash).collect();
+        for hash in hashes {
+            self.forget_prepared(&hash);
+        }
+    }
+
+    /// `PUT /reset`: the rescan frees the inputs of forgotten prepared transactions.
+    pub fn reset(&mut self) {
+        self.stale_locks.clear();
     }
 
     fn text(&self) -> String {
@@ -146,7 +193,9 @@ impl Wallet {
             }
         }
         let from_unlocked = spent.min(unlocked);
-        (unlocked - from_unlocked, locked.saturating_sub(spent - from_unlocked))
+        let (unlocked, locked) = (unlocked - from_unlocked, locked.saturating_sub(spent - from_unlocked));
+        let held = self.held().min(unlocked);
+        (unlocked - held, locked.saturating_add(held))
     }
 
     /// The transactions the wallet has seen confirmed, in block order (what
@@ -234,13 +283,16 @@ impl Wallet {
                 })
                 .collect(),
             failures: self.failures.iter().cloned().collect(),
+            stale_locks: self.stale_locks.clone(),
         }
     }
 
-    /// Restores the persisted parts.
+    /// Restores the persisted parts. A restarted wallet has forgotten its prepared
+    /// transactions, but their inputs stay locked until `PUT /reset`.
     pub fn restore(&mut self, snapshot: &WalletSnapshot) -> Result<(), String> {
         self.files.extend(snapshot.files.clone());
         self.sent = snapshot.sent.clone();
+        self.stale_locks = snapshot.stale_locks.clone();
         self.prepared.clear();
         for p in &snapshot.prepared {
             let blob = hex::decode(&p.blob).map_err(|e| format!("prepared transaction: {e}"))?;
@@ -249,6 +301,7 @@ impl Wallet {
                 .push(Prepared { tx: PoolTx { hash, blob, fee: p.fee, destinations: p.destinations.clone() } });
         }
         self.failures = snapshot.failures.iter().cloned().collect();
+        self.restart();
         Ok(())
     }
 }
@@ -264,6 +317,8 @@ pub(crate) struct WalletSnapshot {
     pub sent: Vec<Hash>,
     pub prepared: Vec<super::ledger::StoredTx>,
     pub failures: Vec<Failure>,
+    #[serde(default)]
+    pub stale_locks: Vec<(Hash, u64)>,
 }
 
 #[cfg(test)]
@@ -302,5 +357,36 @@ mod tests {
         assert!(confirmed[0].is_coinbase);
         assert_eq!(confirmed[1].hash, hash);
         assert_eq!(confirmed[1].block_height, 10);
+    }
+
+    #[test]
+    fn prepared_transactions_lock_their_amount_until_sent_or_reset() {
+        let address = Address::from_key(super::super::ledger::derived_point("pool"));
+        let mut wallet = Wallet::new(address, "pool.wallet", "pw", true);
+        let mut ledger = Ledger::new(Some(1));
+        let mut rng = rand::thread_rng();
+        ledger.mine_other(*address.key(), 1_800_000_000, &mut rng);
+        let other = super::super::ledger::derived_point("other");
+        for _ in 0..8 {
+            ledger.mine_other(other, 1_800_000_000, &mut rng);
+        }
+        assert_eq!(wallet.balance(&ledger), (400_000_000, 0));
+        let blob = vec![7, 7];
+        let tx = PoolTx { hash: keccak(&blob), blob, fee: 1000, destinations: vec![("PAS1x".into(), 1_000_000)] };
+        let hash = tx.hash;
+        wallet.prepared.push(Prepared { tx });
+        assert_eq!(wallet.balance(&ledger), (398_999_000, 1_001_000), "prepare locks amount + fee");
+        wallet.restart();
+        assert!(wallet.prepared.is_empty(), "a restart forgets prepared transactions");
+        assert_eq!(wallet.balance(&ledger), (398_999_000, 1_001_000), "... but not their locks");
+        assert!(!wallet.forget_prepared(&hash));
+        let restored = {
+            let mut w = Wallet::new(address, "pool.wallet", "pw", true);
+            w.restore(&wallet.snapshot()).unwrap();
+            w
+        };
+        assert_eq!(restored.balance(&ledger), (398_999_000, 1_001_000), "the lock survives a reload");
+        wallet.reset();
+        assert_eq!(wallet.balance(&ledger), (400_000_000, 0), "a rescan frees the inputs");
     }
 }

@@ -10,7 +10,10 @@
 //! - `/transactions/send/prepared` answers 201 `{"transactionHash"}`; an unknown hash is error
 //!   58 PREPARED_TRANSACTION_NOT_FOUND; a prepared transaction the balance no longer covers is
 //!   57 PREPARED_TRANSACTION_EXPIRED (and is dropped).
-//! - `/transactions/prepare/*` answers 201 like a send with `"relayedToNetwork": false`.
+//! - `/transactions/prepare/*` answers 201 like a send with `"relayedToNetwork": false`; the
+//!   transaction's inputs are locked from then on (`Transfer.cpp` locks them at preparation).
+//!   `DELETE /transactions/prepared/<hash>` and a restart forget it but keep its inputs
+//!   locked; only `PUT /reset` (a rescan) frees them.
 //! - More than 90 outputs (destinations plus the change output) is error 56
 //!   OUTPUT_DECOMPOSITION (`makeTransaction` checks `NORMAL_TX_MAX_OUTPUT_COUNT_V1`).
 //! - `/transactions/hash/<hash>` only knows confirmed transactions (`SubWallets::getTransactions`
@@ -127,6 +130,14 @@ fn validate(text: &str) -> Result<Address, ApiError> {
     validate_address(text).map_err(|(code, message)| ApiError { code, message })
 }
 
+/// An address the wallet was told to reject (`POST /devnet/wallet/reject`).
+fn check_rejected(wallet: &super::wallet::Wallet, address: &str) -> Result<(), ApiError> {
+    match wallet.rejected.get(address) {
+        Some(code) => Err(ApiError::code(*code)),
+        None => Ok(()),
+    }
+}
+
 /// Which wallet state a route needs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Gate {
@@ -155,6 +166,7 @@ enum Route {
     Transactions,
     Unconfirmed,
     ByHash,
+    Reset,
 }
 
 fn is_hash(text: &str) -> bool {
@@ -185,6 +197,7 @@ fn route(method: &str, path: &str) -> Option<(Route, Gate)> {
         ("POST", "/transactions/prepare/advanced") => (Route::Send { basic: false, relay: false }, Gate::Open),
         ("POST", "/transactions/send/prepared") => (Route::SendPrepared, Gate::Open),
         ("GET", "/transactions") => (Route::Transactions, Gate::Open),
+        ("PUT", "/reset") => (Route::Reset, Gate::Open),
         ("GET", "/transactions/unconfirmed") => (Route::Unconfirmed, Gate::Open),
         ("GET", p) if p.strip_prefix("/transactions/hash/").is_some_and(is_hash) => (Route::ByHash, Gate::Open),
         ("GET", p) if p.strip_prefix("/balance/").is_some_and(is_address_path) => (Route::BalanceOf, Gate::Open),
@@ -241,6 +254,7 @@ async fn dispatch(shared: &Arc<Shared>, route: Route, req: &Request, body: &Valu
         Route::Validate => {
             let address = key_str(body, "address")?;
             let parsed = validate(address)?;
+            check_rejected(&shared.lock().wallet, address)?;
             Ok(wallet_json(
                 200,
                 json!({
@@ -311,10 +325,15 @@ async fn dispatch(shared: &Arc<Shared>, route: Route, req: &Request, body: &Valu
         Route::SendPrepared => send_prepared(shared, body).await,
         Route::DeletePrepared => {
             let hash = Hash::from_hex(req.path.trim_start_matches("/transactions/prepared/")).unwrap_or_default();
-            let mut state = shared.lock();
-            let before = state.wallet.prepared.len();
-            state.wallet.prepared.retain(|p| p.tx.hash != hash);
-            Ok(Response::empty(if state.wallet.prepared.len() < before { 200 } else { 404 }))
+            // Like the real wallet: forgotten, but its inputs stay locked until `PUT /reset`.
+            let forgotten = shared.lock().wallet.forget_prepared(&hash);
+            shared.changed();
+            Ok(Response::empty(if forgotten { 200 } else { 404 }))
+        }
+        Route::Reset => {
+            shared.lock().wallet.reset();
+            shared.changed();
+            Ok(Response::empty(200))
         }
         Route::Transactions => {
             let state = shared.lock();
@@ -322,19 +341,41 @@ async fn dispatch(shared: &Arc<Shared>, route: Route, req: &Request, body: &Valu
             Ok(wallet_json(200, json!({"transactions": txs})))
         }
         Route::Unconfirmed => {
-            let state = shared.lock();
-            let txs: Vec<Value> = state.wallet.unconfirmed(&state.ledger).iter().map(tx_json).collect();
-            Ok(wallet_json(200, json!({"transactions": txs})))
+            let answer = {
+                let state = shared.lock();
+                let txs: Vec<Value> = state.wallet.unconfirmed(&state.ledger).iter().map(tx_json).collect();
+                wallet_json(200, json!({"transactions": txs}))
+            };
+            mine_after_lookup(shared);
+            Ok(answer)
         }
         Route::ByHash => {
             let hash = Hash::from_hex(req.path.trim_start_matches("/transactions/hash/")).unwrap_or_default();
-            let state = shared.lock();
-            let found = state.wallet.confirmed(&state.ledger).into_iter().find(|t| t.hash == hash);
+            let found = {
+                let state = shared.lock();
+                state.wallet.confirmed(&state.ledger).into_iter().find(|t| t.hash == hash)
+            };
+            mine_after_lookup(shared);
             Ok(match found {
                 Some(tx) => wallet_json(200, json!({"transaction": tx_json(&tx)})),
                 None => Response::empty(404),
             })
         }
+    }
+}
+
+/// An injected race: the network mines a block right after a transaction lookup was answered,
+/// so a client that looks in the wrong order misses a transaction moving to a block.
+fn mine_after_lookup(shared: &Shared) {
+    let due = {
+        let mut state = shared.lock();
+        let due = state.wallet.mine_after_lookups > 0;
+        state.wallet.mine_after_lookups = state.wallet.mine_after_lookups.saturating_sub(1);
+        due
+    };
+    if due {
+        let mined = shared.mine(1, None);
+        tracing::info!(block = ?mined.first(), "devnet: mined a block right after a wallet lookup (injected)");
     }
 }
 
@@ -439,6 +480,7 @@ async fn make_transaction(shared: &Arc<Shared>, body: &Value, basic: bool, relay
         let mut keys = Vec::with_capacity(destinations.len());
         for (address, amount) in &destinations {
             keys.push((*validate(address)?.key(), *amount));
+            check_rejected(&state.wallet, address)?;
         }
         // validateOurAddresses
         for address in sources.iter().chain(change.iter()) {
@@ -459,8 +501,7 @@ async fn make_transaction(shared: &Arc<Shared>, body: &Value, basic: bool, relay
                 return Err(ApiError::code(17).into());
             }
         }
-        // Prepared, unsent transactions lock nothing (the real wallet re-checks their inputs
-        // when they are sent, answering 57 if another send spent them).
+        // Prepared (and forgotten prepared) transactions hold their inputs: not available.
         let (available, _) = state.wallet.balance(&state.ledger);
         let mut total: u64 = 0;
         for (_, amount) in &destinations {
@@ -512,8 +553,11 @@ async fn send_prepared(shared: &Arc<Shared>, body: &Value) -> Result<Response, F
         let Some(index) = state.wallet.prepared.iter().position(|p| p.tx.hash == hash) else {
             return Err(ApiError::code(58).into());
         };
+        // Its own inputs are locked for it: 57 only if the wallet lost them since (a reorg).
+        let prepared = state.wallet.prepared.remove(index);
         let (unlocked, _) = state.wallet.balance(&state.ledger);
-        let tx = state.wallet.prepared[index].tx.clone();
+        let tx = prepared.tx.clone();
+        state.wallet.prepared.insert(index, prepared);
         if tx.amount().saturating_add(tx.fee) > unlocked {
             state.wallet.prepared.remove(index);
             return Err(ApiError::code(57).into());
@@ -547,6 +591,11 @@ async fn relay_transaction(shared: &Arc<Shared>, tx: PoolTx, answer: Value) -> R
                 _ = shared.stop.cancelled() => {}
             }
             Err(ApiError::code(30).into())
+        }
+        FailureKind::RelayThenError => {
+            tracing::info!(tx = %tx.hash, code = failure.code, "devnet: relayed a wallet send, answering an error (injected)");
+            commit(shared, tx);
+            Err(ApiError::code(failure.code).into())
         }
         FailureKind::DropAfterSuccess => {
             tracing::info!(tx = %tx.hash, "devnet: relayed a wallet send, dropping the answer (injected)");

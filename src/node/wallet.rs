@@ -375,20 +375,47 @@ impl WalletClient {
         decode_wallet(status, &bytes)
     }
 
-    /// The wallet's transaction with this hash, confirmed (`block_height > 0`) or sent and not
-    /// yet in a block (`block_height == 0`); `None` when the wallet knows neither.
+    /// The wallet's transaction with this hash, sent and not yet in a block
+    /// (`block_height == 0`) or confirmed (`block_height > 0`); `None` when the wallet knows
+    /// neither.
     ///
-    /// The real `GET /transactions/hash/<hash>` only searches confirmed transactions and
-    /// answers 404 for a send still in the mempool, so on 404 this also reads
-    /// `GET /transactions/unconfirmed`: `None` really means "not sent".
+    /// The real `GET /transactions/hash/<hash>` only searches confirmed transactions, so this
+    /// reads `GET /transactions/unconfirmed` **first** and the confirmed ones second: a
+    /// transaction that moves from the mempool into a block between the two reads is still
+    /// found by the second. (In the other order it would be missed by both.)
     pub async fn transaction(&self, hash: &Hash) -> Result<Option<WalletTransaction>, WalletError> {
+        let unconfirmed = self.unconfirmed_transactions().await?;
+        if let Some(found) = unconfirmed.into_iter().find(|t| t.hash == *hash) {
+            return Ok(Some(found));
+        }
         let path = format!("/transactions/hash/{hash}");
         let (status, bytes) = self.call(reqwest::Method::GET, &path, None, Effect::Safe).await?;
-        if status != 404 {
-            return decode_wallet::<TransactionAnswer>(status, &bytes).map(|a| Some(a.transaction));
+        if status == 404 {
+            return Ok(None);
         }
-        let unconfirmed = self.unconfirmed_transactions().await?;
-        Ok(unconfirmed.into_iter().find(|t| t.hash == *hash))
+        decode_wallet::<TransactionAnswer>(status, &bytes).map(|a| Some(a.transaction))
+    }
+
+    /// `POST /addresses/validate`: whether the wallet accepts `address` as a destination;
+    /// [`WalletError::Api`] carries its reason when it does not.
+    pub async fn validate_address(&self, address: &str) -> Result<(), WalletError> {
+        let body = json!({"address": address});
+        let (status, bytes) =
+            self.call(reqwest::Method::POST, "/addresses/validate", Some(&body), Effect::Safe).await?;
+        decode_wallet::<Value>(status, &bytes).map(|_| ())
+    }
+
+    /// `DELETE /transactions/prepared/<hash>`: true if the wallet still held it prepared (it
+    /// can no longer be sent afterwards; the real wallet keeps its inputs locked until
+    /// `PUT /reset`), false if the wallet does not know it (404).
+    pub async fn delete_prepared(&self, hash: &Hash) -> Result<bool, WalletError> {
+        let path = format!("/transactions/prepared/{hash}");
+        let (status, bytes) = self.call(reqwest::Method::DELETE, &path, None, Effect::Safe).await?;
+        match status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(decode_failure(status, &bytes, false)),
+        }
     }
 
     /// `GET /transactions`: every confirmed transaction of the wallet, block order.
@@ -401,6 +428,13 @@ impl WalletClient {
     pub async fn unconfirmed_transactions(&self) -> Result<Vec<WalletTransaction>, WalletError> {
         let (status, bytes) = self.call(reqwest::Method::GET, "/transactions/unconfirmed", None, Effect::Safe).await?;
         decode_wallet::<TransactionList>(status, &bytes).map(|l| l.transactions)
+    }
+
+    /// `PUT /reset`: rescans the wallet, which frees the inputs of prepared transactions it
+    /// forgot (deleted, or lost in a restart).
+    pub async fn reset(&self) -> Result<(), WalletError> {
+        let (status, bytes) = self.call(reqwest::Method::PUT, "/reset", Some(&json!({})), Effect::Safe).await?;
+        decode_wallet_empty(status, &bytes)
     }
 
     /// `PUT /save`: writes the wallet file.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
-pub use money::{BalanceRow, BatchDestination, Candidate, JournalEntry, MoneyAudit};
+pub use money::{BalanceRow, BatchDestination, Candidate, Confirmation, JournalEntry, MoneyAudit};
 pub use shares::{CandidateRecord, CandidateResult, PplnsNeed, ShareRecord, PPLNS_NEED_HEIGHTS};
 pub use stats::{BalanceSums, JournalRead, MinerRead, PoolRead, Scored, StringMap, WorkerRead};
 pub use submissions::{Submission, SubmissionStatus, RESOLVED_SUBMISSION_TTL_SECS};

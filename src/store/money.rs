@@ -30,6 +30,10 @@ script!(batch_state_script, "lua/batch_state.lua");
 script!(finalize_batch_script, "lua/finalize_batch.lua");
 script!(release_batch_script, "lua/release_batch.lua");
 script!(import_old_balance_script, "lua/import_old_balance.lua");
+script!(batch_unknown_script, "lua/batch_unknown.lua");
+script!(hold_batch_script, "lua/hold_batch.lua");
+script!(quarantine_script, "lua/quarantine_address.lua");
+script!(batch_confirmation_script, "lua/batch_confirmation.lua");
 
 /// A block candidate waiting for maturity (from `blocks:candidates` + `blocks:info`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,14 +85,39 @@ pub struct BatchDestination {
 pub struct JournalEntry {
     /// Batch id.
     pub id: String,
-    /// `reserved`, `prepared` or `sent`.
+    /// `reserved`, `prepared`, `unknown`, `held` or `sent` while journaled; `finalized` or
+    /// `released` after.
     pub state: String,
     /// Transaction hash once prepared.
     pub tx_hash: Option<String>,
+    /// When the batch was reserved, unix ms.
+    pub created_ms: u64,
     /// Last state change, unix ms.
     pub updated_ms: u64,
+    /// Rounds in a row the wallet knew neither the transaction nor its prepared hash.
+    pub absent_rounds: u64,
+    /// The last wallet error or the reason it is held.
+    pub error: Option<String>,
     /// Destinations.
     pub destinations: Vec<BatchDestination>,
+}
+
+impl JournalEntry {
+    /// Σ amounts sent to the destinations.
+    pub fn total(&self) -> u64 {
+        self.destinations.iter().map(|d| d.amount).sum()
+    }
+}
+
+/// How a finalized batch's later confirmation check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// In a block at this height.
+    Confirmed(u64),
+    /// Still in the mempool.
+    Pending,
+    /// Neither in the mempool nor in a block.
+    Missing,
 }
 
 /// Amounts as JSON strings: Redis' Lua turns large numbers into exponent notation.
@@ -134,6 +163,14 @@ pub struct MoneyAudit {
     pub block_mismatch: Vec<String>,
     /// Payment batches journaled but not yet finalized or released.
     pub in_flight_batches: usize,
+    /// Journaled batches whose send had no definitive outcome yet (`unknown`), by id.
+    pub unknown_batches: Vec<String>,
+    /// Batches waiting for the operator (`held`), by id.
+    pub held_batches: Vec<String>,
+    /// Quarantined addresses (never paid, balance kept) with the reason.
+    pub quarantined: Vec<(String, String)>,
+    /// Finalized batches whose transaction never confirmed (dropped from the mempool), by id.
+    pub dropped_batches: Vec<String>,
 }
 
 impl MoneyAudit {
@@ -158,6 +195,12 @@ impl MoneyAudit {
         }
         out.extend(self.resolved_twice.iter().map(|h| format!("block {h} resolved more than once")));
         out.extend(self.block_mismatch.iter().map(|h| format!("block {h}: its credits do not add up to its record")));
+        out.extend(self.held_batches.iter().map(|id| {
+            format!("payment batch {id} is held: its outcome is unknown; see `pastella-pool payments list`")
+        }));
+        out.extend(self.dropped_batches.iter().map(|id| {
+            format!("payment batch {id} was finalized but its transaction never confirmed (dropped); not re-paid, check the wallet")
+        }));
         out
     }
 }
@@ -296,6 +339,21 @@ impl Store {
             .collect())
     }
 
+    /// Σ balance + Σ pending over every address: what the books owe miners.
+    pub async fn balances_and_pending(&self) -> Result<u64, StoreError> {
+        let addresses: Vec<String> =
+            timed("balances_index", async { self.conn().smembers(self.key("balances:index")).await }).await?;
+        if addresses.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for address in &addresses {
+            pipe.cmd("HMGET").arg(self.key(&format!("balances:{address}"))).arg("balance").arg("pending");
+        }
+        let rows: Vec<(Option<u64>, Option<u64>)> = timed("balances", pipe.query_async(&mut self.conn())).await?;
+        Ok(rows.into_iter().map(|(b, p)| b.unwrap_or(0) + p.unwrap_or(0)).sum())
+    }
+
     /// Imports the old pool's `balance`/`paid`/`minPayoutLevel` fields from `workers:<address>`
     /// hashes, once per address (the fields are moved, not copied). Returns addresses imported.
     pub async fn import_old_balances(&self) -> Result<usize, StoreError> {
@@ -332,6 +390,9 @@ impl Store {
             let Some(address) = key.strip_prefix(&prefix) else { continue };
             let mut invocation = import_old_balance_script().prepare_invoke();
             invocation.arg(&self.prefix).arg(address);
+            // The old pool checked only length and prefix: a bad address is kept, never paid.
+            let invalid = crate::chain::Address::parse(address).err().map(|e| e.to_string()).unwrap_or_default();
+            invocation.arg(invalid);
             let moved: redis::Value = timed("import_balance", invocation.invoke_async(&mut self.conn())).await?;
             if !matches!(moved, redis::Value::Int(0)) {
                 imported += 1;
@@ -421,15 +482,17 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Pending → paid for a sent batch (payment records written). Idempotent.
-    pub async fn finalize_batch(&self, token: &str, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+    /// Pending → paid for a sent batch (payment records written). Idempotent. `token` empty:
+    /// the operator, for a held batch only. `decided`: how it is known to be sent.
+    pub async fn finalize_batch(&self, token: &str, id: &str, now_ms: u64, decided: &str) -> Result<bool, StoreError> {
         let mut invocation = finalize_batch_script().prepare_invoke();
-        invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms / 1000).arg(now_ms);
+        invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms / 1000).arg(now_ms).arg(decided);
         let done: i64 = timed("finalize_batch", invocation.invoke_async(&mut self.conn())).await?;
         Ok(done == 1)
     }
 
-    /// Pending → balance for a batch that was not sent. Idempotent.
+    /// Pending → balance for a batch that was not sent. Idempotent. `token` empty: the
+    /// operator, for a held batch only.
     pub async fn release_batch(&self, token: &str, id: &str, now_ms: u64, reason: &str) -> Result<bool, StoreError> {
         let mut invocation = release_batch_script().prepare_invoke();
         invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms).arg(reason);
@@ -439,23 +502,109 @@ impl Store {
 
     /// Batches neither finalized nor released, oldest first.
     pub async fn journal(&self) -> Result<Vec<JournalEntry>, StoreError> {
-        let ids: Vec<String> =
-            timed("journal", async { self.conn().zrange(self.key("payments:journal"), 0, -1).await }).await?;
+        self.batches_in("payments:journal").await
+    }
+
+    /// Finalized batches whose transaction was not yet seen in a block, oldest first.
+    pub async fn confirming(&self) -> Result<Vec<JournalEntry>, StoreError> {
+        self.batches_in("payments:confirming").await
+    }
+
+    /// Finalized batches flagged as dropped (never confirmed), oldest first.
+    pub async fn dropped(&self) -> Result<Vec<JournalEntry>, StoreError> {
+        self.batches_in("payments:dropped").await
+    }
+
+    async fn batches_in(&self, index: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        let ids: Vec<String> = timed("journal", async { self.conn().zrange(self.key(index), 0, -1).await }).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let raw: HashMap<String, String> =
-                timed("journal_batch", async { self.conn().hgetall(self.key(&format!("payments:batch:{id}"))).await })
-                    .await?;
-            let destinations = raw.get("destinations").and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
-            out.push(JournalEntry {
-                state: raw.get("state").cloned().unwrap_or_default(),
-                tx_hash: raw.get("txHash").cloned(),
-                updated_ms: field_u64(&raw, "updated"),
-                destinations,
-                id,
-            });
+            if let Some(entry) = self.batch(&id).await? {
+                out.push(entry);
+            }
         }
         Ok(out)
+    }
+
+    /// One batch by id, whatever its state.
+    pub async fn batch(&self, id: &str) -> Result<Option<JournalEntry>, StoreError> {
+        let raw: HashMap<String, String> =
+            timed("journal_batch", async { self.conn().hgetall(self.key(&format!("payments:batch:{id}"))).await })
+                .await?;
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let destinations = raw.get("destinations").and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+        Ok(Some(JournalEntry {
+            state: raw.get("state").cloned().unwrap_or_default(),
+            tx_hash: raw.get("txHash").cloned(),
+            created_ms: field_u64(&raw, "created"),
+            updated_ms: field_u64(&raw, "updated"),
+            absent_rounds: field_u64(&raw, "absentRounds"),
+            error: raw.get("held").or(raw.get("error")).cloned(),
+            destinations,
+            id: id.to_string(),
+        }))
+    }
+
+    /// A send without a definitive outcome: the batch becomes (or stays) `unknown`, its amounts
+    /// reserved. `absent`: this round the wallet had neither the transaction nor the prepared
+    /// hash. Returns the absent rounds in a row, or `None` if the batch was not `prepared` or
+    /// `unknown`.
+    pub async fn batch_unknown(
+        &self,
+        token: &str,
+        id: &str,
+        now_ms: u64,
+        what: &str,
+        absent: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut invocation = batch_unknown_script().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms).arg(what).arg(if absent { "1" } else { "0" });
+        let rounds: i64 = timed("batch_unknown", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(u64::try_from(rounds).ok())
+    }
+
+    /// `unknown` → `held`: left to the operator, amounts still reserved.
+    pub async fn hold_batch(&self, token: &str, id: &str, now_ms: u64, why: &str) -> Result<bool, StoreError> {
+        let mut invocation = hold_batch_script().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms).arg(why);
+        let done: i64 = timed("hold_batch", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(done == 1)
+    }
+
+    /// Records the later confirmation check of a finalized batch; true when this call
+    /// confirmed it or flagged it dropped (after `limit` missing rounds in a row).
+    pub async fn batch_confirmation(
+        &self,
+        token: &str,
+        id: &str,
+        now_ms: u64,
+        outcome: Confirmation,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        let (name, height) = match outcome {
+            Confirmation::Confirmed(h) => ("confirmed", h),
+            Confirmation::Pending => ("pending", 0),
+            Confirmation::Missing => ("missing", 0),
+        };
+        let mut invocation = batch_confirmation_script().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms).arg(name).arg(limit).arg(height);
+        let done: i64 = timed("batch_confirmation", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(done == 1)
+    }
+
+    /// Quarantines an address: kept with its balance, never batched. False if it already was.
+    pub async fn quarantine(&self, token: &str, address: &str, reason: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let mut invocation = quarantine_script().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token).arg(address).arg(reason).arg(now_ms);
+        let done: i64 = timed("quarantine", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(done == 1)
+    }
+
+    /// Quarantined addresses and why, sorted by address.
+    pub async fn quarantined(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        timed("quarantined", async { self.conn().hgetall(self.key("payments:quarantine")).await }).await
     }
 
     /// Sums every balance record and checks each address's own invariant.
@@ -488,8 +637,17 @@ impl Store {
         }
         audit.totals = timed("totals", async { self.conn().hgetall(self.key("totals")).await }).await?;
         self.audit_blocks(&mut audit).await?;
-        audit.in_flight_batches =
-            timed("journal", async { self.conn().zcard(self.key("payments:journal")).await }).await?;
+        let journal = self.journal().await?;
+        audit.in_flight_batches = journal.len();
+        for entry in journal {
+            match entry.state.as_str() {
+                "unknown" => audit.unknown_batches.push(entry.id),
+                "held" => audit.held_batches.push(entry.id),
+                _ => {}
+            }
+        }
+        audit.quarantined = self.quarantined().await?.into_iter().collect();
+        audit.dropped_batches = self.dropped().await?.into_iter().map(|e| e.id).collect();
         Ok(audit)
     }
 

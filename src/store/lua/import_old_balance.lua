@@ -1,7 +1,8 @@
 -- Moves the old pool's balance/paid fields of one address into balances:<address> (once:
 -- the fields are removed from the old hash), and drops the old hash's TTL so the old pool's
 -- 15-day expiry cannot delete anything any more; totals.imported sums what was moved.
--- ARGV: prefix, address.
+-- ARGV: prefix, address, why the address is invalid ('' when it is valid): an invalid one is
+-- quarantined (kept, never paid) in payments:quarantine.
 -- Returns the balance moved (decimal string, or 0).
 local p, address = ARGV[1], ARGV[2]
 local old = p .. ':workers:' .. address
@@ -24,4 +25,7 @@ if level then
 end
 redis.call('HDEL', old, 'balance', 'paid', 'minPayoutLevel')
 redis.call('SADD', p .. ':balances:index', address)
+if ARGV[3] ~= '' then
+  redis.call('HSETNX', p .. ':payments:quarantine', address, 'imported from the old pool: ' .. ARGV[3])
+end
 return balance_text
