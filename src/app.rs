@@ -80,6 +80,8 @@ fn pow_config(config: &Config) -> PowConfig {
 pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
     let config = Arc::new(config);
     let metrics = metrics_handle()?;
+    let ports: Vec<u16> = config.ports.iter().map(|p| p.port).collect();
+    crate::metrics::register_series(&ports);
     let redis_url = config.redis.url();
     let store = Store::connect(&redis_url, config.redis_prefix(), Duration::from_secs(30))
         .await
