@@ -308,10 +308,15 @@ pub struct ApiConfig {
     pub blocks: usize,
     /// `payments`: payments listed in `/stats`, default 30.
     pub payments: usize,
-    /// `password`: for the admin routes; empty = admin routes only from loopback.
+    /// `password`: for the admin routes; empty = admin routes refused (unless
+    /// `passwordlessLoopbackAdmin`).
     pub password: String,
     /// `trustProxyIP`: take the client IP from `X-Forwarded-For`, default false.
     pub trust_proxy_ip: bool,
+    /// `passwordlessLoopbackAdmin`: admin routes answer a loopback request without a password
+    /// (the old pool's rule), default false: a reverse proxy on the same host makes every
+    /// visitor look local, so only an operator with no proxy in front should opt in.
+    pub passwordless_loopback_admin: bool,
 }
 
 /// `redis`: the store.
@@ -1071,6 +1076,7 @@ struct RawApi {
     password: Option<String>,
     #[serde(rename = "trustProxyIP", alias = "trustProxyIp")]
     trust_proxy_ip: Option<bool>,
+    passwordless_loopback_admin: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1904,6 +1910,7 @@ fn build_api(raw: RawApi, check: &mut Check) -> ApiConfig {
         payments: check.usize("api.payments", raw.payments.unwrap_or(30)),
         password: raw.password.unwrap_or_default(),
         trust_proxy_ip: raw.trust_proxy_ip.unwrap_or(false),
+        passwordless_loopback_admin: raw.passwordless_loopback_admin.unwrap_or(false),
     }
 }
 

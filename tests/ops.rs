@@ -150,3 +150,189 @@ async fn a_fresh_pool_exports_every_series_the_dashboards_and_alerts_use() {
         assert!(scrape.lines().any(|l| l == series), "no `{series}` in\n{scrape}");
     }
 }
+
+/// nginx in the foreground (no master, no daemon) on a config made of `server_blocks`, killed
+/// on drop.
+struct Nginx {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx serving `server_blocks` (an `http {}` body) and waits until `port` accepts.
+    fn start(server_blocks: &str, port: u16) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             {server_blocks}\n}}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut nginx = Nginx { child, _dir: dir };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return nginx;
+            }
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                let log = std::fs::read_to_string(nginx._dir.path().join("error.log")).unwrap_or_default();
+                panic!("nginx exited ({status}):\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nginx never listened on {port}");
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status and body of `GET url` (certificates not checked: the test's own is self-signed).
+fn curl(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-ks", "--max-time", "30", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Admin routes behind the two obvious proxy configs (`location /` as the status page's, and
+/// the old frontend README's `location /api/` that strips the prefix), with no proxy headers:
+/// every request reaches the pool from 127.0.0.1 looking local. They need the password unless
+/// the operator opts in to passwordless loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_need_the_password_behind_nginx() {
+    if !have("nginx", "admin routes behind nginx") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let devnet = devnet(1000).await;
+    for opt_in in [false, true] {
+        let patch = json!({"api": {"password": "s3cret", "passwordlessLoopbackAdmin": opt_in}});
+        let config = pool_config(&redis, &devnet, &[(free_port(), 1000)], patch);
+        let pool = PoolProcess::start(config, &[pastella_pool::config::Module::Api]);
+        let api = pool.http_addr.unwrap();
+        let (root_port, api_port) = (free_port(), free_port());
+        let _nginx = Nginx::start(
+            &format!(
+                "server {{ listen 127.0.0.1:{root_port}; location / {{ proxy_pass http://{api}; }} }}\n\
+                 server {{ listen 127.0.0.1:{api_port}; location /api/ {{ proxy_pass http://{api}/; }} }}"
+            ),
+            api_port,
+        );
+        let _ = get_when_up(&format!("http://127.0.0.1:{root_port}/stats")).await;
+        for base in [format!("http://127.0.0.1:{root_port}"), format!("http://127.0.0.1:{api_port}/api")] {
+            let (status, _) = curl(&format!("{base}/stats"));
+            assert_eq!(status, 200, "{base}/stats");
+            for route in ["/admin_users", "/admin_stats", "/miners_hashrate"] {
+                let (status, body) = curl(&format!("{base}{route}"));
+                if opt_in {
+                    // What the opt-in means: through a proxy that adds no header, every
+                    // visitor is "loopback". Documented: never with a proxy in front.
+                    assert_eq!(status, 200, "opted in: {base}{route} {body}");
+                } else {
+                    assert_eq!((status, body.as_str()), (401, "Invalid password"), "{base}{route}");
+                }
+                let (status, _) = curl(&format!("{base}{route}?password=s3cret"));
+                assert_eq!(status, 200, "{base}{route} with the password");
+                let (status, _) = curl(&format!("{base}{route}?password=wrong"));
+                assert_eq!(status, 401, "{base}{route} with a wrong password");
+            }
+        }
+        // Straight to the pool from loopback: only with the opt-in.
+        let (status, _) = curl(&format!("http://{api}/admin_users"));
+        assert_eq!(status, if opt_in { 200 } else { 401 });
+        pool.stop();
+    }
+}
+
+/// deploy/nginx/pastella-pool.conf, as shipped but for its ports, certificate and paths: the
+/// old frontend at `/`, the status page at `/status/`, the API at `/api/` with the visitor's
+/// address passed, admin routes behind the password, `/metrics` not published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_nginx_site_serves_the_frontend_status_page_and_api() {
+    if !have("nginx", "deploy/nginx/pastella-pool.conf") || !have("openssl", "deploy/nginx/pastella-pool.conf") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let devnet = devnet(1000).await;
+    let patch = json!({"api": {"password": "s3cret", "trustProxyIP": true}});
+    let pool = PoolProcess::start(
+        pool_config(&redis, &devnet, &[(free_port(), 1000)], patch),
+        &[pastella_pool::config::Module::Api],
+    );
+    let api = pool.http_addr.unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = (files.path().join("fullchain.pem"), files.path().join("privkey.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=pool.example.org"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let frontend = files.path().join("frontend");
+    std::fs::create_dir(&frontend).unwrap();
+    std::fs::write(frontend.join("index.html"), "<html>the old frontend</html>").unwrap();
+    let (http_port, https_port) = (free_port(), free_port());
+    let site = std::fs::read_to_string(root().join("deploy/nginx/pastella-pool.conf"))
+        .unwrap()
+        .replace("server 127.0.0.1:8117;", &format!("server {api};"))
+        .replace("listen 80;", &format!("listen 127.0.0.1:{http_port};"))
+        .replace("listen 443 ssl http2;", &format!("listen 127.0.0.1:{https_port} ssl http2;"))
+        .replace("/etc/letsencrypt/live/pool.example.org/fullchain.pem", &cert.display().to_string())
+        .replace("/etc/letsencrypt/live/pool.example.org/privkey.pem", &key.display().to_string())
+        .replace("/var/www/pastella-pool-frontend", &frontend.display().to_string())
+        .replace("/var/www/letsencrypt", &files.path().display().to_string())
+        .lines()
+        .filter(|l| !l.contains("listen [::]"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let _nginx = Nginx::start(&site, https_port);
+    let base = format!("https://127.0.0.1:{https_port}");
+
+    let (status, body) = curl(&format!("{base}/"));
+    assert_eq!((status, body.as_str()), (200, "<html>the old frontend</html>"));
+    let (status, body) = curl(&format!("{base}/blocks"));
+    assert_eq!((status, body.as_str()), (200, "<html>the old frontend</html>"), "single-page app routes");
+    let (status, body) = curl(&format!("{base}/status/"));
+    assert_eq!(status, 200);
+    assert!(body.contains("status.js"), "the built-in status page: {body}");
+    let (status, body) = curl(&format!("{base}/status/stats"));
+    assert_eq!(status, 200, "the status page's relative `stats` URL: {body}");
+    let (status, body) = curl(&format!("{base}/api/stats"));
+    assert_eq!(status, 200);
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["pool"].is_object(), "{body}");
+    assert_eq!(curl(&format!("{base}/api/admin_users")), (401, "Invalid password".to_string()));
+    assert_eq!(curl(&format!("{base}/status/admin_users")).0, 401);
+    assert_eq!(curl(&format!("{base}/api/admin_users?password=s3cret")).0, 200);
+    assert_eq!(curl(&format!("{base}/api/metrics")).0, 404);
+    assert_eq!(curl(&format!("{base}/status/metrics")).0, 404);
+    let (status, _) = curl(&format!("http://127.0.0.1:{http_port}/api/stats"));
+    assert_eq!(status, 301, "plain HTTP redirects to HTTPS");
+    pool.stop();
+}
