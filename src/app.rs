@@ -86,6 +86,7 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
     let store = Store::connect(&redis_url, config.redis_prefix(), Duration::from_secs(30))
         .await
         .with_context(|| format!("connecting to Redis at {}", crate::store::redact(&redis_url)))?;
+    check_redis_safety(&store, &config, modules).await?;
     let current: Arc<ArcSwapOption<JobTemplate>> = Arc::new(ArcSwapOption::empty());
     let mut pool = Pool {
         config: config.clone(),
@@ -109,6 +110,46 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
     }
     start_http(&mut pool, modules).await?;
     Ok(pool)
+}
+
+/// Refuses to run the unlocker or payments on a Redis that may evict keys (an evicted balance
+/// is money lost without a trace) unless `redis.allowEviction` says so, and warns loudly when
+/// Redis persists nothing.
+async fn check_redis_safety(store: &Store, config: &Config, modules: &[Module]) -> anyhow::Result<()> {
+    let money = modules.contains(&Module::Unlocker) || modules.contains(&Module::Payments);
+    let safety = match store.redis_safety().await {
+        Ok(safety) => safety,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read Redis's eviction and persistence settings ({e}); CONFIG may be disabled: make sure \
+                 maxmemory-policy is noeviction and appendonly is yes"
+            );
+            return Ok(());
+        }
+    };
+    crate::metrics::redis_safety(safety.evicting(), safety.persisted());
+    if safety.evicting() {
+        if money && !config.redis.allow_eviction {
+            anyhow::bail!(
+                "Redis maxmemory-policy is {}: under memory pressure Redis deletes keys, balances and the payment \
+                 journal included, and nobody is told. Set `maxmemory-policy noeviction` in redis.conf (or \
+                 `redis-cli CONFIG SET maxmemory-policy noeviction` then `CONFIG REWRITE`), or set \
+                 redis.allowEviction: true in the config to run the unlocker and payments anyway",
+                safety.maxmemory_policy
+            );
+        }
+        tracing::warn!(
+            "!!! Redis maxmemory-policy is {}: keys may be evicted under memory pressure; set noeviction !!!",
+            safety.maxmemory_policy
+        );
+    }
+    if !safety.persisted() {
+        tracing::warn!(
+            "!!! Redis persists NOTHING (appendonly no, save \"\"): a Redis restart loses every balance, share and \
+             payment record. Set `appendonly yes` in redis.conf !!!"
+        );
+    }
+    Ok(())
 }
 
 /// Raises the open-file limit to its hard limit (each miner is a socket) and says so when even

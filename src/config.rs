@@ -330,6 +330,9 @@ pub struct RedisConfig {
     pub db: i64,
     /// `password` (old: `auth`); `None` or empty = no AUTH.
     pub password: Option<String>,
+    /// `allowEviction`: run the unlocker and payments even when Redis's `maxmemory-policy` may
+    /// evict keys (anything but `noeviction`), default false: evicted balances are lost money.
+    pub allow_eviction: bool,
 }
 
 /// `metrics`: the Prometheus exporter.
@@ -1088,6 +1091,7 @@ struct RawRedis {
     password: Option<String>,
     /// The old pool's spelling of `password`.
     auth: Option<String>,
+    allow_eviction: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1923,6 +1927,7 @@ fn build_redis(raw: RawRedis, check: &mut Check, warnings: &mut Vec<String>) -> 
         port: check.port("redis.port", raw.port.unwrap_or(6379)),
         db: check.at_least("redis.db", raw.db.unwrap_or(0), 0),
         password,
+        allow_eviction: raw.allow_eviction.unwrap_or(false),
     }
 }
 
@@ -2105,7 +2110,7 @@ mod tests {
 
     #[test]
     fn redis_url_encodes_the_password() {
-        let mut redis = RedisConfig { host: "127.0.0.1".into(), port: 6379, db: 2, password: None };
+        let mut redis = RedisConfig { host: "127.0.0.1".into(), port: 6379, db: 2, password: None, allow_eviction: false };
         assert_eq!(redis.url(), "redis://127.0.0.1:6379/2");
         redis.password = Some("p@ss:w/rd".into());
         assert_eq!(redis.url(), "redis://:p%40ss%3Aw%2Frd@127.0.0.1:6379/2");

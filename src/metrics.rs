@@ -529,3 +529,16 @@ pub fn payment_journal(open: u64, oldest_age: Duration) {
     gauge!(PAYMENT_BATCHES_OPEN).set(open as f64);
     gauge!(PAYMENT_BATCH_OLDEST_AGE_SECONDS).set(oldest_age.as_secs_f64());
 }
+
+/// 1 when Redis's `maxmemory-policy` may evict keys (anything but `noeviction`).
+pub const REDIS_EVICTING_POLICY: &str = "pastella_pool_redis_evicting_policy";
+/// 1 when Redis persists its data (AOF or RDB snapshots), 0 when a restart loses everything.
+pub const REDIS_PERSISTENCE_ENABLED: &str = "pastella_pool_redis_persistence_enabled";
+
+/// What Redis said about eviction and persistence (at start-up and on each `/health`).
+pub fn redis_safety(evicting: bool, persisted: bool) {
+    describe_gauge!(REDIS_EVICTING_POLICY, "1 when Redis's maxmemory-policy may evict keys (balances).");
+    describe_gauge!(REDIS_PERSISTENCE_ENABLED, "1 when Redis persists its data (AOF or RDB snapshots).");
+    gauge!(REDIS_EVICTING_POLICY).set(if evicting { 1.0 } else { 0.0 });
+    gauge!(REDIS_PERSISTENCE_ENABLED).set(if persisted { 1.0 } else { 0.0 });
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -335,4 +335,49 @@ async fn the_shipped_nginx_site_serves_the_frontend_status_page_and_api() {
     let (status, _) = curl(&format!("http://127.0.0.1:{http_port}/api/stats"));
     assert_eq!(status, 301, "plain HTTP redirects to HTTPS");
     pool.stop();
+}
+
+/// A Redis set to `allkeys-lru` (the old operator guide's advice) and persisting nothing: the
+/// pool refuses to run its money modules, runs them when the operator overrides, and reports
+/// both settings on `/health` and in metrics, following Redis when they change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_or_unpersisted_redis_is_refused_or_reported() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("allkeys-lru").query(&mut con).unwrap();
+    let devnet = devnet(1000).await;
+    let money = json!({"blockUnlocker": {"enabled": true}, "payments": {"enabled": true}});
+
+    let config = pool_config_json(&redis, &devnet, &[(free_port(), 1000)], money.clone());
+    let mut refused = PoolBinary::start("evicting-refused", &config, &[]);
+    let status = refused.exited(Duration::from_secs(60)).await.expect("the pool refuses to start");
+    assert!(!status.success());
+    let log = refused.log();
+    assert!(log.contains("Redis maxmemory-policy is allkeys-lru") && log.contains("redis.allowEviction"), "{log}");
+
+    let mut patch = money.clone();
+    merge(&mut patch, &json!({"redis": {"allowEviction": true}, "logging": {"level": "info"}}));
+    let config = pool_config_json(&redis, &devnet, &[(free_port(), 1000)], patch);
+    let api = config["api"]["port"].as_u64().unwrap();
+    let pool = PoolBinary::start("evicting-allowed", &config, &[]);
+    let health: Value = serde_json::from_str(&get_when_up(&format!("http://127.0.0.1:{api}/health")).await).unwrap();
+    assert_eq!(health["redisConfig"]["ok"], false, "{health}");
+    let detail = health["redisConfig"]["detail"].as_str().unwrap();
+    assert!(detail.contains("allkeys-lru EVICTS") && detail.contains("persistence NONE"), "{detail}");
+    let metrics = get_when_up(&format!("http://127.0.0.1:{api}/metrics")).await;
+    assert!(metrics.lines().any(|l| l == "pastella_pool_redis_evicting_policy 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "pastella_pool_redis_persistence_enabled 0"), "{metrics}");
+    let log = pool.log();
+    assert!(log.contains("Redis maxmemory-policy is allkeys-lru: keys may be evicted"), "{log}");
+    assert!(log.contains("Redis persists NOTHING"), "{log}");
+
+    // The operator fixes Redis: /health and the metrics follow.
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut con).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("appendonly").arg("yes").query(&mut con).unwrap();
+    let health: Value = serde_json::from_str(&get_when_up(&format!("http://127.0.0.1:{api}/health")).await).unwrap();
+    assert_eq!(health["redisConfig"]["ok"], true, "{health}");
+    assert_eq!(health["redisConfig"]["detail"], "maxmemory-policy noeviction; persistence aof");
+    let metrics = get_when_up(&format!("http://127.0.0.1:{api}/metrics")).await;
+    assert!(metrics.lines().any(|l| l == "pastella_pool_redis_evicting_policy 0"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "pastella_pool_redis_persistence_enabled 1"), "{metrics}");
 }

@@ -6,6 +6,7 @@
 //! new names documented in `docs/REDIS.md`.
 
 mod money;
+mod safety;
 mod shares;
 mod stats;
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 
 pub use money::{BalanceRow, BatchDestination, Candidate, JournalEntry, MoneyAudit};
+pub use safety::RedisSafety;
 pub use shares::{CandidateRecord, CandidateResult, ShareRecord};
 pub use stats::{BalanceSums, JournalRead, MinerRead, PoolRead, Scored, StringMap, WorkerRead};
 

@@ -176,7 +176,7 @@ pub fn admin_monitoring() -> Value {
 /// `/health`.
 pub fn health() -> Value {
     let one = json!({"ok": "bool", "required": "bool", "detail": "str"});
-    json!({"status": "str", "redis": one.clone(), "daemon": one.clone(), "wallet": one})
+    json!({"status": "str", "redis": one.clone(), "daemon": one.clone(), "wallet": one.clone(), "redisConfig": one})
 }
 
 #[test]
