@@ -381,3 +381,79 @@ async fn an_evicting_or_unpersisted_redis_is_refused_or_reported() {
     assert!(metrics.lines().any(|l| l == "pastella_pool_redis_evicting_policy 0"), "{metrics}");
     assert!(metrics.lines().any(|l| l == "pastella_pool_redis_persistence_enabled 1"), "{metrics}");
 }
+
+/// IPs `fail2ban-regex` finds in `log` with `filter` (a file or a regex), one per matched line.
+fn fail2ban_ips(log: &std::path::Path, filter: &str) -> Vec<String> {
+    let out = Command::new("fail2ban-regex").args(["--raw", "-o", "ip"]).arg(log).arg(filter).output().unwrap();
+    assert!(out.status.success(), "fail2ban-regex: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+}
+
+/// A test miner from 127.0.0.2 gets itself banned by the pool binary; the ban line the pool
+/// wrote is matched by deploy/fail2ban's filter, plain and behind syslog prefixes (the form the
+/// journald backend presents too), with the miner's IP extracted, and by the operator guide's
+/// own filter in the plain log; no other line of the pool's log matches. The jails parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail2ban_matches_the_ban_lines_the_pool_writes() {
+    if !have("fail2ban-regex", "deploy/fail2ban") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let devnet = devnet(1000).await;
+    let port = free_port();
+    let patch = json!({
+        "banning": {"enabled": true, "time": 30, "invalidPercent": 50, "checkThreshold": 1},
+        "logging": {"level": "info"}
+    });
+    let config = pool_config_json(&redis, &devnet, &[(port, 1000)], patch);
+    let api = config["api"]["port"].as_u64().unwrap();
+    let pool = PoolBinary::start("fail2ban", &config, &["--module", "stratum", "--module", "api"]);
+    let _ = get_when_up(&format!("http://127.0.0.1:{api}/stats")).await;
+    let stratum = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut miner = TestMiner::connect_from(std::net::IpAddr::from([127, 0, 0, 2]), stratum).await;
+    miner.login(MINER_A, "rig").await;
+    let job = miner.job.clone().expect("a job at login");
+    // A result far above the target: rejected as low difficulty, counted against the IP.
+    let reply = miner.submit(&job, [1, 2, 3, 4], &pastella_pool::chain::Hash([0xff; 32])).await;
+    assert!(!reply["error"].is_null(), "{reply}");
+    assert!(miner.closed(Duration::from_secs(10)).await, "the banned miner is disconnected");
+    let ban = eventually(Duration::from_secs(10), || pool.log().lines().find(|l| l.contains("banned: ")).map(str::to_string))
+        .await
+        .unwrap_or_else(|| panic!("no ban line in the pool's log:\n{}", pool.log()));
+    assert!(ban.contains(" 127.0.0.2 banned: \"Ban: 1 of 1 shares invalid") && ban.ends_with(", banned for 30 s\""), "{ban}");
+
+    let filter = root().join("deploy/fail2ban/filter.d/pastella-pool.conf").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        path
+    };
+    let plain = write("plain.log", &ban);
+    let syslog = write("syslog.log", &format!("Nov 30 23:35:24 myhost pastella-pool[123]: {ban}"));
+    let rfc3339 = write("rsyslog.log", &format!("2026-11-30T23:35:24.120021+00:00 myhost pastella-pool[123]: {ban}"));
+    for log in [&plain, &syslog, &rfc3339] {
+        assert_eq!(fail2ban_ips(log, &filter), ["127.0.0.2"], "{}", std::fs::read_to_string(log).unwrap());
+    }
+    // The guide's filter, on a log without a syslog prefix.
+    assert_eq!(fail2ban_ips(&plain, "<HOST> .* \"Ban:.*\""), ["127.0.0.2"]);
+    // The pool's whole log: the ban line and nothing else.
+    assert_eq!(fail2ban_ips(&pool.log, &filter), ["127.0.0.2"], "{}", pool.log());
+
+    // The jails parse (journald and syslog variants both enabled for the check).
+    if have("fail2ban-client", "deploy/fail2ban jails") && std::path::Path::new("/etc/fail2ban/jail.conf").exists() {
+        let etc = dir.path().join("etc");
+        let copied = Command::new("cp").arg("-r").arg("/etc/fail2ban").arg(&etc).status().unwrap();
+        assert!(copied.success());
+        let _ = std::fs::remove_file(etc.join("jail.d/defaults-debian.conf")); // sshd: no log here
+        std::fs::copy(&filter, etc.join("filter.d/pastella-pool.conf")).unwrap();
+        let jail = std::fs::read_to_string(root().join("deploy/fail2ban/jail.d/pastella-pool.conf"))
+            .unwrap()
+            .replace("enabled  = false", "enabled  = true")
+            .replace("/var/log/syslog", &syslog.display().to_string());
+        std::fs::write(etc.join("jail.d/pastella-pool.conf"), jail).unwrap();
+        let out = Command::new("fail2ban-client").arg("-c").arg(&etc).arg("-t").output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("OK: configuration test is successful"), "{text}");
+    }
+}
