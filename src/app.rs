@@ -414,11 +414,31 @@ impl Pool {
 
 /// Runs until SIGINT or SIGTERM, then shuts down cleanly.
 pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
+    keep_running_on_sighup();
     let pool = start(config, &modules).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
     pool.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP (`systemctl reload`) would end the process by default. Live reload is not
+/// implemented: the signal is logged and the running configuration kept.
+fn keep_running_on_sighup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            actix::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP: live reload is not implemented; the running configuration is kept (restart the pool \
+                         to apply config changes)"
+                    );
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot handle SIGHUP ({e}): a reload signal would stop the pool"),
+    }
 }
 
 async fn wait_for_signal() {

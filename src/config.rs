@@ -2110,7 +2110,8 @@ mod tests {
 
     #[test]
     fn redis_url_encodes_the_password() {
-        let mut redis = RedisConfig { host: "127.0.0.1".into(), port: 6379, db: 2, password: None, allow_eviction: false };
+        let mut redis =
+            RedisConfig { host: "127.0.0.1".into(), port: 6379, db: 2, password: None, allow_eviction: false };
         assert_eq!(redis.url(), "redis://127.0.0.1:6379/2");
         redis.password = Some("p@ss:w/rd".into());
         assert_eq!(redis.url(), "redis://:p%40ss%3Aw%2Frd@127.0.0.1:6379/2");

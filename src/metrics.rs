@@ -204,7 +204,6 @@ fn describe() {
     );
 }
 
-
 /// Creates, at zero, every series the dashboards and alert rules read, with the label sets the
 /// call sites use (the Prometheus naming guide's "avoid missing metrics"): a fresh pool's panels
 /// show 0 rather than "No data", and `increase()` sees the first event. `ports` are the stratum

@@ -70,7 +70,8 @@ impl Store {
             let mut conn = self.conn();
             let mut pairs = Vec::new();
             for name in ["maxmemory-policy", "appendonly", "save"] {
-                let reply: Vec<(String, String)> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut conn).await?;
+                let reply: Vec<(String, String)> =
+                    redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut conn).await?;
                 pairs.extend(reply);
             }
             Ok(RedisSafety::from_pairs(&pairs))
