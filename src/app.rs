@@ -296,6 +296,8 @@ fn spawn_stratum_reporting(pool: &Pool, engine: PowEngine) {
             let (fast, progress) =
                 status.seeds.first().map(|s| (s.fast_ready, s.dataset_progress)).unwrap_or((false, 0.0));
             crate::metrics::verifier_state(status.queue_depth, fast, progress);
+            let (caches, datasets) = engine.memory_held();
+            crate::metrics::randomx_memory(status.seeds.len(), caches, datasets);
             if round % 5 != 0 {
                 continue;
             }

@@ -541,3 +541,20 @@ pub fn redis_safety(evicting: bool, persisted: bool) {
     gauge!(REDIS_EVICTING_POLICY).set(if evicting { 1.0 } else { 0.0 });
     gauge!(REDIS_PERSISTENCE_ENABLED).set(if persisted { 1.0 } else { 0.0 });
 }
+
+/// Seeds the RandomX engine keeps (current, next before an epoch switch, previous briefly).
+pub const RANDOMX_SEEDS: &str = "pastella_pool_randomx_seeds";
+/// RandomX caches allocated (256 MiB each).
+pub const RANDOMX_CACHES: &str = "pastella_pool_randomx_caches";
+/// RandomX datasets allocated, built or being built (about 2 GiB each).
+pub const RANDOMX_DATASETS: &str = "pastella_pool_randomx_datasets";
+
+/// The RandomX engine's seeds and the caches and datasets allocated in this process.
+pub fn randomx_memory(seeds: usize, caches: usize, datasets: usize) {
+    describe_gauge!(RANDOMX_SEEDS, "Seeds the RandomX engine keeps (current, next, previous).");
+    describe_gauge!(RANDOMX_CACHES, "RandomX caches allocated (256 MiB each).");
+    describe_gauge!(RANDOMX_DATASETS, "RandomX datasets allocated, built or being built (about 2 GiB each).");
+    gauge!(RANDOMX_SEEDS).set(seeds as f64);
+    gauge!(RANDOMX_CACHES).set(caches as f64);
+    gauge!(RANDOMX_DATASETS).set(datasets as f64);
+}

@@ -607,3 +607,57 @@ fn the_dockerfile_stages_hold_together() {
     let cmd = dockerfile.lines().find(|l| l.starts_with("CMD ")).unwrap();
     assert_eq!(cmd, "CMD [\"run\", \"--config\", \"/etc/pastella-pool/config.json\"]");
 }
+
+/// Waits until the pool's `/metrics` satisfies `check`; the scrape.
+async fn metrics_until(api: u64, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let url = format!("http://127.0.0.1:{api}/metrics");
+    let mut last = String::new();
+    for _ in 0..1200 {
+        if let Ok(response) = reqwest::get(&url).await {
+            last = response.text().await.unwrap_or_default();
+            if check(&last) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never reached: {what}\n{last}");
+}
+
+/// The value of an unlabelled gauge in a scrape.
+fn gauge(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A devnet driven across three RandomX epoch changes (seed heights 2048, 4096, 6144: the seed
+/// switches at 2113, 4161, 6209 and is announced one block ahead). The pool binary, in light
+/// mode, holds the current seed's cache only, plus the next one's from its announcement, plus
+/// the previous one until the next template; never a third, never a dataset. Before the fix the
+/// engine kept max(seeds + 1, 3) seeds: three caches (fast mode: three 2 GiB datasets) from the
+/// second epoch change on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomx_memory_stays_bounded_across_epoch_changes() {
+    let redis = RedisServer::start();
+    let devnet = devnet(1000).await;
+    let config = pool_config_json(&redis, &devnet, &[(free_port(), 1000)], json!({}));
+    let api = config["api"]["port"].as_u64().unwrap();
+    let _pool = PoolBinary::start("epochs", &config, &["--module", "stratum", "--module", "api"]);
+    let mut checked = Vec::new();
+    for switch in [2113u64, 4161, 6209] {
+        // (template height, seeds kept): the next seed announced, the switch, one block later.
+        for (height, seeds) in [(switch - 1, 2.0), (switch, 2.0), (switch + 1, 1.0)] {
+            let count = devnet.block_count();
+            devnet.mine(height - count);
+            let what = format!("template height {height}: {seeds} seeds, as many caches, no dataset");
+            let scrape = metrics_until(api, &what, |m| {
+                gauge(m, "pastella_pool_network_height") == Some(height as f64)
+                    && gauge(m, "pastella_pool_randomx_seeds") == Some(seeds)
+                    && gauge(m, "pastella_pool_randomx_caches") == Some(seeds)
+            })
+            .await;
+            assert_eq!(gauge(&scrape, "pastella_pool_randomx_datasets"), Some(0.0), "light mode");
+            checked.push((height, seeds));
+        }
+    }
+    assert_eq!(checked.len(), 9);
+}
