@@ -313,7 +313,7 @@ impl PowEngine {
             self.pool.spawn_broadcast(move |_| {
                 VMS.with(|vms| {
                     vms.borrow_mut()
-                        .retain(|(epoch, vm)| !retired.contains(epoch) && !(demoted.contains(epoch) && vm.is_fast()))
+                        .retain(|(epoch, vm)| !(retired.contains(epoch) || (demoted.contains(epoch) && vm.is_fast())))
                 });
             });
         }
