@@ -85,10 +85,13 @@ fn pow_config(config: &Config) -> PowConfig {
 pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
     let config = Arc::new(config);
     let metrics = metrics_handle()?;
+    let ports: Vec<u16> = config.ports.iter().map(|p| p.port).collect();
+    crate::metrics::register_series(&ports);
     let redis_url = config.redis.url();
     let store = Store::connect(&redis_url, config.redis_prefix(), Duration::from_secs(30))
         .await
         .with_context(|| format!("connecting to Redis at {}", crate::store::redact(&redis_url)))?;
+    check_redis_safety(&store, &config, modules).await?;
     let current: Arc<ArcSwapOption<JobTemplate>> = Arc::new(ArcSwapOption::empty());
     let mut pool = Pool {
         config: config.clone(),
@@ -114,6 +117,46 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
     }
     start_http(&mut pool, modules).await?;
     Ok(pool)
+}
+
+/// Refuses to run the unlocker or payments on a Redis that may evict keys (an evicted balance
+/// is money lost without a trace) unless `redis.allowEviction` says so, and warns loudly when
+/// Redis persists nothing.
+async fn check_redis_safety(store: &Store, config: &Config, modules: &[Module]) -> anyhow::Result<()> {
+    let money = modules.contains(&Module::Unlocker) || modules.contains(&Module::Payments);
+    let safety = match store.redis_safety().await {
+        Ok(safety) => safety,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read Redis's eviction and persistence settings ({e}); CONFIG may be disabled: make sure \
+                 maxmemory-policy is noeviction and appendonly is yes"
+            );
+            return Ok(());
+        }
+    };
+    crate::metrics::redis_safety(safety.evicting(), safety.persisted());
+    if safety.evicting() {
+        if money && !config.redis.allow_eviction {
+            anyhow::bail!(
+                "Redis maxmemory-policy is {}: under memory pressure Redis deletes keys, balances and the payment \
+                 journal included, and nobody is told. Set `maxmemory-policy noeviction` in redis.conf (or \
+                 `redis-cli CONFIG SET maxmemory-policy noeviction` then `CONFIG REWRITE`), or set \
+                 redis.allowEviction: true in the config to run the unlocker and payments anyway",
+                safety.maxmemory_policy
+            );
+        }
+        tracing::warn!(
+            "!!! Redis maxmemory-policy is {}: keys may be evicted under memory pressure; set noeviction !!!",
+            safety.maxmemory_policy
+        );
+    }
+    if !safety.persisted() {
+        tracing::warn!(
+            "!!! Redis persists NOTHING (appendonly no, save \"\"): a Redis restart loses every balance, share and \
+             payment record. Set `appendonly yes` in redis.conf !!!"
+        );
+    }
+    Ok(())
 }
 
 /// Raises the open-file limit to its hard limit (each miner is a socket) and says so when even
@@ -295,6 +338,8 @@ fn spawn_stratum_reporting(pool: &Pool, engine: PowEngine) {
             let (fast, progress) =
                 status.seeds.first().map(|s| (s.fast_ready, s.dataset_progress)).unwrap_or((false, 0.0));
             crate::metrics::verifier_state(status.queue_depth, fast, progress);
+            let (caches, datasets) = engine.memory_held();
+            crate::metrics::randomx_memory(status.seeds.len(), caches, datasets);
             if round % 5 != 0 {
                 continue;
             }
@@ -453,11 +498,31 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// Runs until SIGINT or SIGTERM, then shuts down cleanly.
 pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
+    keep_running_on_sighup();
     let pool = start(config, &modules).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
     pool.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP (`systemctl reload`) would end the process by default. Live reload is not
+/// implemented: the signal is logged and the running configuration kept.
+fn keep_running_on_sighup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            actix::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP: live reload is not implemented; the running configuration is kept (restart the pool \
+                         to apply config changes)"
+                    );
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot handle SIGHUP ({e}): a reload signal would stop the pool"),
+    }
 }
 
 async fn wait_for_signal() {

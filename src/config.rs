@@ -315,7 +315,8 @@ pub struct ApiConfig {
     pub blocks: usize,
     /// `payments`: payments listed in `/stats`, default 30.
     pub payments: usize,
-    /// `password`: for the admin routes; empty = admin routes only from loopback.
+    /// `password`: for the admin routes; empty = admin routes refused (unless
+    /// `passwordlessLoopbackAdmin`).
     pub password: String,
     /// `trustProxyIP`: take the client IP from `X-Forwarded-For`, default false.
     pub trust_proxy_ip: bool,
@@ -329,6 +330,10 @@ pub struct ApiConfig {
     /// `payoutLevelPerHour`: `/set_miner_payout_level` requests allowed per client IP per hour
     /// (refused ones count too), default 10.
     pub payout_level_per_hour: u64,
+    /// `passwordlessLoopbackAdmin`: admin routes answer a loopback request without a password
+    /// (the old pool's rule), default false: a reverse proxy on the same host makes every
+    /// visitor look local, so only an operator with no proxy in front should opt in.
+    pub passwordless_loopback_admin: bool,
 }
 
 /// `redis`: the store.
@@ -342,6 +347,9 @@ pub struct RedisConfig {
     pub db: i64,
     /// `password` (old: `auth`); `None` or empty = no AUTH.
     pub password: Option<String>,
+    /// `allowEviction`: run the unlocker and payments even when Redis's `maxmemory-policy` may
+    /// evict keys (anything but `noeviction`), default false: evicted balances are lost money.
+    pub allow_eviction: bool,
 }
 
 /// `metrics`: the Prometheus exporter.
@@ -1098,6 +1106,7 @@ struct RawApi {
     max_payout_level: Option<u64>,
     payout_level_ip_age: Option<u64>,
     payout_level_per_hour: Option<u64>,
+    passwordless_loopback_admin: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1109,6 +1118,7 @@ struct RawRedis {
     password: Option<String>,
     /// The old pool's spelling of `password`.
     auth: Option<String>,
+    allow_eviction: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1946,6 +1956,7 @@ fn build_api(raw: RawApi, payments: &PaymentsConfig, check: &mut Check) -> ApiCo
             7200,
         )),
         payout_level_per_hour: check.at_least("api.payoutLevelPerHour", raw.payout_level_per_hour.unwrap_or(10), 1),
+        passwordless_loopback_admin: raw.passwordless_loopback_admin.unwrap_or(false),
     }
 }
 
@@ -1958,6 +1969,7 @@ fn build_redis(raw: RawRedis, check: &mut Check, warnings: &mut Vec<String>) -> 
         port: check.port("redis.port", raw.port.unwrap_or(6379)),
         db: check.at_least("redis.db", raw.db.unwrap_or(0), 0),
         password,
+        allow_eviction: raw.allow_eviction.unwrap_or(false),
     }
 }
 
@@ -2140,7 +2152,8 @@ mod tests {
 
     #[test]
     fn redis_url_encodes_the_password() {
-        let mut redis = RedisConfig { host: "127.0.0.1".into(), port: 6379, db: 2, password: None };
+        let mut redis =
+            RedisConfig { host: "127.0.0.1".into(), port: 6379, db: 2, password: None, allow_eviction: false };
         assert_eq!(redis.url(), "redis://127.0.0.1:6379/2");
         redis.password = Some("p@ss:w/rd".into());
         assert_eq!(redis.url(), "redis://:p%40ss%3Aw%2Frd@127.0.0.1:6379/2");

@@ -20,6 +20,7 @@
 //! - [`api`]: the stats API, admin routes, status page, `/metrics`, `/health`.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`app`]: wiring; builds every actor from the config.
+//! - [`log_format`]: the log line format (ban lines that fail2ban can read).
 //! - [`devnet`]: a simulated Pastellad and wallet API on loopback, real wire formats, for tests and trials.
 
 pub mod accounting;
@@ -29,6 +30,7 @@ pub mod chain;
 pub mod config;
 pub mod devnet;
 pub mod jobs;
+pub mod log_format;
 pub mod metrics;
 pub mod node;
 pub mod pow;

@@ -325,7 +325,11 @@ fn run(args: &RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .event_format(pastella_pool::log_format::PoolFormat::default())
+        .init();
     for warning in &warnings {
         tracing::warn!("{}: {warning}", args.config.config.display());
     }

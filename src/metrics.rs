@@ -205,6 +205,122 @@ fn describe() {
     );
 }
 
+/// Creates, at zero, every series the dashboards and alert rules read, with the label sets the
+/// call sites use (the Prometheus naming guide's "avoid missing metrics"): a fresh pool's panels
+/// show 0 rather than "No data", and `increase()` sees the first event. `ports` are the stratum
+/// ports. Gauges whose 0 would be a false alarm (`daemon_up`, `wallet_up`) start as NaN
+/// (unknown) until their first check. New labelled metrics: add their label values here.
+pub fn register_series(ports: &[u16]) {
+    for port in ports {
+        let port = port.to_string();
+        gauge!(STRATUM_CONNECTIONS, "port" => port.clone()).increment(0.0);
+        counter!(STRATUM_CONNECTIONS_TOTAL, "port" => port.clone()).increment(0);
+        histogram_zero(histogram!(JOB_FANOUT_SECONDS, "port" => port));
+    }
+    for reason in ["limit_global", "limit_ip", "banned"] {
+        counter!(STRATUM_CONNECTIONS_REFUSED_TOTAL, "reason" => reason).increment(0);
+    }
+    for reason in ["banned", "timeout", "login_timeout", "flood", "bad_json", "http", "slow_reader"] {
+        counter!(STRATUM_DISCONNECTS_TOTAL, "reason" => reason).increment(0);
+    }
+    for result in ["ok", "invalid_address", "missing_login", "not_ready"] {
+        counter!(STRATUM_LOGINS_TOTAL, "result" => result).increment(0);
+    }
+    let results = ["accepted", "block", "invalid", "duplicate", "low_difficulty", "stale", "malformed", "error"];
+    for result in results {
+        counter!(SHARES_TOTAL, "result" => result).increment(0);
+    }
+    for typ in ["prop", "solo"] {
+        counter!(SHARES_DIFFICULTY_TOTAL, "type" => typ).increment(0);
+        gauge!(POOL_HASHRATE, "type" => typ).increment(0.0);
+        gauge!(POOL_MINERS, "type" => typ).increment(0.0);
+        gauge!(POOL_WORKERS, "type" => typ).increment(0.0);
+    }
+    for mode in ["fast", "light"] {
+        histogram_zero(histogram!(VERIFY_SECONDS, "mode" => mode));
+    }
+    for reason in ["new_block", "refresh"] {
+        counter!(TEMPLATES_TOTAL, "reason" => reason).increment(0);
+    }
+    for method in ["getblocktemplate", "submitblock", "getlastblockheader"] {
+        histogram_zero(histogram!(DAEMON_RPC_SECONDS, "method" => method));
+        for kind in ["unreachable", "not_synced", "rpc", "failed", "api", "http", "decode"] {
+            counter!(DAEMON_RPC_ERRORS_TOTAL, "method" => method, "kind" => kind).increment(0);
+        }
+    }
+    for result in ["accepted", "rejected", "error"] {
+        counter!(BLOCKS_SUBMITTED_TOTAL, "result" => result).increment(0);
+    }
+    for op in ["flush_shares", "record_candidate", "credit_block", "lease_renew", "reserve_batch", "finalize_batch"] {
+        histogram_zero(histogram!(REDIS_SECONDS, "op" => op));
+        counter!(REDIS_ERRORS_TOTAL, "op" => op).increment(0);
+    }
+    for direction in ["up", "down"] {
+        counter!(VARDIFF_RETARGETS_TOTAL, "direction" => direction).increment(0);
+    }
+    for status in ["confirmed", "orphaned"] {
+        counter!(BLOCKS_TOTAL, "status" => status).increment(0);
+    }
+    for outcome in ["sent", "released", "uncertain", "deferred"] {
+        counter!(PAYMENT_BATCHES_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for call in ["balance", "prepare", "send_prepared", "transaction"] {
+        histogram_zero(histogram!(WALLET_RPC_SECONDS, "call" => call));
+        for kind in ["unreachable", "uncertain", "unauthorized", "decode"] {
+            counter!(WALLET_ERRORS_TOTAL, "call" => call, "kind" => kind).increment(0);
+        }
+    }
+    for step in ["redis", "daemon", "wallet", "charts", "status", "balances", "journal", "index"] {
+        counter!(COLLECTOR_ERRORS_TOTAL, "step" => step).increment(0);
+    }
+    for route in ["/stats", "/live_stats", "/stats_address"] {
+        counter!(API_REQUESTS_TOTAL, "route" => route, "status" => "200").increment(0);
+        histogram_zero(histogram!(API_REQUEST_SECONDS, "route" => route));
+    }
+    counter!(BANS_TOTAL).increment(0);
+    counter!(CREDITED_ATOMIC_TOTAL).increment(0);
+    counter!(PAID_ATOMIC_TOTAL).increment(0);
+    for h in [
+        STRATUM_LOGIN_SECONDS,
+        SHARE_ACK_SECONDS,
+        VERIFY_QUEUE_WAIT_SECONDS,
+        LEDGER_FLUSH_SHARES,
+        COLLECTOR_RUN_SECONDS,
+    ] {
+        histogram_zero(histogram!(h));
+    }
+    for g in [
+        VERIFY_QUEUE_DEPTH,
+        RANDOMX_FAST_MODE,
+        RANDOMX_DATASET_PROGRESS,
+        TEMPLATE_AGE_SECONDS,
+        NETWORK_HEIGHT,
+        NETWORK_DIFFICULTY,
+        LEDGER_PENDING_SHARES,
+        BANNED_IPS,
+        BLOCKS_PENDING,
+        BLOCK_EFFORT_RATIO,
+        OWED_ATOMIC,
+        UNLOCKER_LAG_SECONDS,
+        LEADER,
+        API_LONGPOLLS,
+        ROUND_EFFORT_RATIO,
+        DAEMON_HEIGHT,
+        DAEMON_NETWORK_HEIGHT,
+        PAYMENT_BATCHES_OPEN,
+        PAYMENT_BATCH_OLDEST_AGE_SECONDS,
+    ] {
+        gauge!(g).increment(0.0);
+    }
+    for g in [DAEMON_UP, WALLET_UP] {
+        let gauge = gauge!(g);
+        gauge.set(f64::NAN);
+    }
+}
+
+/// Registers a histogram without recording a sample (its buckets are exported at zero).
+fn histogram_zero(_histogram: metrics::Histogram) {}
+
 /// A stratum connection opened on `port`.
 pub fn connection_opened(port: u16) {
     counter!(STRATUM_CONNECTIONS_TOTAL, "port" => port.to_string()).increment(1);
@@ -447,4 +563,34 @@ pub fn payment_states(unknown: usize, held: usize, dropped: usize, quarantined: 
     gauge!(PAYMENT_BATCHES_HELD).set(held as f64);
     gauge!(PAYMENT_BATCHES_DROPPED).set(dropped as f64);
     gauge!(ADDRESSES_QUARANTINED).set(quarantined as f64);
+}
+
+/// 1 when Redis's `maxmemory-policy` may evict keys (anything but `noeviction`).
+pub const REDIS_EVICTING_POLICY: &str = "pastella_pool_redis_evicting_policy";
+/// 1 when Redis persists its data (AOF or RDB snapshots), 0 when a restart loses everything.
+pub const REDIS_PERSISTENCE_ENABLED: &str = "pastella_pool_redis_persistence_enabled";
+
+/// What Redis said about eviction and persistence (at start-up and on each `/health`).
+pub fn redis_safety(evicting: bool, persisted: bool) {
+    describe_gauge!(REDIS_EVICTING_POLICY, "1 when Redis's maxmemory-policy may evict keys (balances).");
+    describe_gauge!(REDIS_PERSISTENCE_ENABLED, "1 when Redis persists its data (AOF or RDB snapshots).");
+    gauge!(REDIS_EVICTING_POLICY).set(if evicting { 1.0 } else { 0.0 });
+    gauge!(REDIS_PERSISTENCE_ENABLED).set(if persisted { 1.0 } else { 0.0 });
+}
+
+/// Seeds the RandomX engine keeps (current, next before an epoch switch, previous briefly).
+pub const RANDOMX_SEEDS: &str = "pastella_pool_randomx_seeds";
+/// RandomX caches allocated (256 MiB each).
+pub const RANDOMX_CACHES: &str = "pastella_pool_randomx_caches";
+/// RandomX datasets allocated, built or being built (about 2 GiB each).
+pub const RANDOMX_DATASETS: &str = "pastella_pool_randomx_datasets";
+
+/// The RandomX engine's seeds and the caches and datasets allocated in this process.
+pub fn randomx_memory(seeds: usize, caches: usize, datasets: usize) {
+    describe_gauge!(RANDOMX_SEEDS, "Seeds the RandomX engine keeps (current, next, previous).");
+    describe_gauge!(RANDOMX_CACHES, "RandomX caches allocated (256 MiB each).");
+    describe_gauge!(RANDOMX_DATASETS, "RandomX datasets allocated, built or being built (about 2 GiB each).");
+    gauge!(RANDOMX_SEEDS).set(seeds as f64);
+    gauge!(RANDOMX_CACHES).set(caches as f64);
+    gauge!(RANDOMX_DATASETS).set(datasets as f64);
 }

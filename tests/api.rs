@@ -433,9 +433,9 @@ async fn http_rules_cors_admin_auth_and_health() {
     let stats = http.json("/stats").await;
     assert_shape(&stats, &api_shapes::stats("pastella"), "/stats (empty pool)");
 
-    // Admin: loopback passes at /; through the proxy prefix or with a proxy header a password
-    // is needed; a password login sets a session cookie that then suffices.
-    assert_eq!(http.get("/admin_stats").await.status, 200);
+    // Admin: a password is needed, from loopback too (unless api.passwordlessLoopbackAdmin:
+    // tests/ops.rs); a password login sets a session cookie that then suffices.
+    assert_eq!(http.get("/admin_stats").await.status, 401);
     assert_eq!(http.get("/api/admin_stats").await.status, 401);
     let forwarded = http.send(reqwest::Method::GET, "/admin_stats", &[("X-Forwarded-For", "203.0.113.9")]).await;
     assert_eq!((forwarded.status, forwarded.body.as_str()), (401, "Invalid password"));

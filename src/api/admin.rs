@@ -2,13 +2,14 @@
 //!
 //! A request passes when it carries `?password=` equal to `api.password` (compared in
 //! constant time; an empty configured password never matches), when it carries a valid `sid`
-//! session cookie (random, 24 h, set on a password login), or when it comes from loopback (or
-//! the API's own bind address) without a password, as in the old pool. That last rule is
-//! refused for requests that came through a proxy (an `X-Forwarded-For`, `X-Real-IP` or
-//! `Forwarded` header, or a path under `/api/`, which is what the operator guide's nginx site
-//! forwards): otherwise every visitor behind the proxy would look local. `X-Forwarded-For` is
-//! used as the client address only when `api.trustProxyIP` is set. The password is never
-//! logged.
+//! session cookie (random, 24 h, set on a password login). The old pool also let any loopback
+//! request in without a password; a reverse proxy on the same host (`location / { proxy_pass
+//! http://127.0.0.1:8117; }`, or the old frontend's `location /api/`) then publishes every
+//! miner's balance, so that rule applies only when the operator sets
+//! `api.passwordlessLoopbackAdmin`, and even then never to a request that came through a proxy
+//! (an `X-Forwarded-For`, `X-Real-IP` or `Forwarded` header, or a path under `/api/`).
+//! `X-Forwarded-For` is used as the client address only when `api.trustProxyIP` is set. The
+//! password is never logged.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -133,7 +134,7 @@ fn authorize(state: &ApiState, req: &HttpRequest) -> Result<Option<String>, Refu
     let sent = params.get("password");
     let ip = client_ip(req, api.trust_proxy_ip);
     if sent.is_none() {
-        if ip.is_some_and(|ip| is_local(ip, api.bind_ip)) && !proxied(req) {
+        if api.passwordless_loopback_admin && ip.is_some_and(|ip| is_local(ip, api.bind_ip)) && !proxied(req) {
             return Ok(None);
         }
         if cookie(req, "sid").is_some_and(|sid| state.sessions.valid(&sid)) {

@@ -235,12 +235,15 @@ pub struct HealthReport {
     pub daemon: Reachability,
     /// The wallet API.
     pub wallet: Reachability,
+    /// Redis's eviction policy and persistence (never required: the start-up check refuses
+    /// an evicting policy unless the operator overrode it; this reports what is true now).
+    pub redis_config: Reachability,
 }
 
 impl HealthReport {
     /// True when every required dependency answered.
     pub fn healthy(&self) -> bool {
-        [&self.redis, &self.daemon, &self.wallet].iter().all(|r| r.ok || !r.required)
+        [&self.redis, &self.daemon, &self.wallet, &self.redis_config].iter().all(|r| r.ok || !r.required)
     }
 
     /// The JSON body of `/health`.
@@ -251,6 +254,7 @@ impl HealthReport {
             "redis": one(&self.redis),
             "daemon": one(&self.daemon),
             "wallet": one(&self.wallet),
+            "redisConfig": one(&self.redis_config),
         })
     }
 }
@@ -342,10 +346,11 @@ impl Handler<CheckHealth> for StatsCollector {
         Box::pin(async move {
             let limit = Duration::from_secs(3);
             let timeout = |what: &str| format!("no answer from {what} within {} s", limit.as_secs());
-            let (redis, daemon, wallet) = tokio::join!(
+            let (redis, daemon, wallet, safety) = tokio::join!(
                 tokio::time::timeout(limit, store.ping()),
                 tokio::time::timeout(limit, daemon.get_last_block_header()),
                 tokio::time::timeout(limit, wallet.status()),
+                tokio::time::timeout(limit, store.redis_safety()),
             );
             let redis = match redis {
                 Ok(Ok(())) => Reachability { ok: true, required: true, detail: "PONG".into() },
@@ -366,7 +371,15 @@ impl Handler<CheckHealth> for StatsCollector {
                 Ok(Err(e)) => Reachability { ok: false, required: wallet_required, detail: e.to_string() },
                 Err(_) => Reachability { ok: false, required: wallet_required, detail: timeout("the wallet API") },
             };
-            HealthReport { redis, daemon, wallet }
+            let redis_config = match safety {
+                Ok(Ok(s)) => {
+                    crate::metrics::redis_safety(s.evicting(), s.persisted());
+                    Reachability { ok: !s.evicting() && s.persisted(), required: false, detail: s.detail() }
+                }
+                Ok(Err(e)) => Reachability { ok: false, required: false, detail: format!("unknown: {e}") },
+                Err(_) => Reachability { ok: false, required: false, detail: timeout("Redis") },
+            };
+            HealthReport { redis, daemon, wallet, redis_config }
         })
     }
 }
@@ -724,9 +737,17 @@ mod tests {
     fn health_is_503_only_for_required_failures() {
         let up = Reachability { ok: true, required: true, detail: String::new() };
         let wallet_down = Reachability { ok: false, required: false, detail: "refused".into() };
-        let r = HealthReport { redis: up.clone(), daemon: up.clone(), wallet: wallet_down.clone() };
-        assert!(r.healthy());
-        let r = HealthReport { redis: up.clone(), daemon: up, wallet: Reachability { required: true, ..wallet_down } };
+        let evicting = Reachability { ok: false, required: false, detail: "maxmemory-policy allkeys-lru".into() };
+        let r = HealthReport {
+            redis: up.clone(),
+            daemon: up.clone(),
+            wallet: wallet_down.clone(),
+            redis_config: evicting.clone(),
+        };
+        assert!(r.healthy(), "an unsafe Redis config is reported, not a 503");
+        assert_eq!(r.json()["redisConfig"]["ok"], false);
+        let wallet = Reachability { required: true, ..wallet_down };
+        let r = HealthReport { redis: up.clone(), daemon: up, wallet, redis_config: evicting };
         assert!(!r.healthy());
         assert_eq!(r.json()["status"], "fail");
         assert_eq!(r.json()["wallet"]["ok"], false);

@@ -8,9 +8,10 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use crossbeam::queue::SegQueue;
 use tokio::sync::oneshot;
 
@@ -110,9 +111,12 @@ struct SeedState {
     /// Built on first need under the lock, so concurrent requests wait for one build.
     cache: Mutex<Option<Arc<Cache>>>,
     cache_ready: AtomicBool,
-    /// Published only when every item is initialised: the atomic light → fast switch.
-    dataset: OnceLock<Arc<Dataset>>,
+    /// Published only when every item is initialised: the atomic light → fast switch. Taken
+    /// away again when the seed stops being current or next (fast → light).
+    dataset: ArcSwapOption<Dataset>,
     dataset_items_done: AtomicU64,
+    /// Kept only for late shares (the previous current seed): never holds a dataset.
+    light_only: AtomicBool,
     /// Evicted: stop building, let VMs go.
     retired: AtomicBool,
 }
@@ -124,8 +128,9 @@ impl SeedState {
             epoch: NEXT_EPOCH.fetch_add(1, Ordering::Relaxed),
             cache: Mutex::new(None),
             cache_ready: AtomicBool::new(false),
-            dataset: OnceLock::new(),
+            dataset: ArcSwapOption::empty(),
             dataset_items_done: AtomicU64::new(0),
+            light_only: AtomicBool::new(false),
             retired: AtomicBool::new(false),
         }
     }
@@ -145,7 +150,7 @@ impl SeedState {
 
     fn status(&self) -> SeedStatus {
         let total = Dataset::item_count() as f64;
-        let fast_ready = self.dataset.get().is_some();
+        let fast_ready = self.dataset.load().is_some();
         SeedStatus {
             seed: self.seed,
             cache_ready: self.cache_ready.load(Ordering::Acquire),
@@ -183,6 +188,37 @@ struct Shared {
 
 /// Current, next and previous seed.
 const MAX_LIVE_SEEDS: usize = 3;
+
+/// What a live seed is kept for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The current template's seed: cache, and in fast mode the dataset.
+    Current,
+    /// The next epoch's seed, announced before the switch: built ahead (dataset in fast mode),
+    /// so the switch costs nothing.
+    Next,
+    /// The seed that was current until this announcement, for verifications still in flight:
+    /// light only, dropped at the next announcement.
+    Previous,
+}
+
+/// The seeds to keep after `announced` (current first, then the next epoch's seed if known),
+/// given `live` (current first), with their roles; every other live seed is retired. Only
+/// `Current` and `Next` may hold a dataset, so fast mode holds at most two datasets, and two only
+/// between the next seed's announcement and the switch.
+fn plan(live: &[[u8; 32]], announced: &[[u8; 32]]) -> Vec<([u8; 32], Role)> {
+    let mut out: Vec<([u8; 32], Role)> = Vec::new();
+    for seed in announced {
+        if !out.iter().any(|(s, _)| s == seed) {
+            out.push((*seed, if out.is_empty() { Role::Current } else { Role::Next }));
+        }
+    }
+    out.truncate(2);
+    if let Some(previous) = live.first().filter(|p| !out.iter().any(|(s, _)| s == *p)) {
+        out.push((*previous, Role::Previous));
+    }
+    out
+}
 
 thread_local! {
     /// This verifier thread's VMs: (seed epoch, VM).
@@ -235,41 +271,64 @@ impl PowEngine {
         Ok(PowEngine { shared, pool: Arc::new(pool) })
     }
 
-    /// Announces the seeds in use, most important first (the current template's seed, then its
-    /// `next_seed_hash`). New seeds are built in the background (cache, then in fast mode the
-    /// dataset); the previous current seed is kept for late shares; older seeds are dropped.
+    /// Announces the seeds in use, most important first (the current template's seed, then the
+    /// next epoch's seed when known). New seeds are built in the background (cache, then in
+    /// fast mode the dataset); the seed that was current until now is kept, light only, for
+    /// verifications in flight; every other seed is dropped with its memory (see [`plan`]).
     pub fn prepare(&self, seeds: &[[u8; 32]]) {
         let mut retired = Vec::new();
+        let mut demoted = Vec::new();
         {
             let mut live = self.shared.seeds.lock().unwrap_or_else(|e| e.into_inner());
-            for seed in seeds.iter().rev() {
-                let state = match live.iter().position(|s| &s.seed == seed) {
+            let live_seeds: Vec<[u8; 32]> = live.iter().map(|s| s.seed).collect();
+            let mut kept = Vec::with_capacity(MAX_LIVE_SEEDS);
+            for (seed, role) in plan(&live_seeds, seeds) {
+                let state = match live.iter().position(|s| s.seed == seed) {
                     Some(i) => live.remove(i),
                     None => {
-                        let state = Arc::new(SeedState::new(*seed));
+                        let state = Arc::new(SeedState::new(seed));
                         // Receiver lives as long as the builder thread; a send error means the
                         // builder is gone, and requests will build the cache on demand.
                         let _ = self.shared.builds.send(state.clone());
                         state
                     }
                 };
-                live.insert(0, state);
-            }
-            // Keep the announced seeds plus one more (the previous current seed).
-            let keep = (seeds.len() + 1).max(MAX_LIVE_SEEDS);
-            while live.len() > keep {
-                if let Some(old) = live.pop() {
-                    old.retired.store(true, Ordering::Release);
-                    retired.push(old.epoch);
+                let light_only = role == Role::Previous;
+                if state.light_only.swap(light_only, Ordering::AcqRel) != light_only {
+                    if light_only {
+                        // Its dataset goes now (VMs drop theirs below); late shares use the cache.
+                        state.dataset.store(None);
+                        demoted.push(state.epoch);
+                    }
+                    // Rebuild what the new role needs: the cache (gone once a dataset was
+                    // built), or the dataset of a seed announced again.
+                    let _ = self.shared.builds.send(state.clone());
                 }
+                kept.push(state);
             }
+            for old in live.drain(..) {
+                old.retired.store(true, Ordering::Release);
+                old.dataset.store(None);
+                retired.push(old.epoch);
+            }
+            *live = kept;
         }
-        if !retired.is_empty() {
-            // Let every verifier thread drop its VMs of retired seeds (frees the datasets).
+        if !retired.is_empty() || !demoted.is_empty() {
+            // Let every verifier thread drop its VMs of retired seeds and its fast VMs of demoted
+            // ones (frees the caches and datasets).
             self.pool.spawn_broadcast(move |_| {
-                VMS.with(|vms| vms.borrow_mut().retain(|(epoch, _)| !retired.contains(epoch)));
+                VMS.with(|vms| {
+                    vms.borrow_mut()
+                        .retain(|(epoch, vm)| !(retired.contains(epoch) || (demoted.contains(epoch) && vm.is_fast())))
+                });
             });
         }
+    }
+
+    /// `(caches, datasets)` of RandomX memory allocated in this process right now (256 MiB and
+    /// about 2 GiB each): what [`prepare`](Self::prepare) keeps bounded.
+    pub fn memory_held(&self) -> (usize, usize) {
+        ffi::allocated()
     }
 
     /// Computes the RandomX hash of `input` keyed by `seed` on a verifier thread.
@@ -361,12 +420,13 @@ impl Shared {
         let state = self.seed_state(seed);
         VMS.with(|vms| {
             let mut vms = vms.borrow_mut();
-            let dataset = state.dataset.get().cloned();
+            let dataset = state.dataset.load_full();
             let index = vms.iter().position(|(epoch, _)| *epoch == state.epoch);
             let index = match index {
-                Some(i) if dataset.is_none() || vms[i].1.is_fast() => i,
+                Some(i) if vms[i].1.is_fast() == dataset.is_some() => i,
                 found => {
-                    // No VM yet, or a light VM whose seed just got its dataset: switch.
+                    // No VM yet, a light VM whose seed just got its dataset, or a fast VM whose
+                    // seed lost it (no longer current): switch.
                     let vm = match dataset {
                         Some(ds) => Vm::fast(self.flags, ds)?,
                         None => Vm::light(self.flags, state.cache(self.flags, self.config.huge_pages)?)?,
@@ -403,7 +463,8 @@ impl Shared {
                 return;
             }
         };
-        if self.config.mode != Mode::Fast || state.dataset.get().is_some() {
+        if self.config.mode != Mode::Fast || state.light_only.load(Ordering::Acquire) || state.dataset.load().is_some()
+        {
             return;
         }
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -421,10 +482,15 @@ impl Shared {
                 tracing::info!(seed = %seed_hex, percent = decile * 10, "RandomX dataset build");
             }
         };
-        let retired = || state.retired.load(Ordering::Acquire);
+        let retired = || state.retired.load(Ordering::Acquire) || state.light_only.load(Ordering::Acquire);
         match build_dataset(&cache, self.flags, self.config.huge_pages, threads, &retired, &mut progress) {
             Ok(dataset) if !retired() => {
-                let _ = state.dataset.set(Arc::new(dataset));
+                state.dataset.store(Some(Arc::new(dataset)));
+                if state.light_only.load(Ordering::Acquire) {
+                    // Demoted while being published: no dataset for a previous seed.
+                    state.dataset.store(None);
+                    return;
+                }
                 // Fast VMs do not need the cache; light VMs still holding it keep it alive.
                 *state.cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 tracing::info!(
@@ -433,7 +499,9 @@ impl Shared {
                     "RandomX dataset ready: verifying in fast mode"
                 );
             }
-            Ok(_) => tracing::info!(seed = %seed_hex, "RandomX dataset build abandoned: seed retired"),
+            Ok(_) => {
+                tracing::info!(seed = %seed_hex, "RandomX dataset build abandoned: seed no longer current or next")
+            }
             Err(e) => tracing::error!(seed = %seed_hex, "RandomX dataset: {e}; staying in light mode"),
         }
     }
@@ -578,5 +646,46 @@ mod tests {
         engine.prepare(&[c, d]);
         let seeds: Vec<[u8; 32]> = engine.status().seeds.iter().map(|s| s.seed).collect();
         assert_eq!(seeds, vec![c, d, b]);
+    }
+
+    #[test]
+    fn plan_holds_at_most_two_datasets_and_two_only_around_an_epoch_change() {
+        let (a, b, c, d) = (key("a"), key("b"), key("c"), key("d"));
+        // What the job distributor announces template after template across three epoch
+        // changes: [current, next] with next == current except just before a switch.
+        let announcements =
+            [[a, a], [a, a], [a, b], [b, b], [b, b], [b, b], [b, c], [c, c], [c, c], [c, d], [d, d], [d, d]];
+        let mut live: Vec<[u8; 32]> = Vec::new();
+        for announced in announcements {
+            let kept = plan(&live, &announced);
+            let datasets = kept.iter().filter(|(_, r)| *r != Role::Previous).count();
+            let switching = announced[0] != announced[1];
+            assert_eq!(datasets, if switching { 2 } else { 1 }, "{announced:?}");
+            assert!(kept.len() <= MAX_LIVE_SEEDS);
+            assert_eq!(kept[0], (announced[0], Role::Current));
+            live = kept.iter().map(|(s, _)| *s).collect();
+        }
+        // The old current seed stays (light only) for one announcement, then goes.
+        let kept = plan(&[b, c], &[c, c]);
+        assert_eq!(kept, vec![(c, Role::Current), (b, Role::Previous)]);
+        let kept = plan(&[c, b], &[c, c]);
+        assert_eq!(kept, vec![(c, Role::Current)]);
+        // A reorg back to the previous seed makes it current again.
+        assert_eq!(plan(&[c, b], &[b, b]), vec![(b, Role::Current), (c, Role::Previous)]);
+    }
+
+    #[tokio::test]
+    async fn a_previous_seed_still_verifies_in_light_mode() {
+        let engine = light_engine(1);
+        let (a, b) = (key("previous"), key("b"));
+        engine.prepare(&[a, b]);
+        engine.prepare(&[b, b]);
+        let seeds: Vec<[u8; 32]> = engine.status().seeds.iter().map(|s| s.seed).collect();
+        assert_eq!(seeds, vec![b, a], "the previous seed is kept for late shares");
+        let v = engine.verify(a, vec![1, 2, 3], Priority::Normal).await.unwrap();
+        assert_eq!(v.hash, crate::pow::Hasher::light(&a).unwrap().hash(&[1, 2, 3]));
+        engine.prepare(&[b, b]);
+        let seeds: Vec<[u8; 32]> = engine.status().seeds.iter().map(|s| s.seed).collect();
+        assert_eq!(seeds, vec![b], "and dropped at the next announcement");
     }
 }

@@ -11,6 +11,7 @@
 //! miners do. A VM has mutable scratchpad state: it is `Send` but never shared (`!Sync`).
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use libc::{c_uint, c_ulong, c_void};
@@ -78,6 +79,17 @@ fn advise_huge_pages(ptr: *mut c_void, len: usize) {
     }
 }
 
+/// Caches allocated in this process and not yet released.
+static CACHES: AtomicUsize = AtomicUsize::new(0);
+/// Datasets allocated in this process (built or being built) and not yet released.
+static DATASETS: AtomicUsize = AtomicUsize::new(0);
+
+/// `(caches, datasets)` allocated in this process right now: the RandomX memory held, 256 MiB
+/// per cache and about 2 GiB per dataset.
+pub fn allocated() -> (usize, usize) {
+    (CACHES.load(Ordering::Relaxed), DATASETS.load(Ordering::Relaxed))
+}
+
 /// An initialised RandomX cache (256 MiB), keyed by one seed. Read-only once built.
 pub struct Cache {
     ptr: NonNull<RawCache>,
@@ -94,6 +106,7 @@ impl Cache {
         // SAFETY: plain allocation; checked for NULL below.
         let raw = unsafe { randomx_alloc_cache(flags) };
         let ptr = NonNull::new(raw).ok_or(AllocError::Failed("cache"))?;
+        CACHES.fetch_add(1, Ordering::Relaxed);
         if huge_pages {
             // `randomx_cache` is a standard-layout struct whose first member is its memory
             // pointer (RandomX dataset.hpp); we read it only to advise the kernel.
@@ -113,6 +126,7 @@ impl Drop for Cache {
     fn drop(&mut self) {
         // SAFETY: every VM using this cache holds an `Arc<Cache>`, so none is left.
         unsafe { randomx_release_cache(self.ptr.as_ptr()) }
+        CACHES.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -138,6 +152,7 @@ impl Dataset {
         // SAFETY: plain allocation; checked for NULL below.
         let raw = unsafe { randomx_alloc_dataset(flags) };
         let ptr = NonNull::new(raw).ok_or(AllocError::Failed("dataset"))?;
+        DATASETS.fetch_add(1, Ordering::Relaxed);
         if huge_pages {
             // SAFETY: valid dataset.
             let memory = unsafe { randomx_get_dataset_memory(ptr.as_ptr()) };
@@ -161,6 +176,7 @@ impl Drop for Dataset {
     fn drop(&mut self) {
         // SAFETY: every VM using this dataset holds an `Arc<Dataset>`, so none is left.
         unsafe { randomx_release_dataset(self.ptr.as_ptr()) }
+        DATASETS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

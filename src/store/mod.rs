@@ -6,6 +6,7 @@
 //! new names documented in `docs/REDIS.md`.
 
 mod money;
+mod safety;
 mod shares;
 mod stats;
 mod submissions;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 
 pub use money::{BalanceRow, BatchDestination, Candidate, Confirmation, JournalEntry, MoneyAudit};
+pub use safety::RedisSafety;
 pub use shares::{CandidateRecord, CandidateResult, PplnsNeed, ShareRecord, PPLNS_NEED_HEIGHTS};
 pub use stats::{BalanceSums, JournalRead, MinerRead, PoolRead, Scored, StringMap, WorkerRead};
 pub use submissions::{Submission, SubmissionStatus, RESOLVED_SUBMISSION_TTL_SECS};

@@ -2,8 +2,9 @@
 //! `checkThreshold` shares, it is banned for `time` if at least `invalidPercent` % of them were
 //! invalid, else the counters restart. Stale shares never count (they are nobody's fault).
 //!
-//! Every ban is logged on one line holding the IP and then `Ban:` with the reason and
-//! duration, which is what the operator guide's fail2ban filter (`<HOST> .* "Ban:.*"`) matches.
+//! Every ban is logged by [`log_ban`] on one line, `<IP> banned: "Ban: <reason>, banned for
+//! <n> s"`, in the format of [`crate::log_format`]: what `deploy/fail2ban/` and the operator
+//! guide's filter (`<HOST> .* "Ban:.*"`) match.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -91,15 +92,14 @@ impl BanList {
         state.banned.insert(ip, Instant::now() + self.config.time);
         self.active.store(state.banned.len(), Ordering::Relaxed);
         let ban = Ban { ip, invalid: bad, total, duration: self.config.time };
-        tracing::warn!(
-            "{} Ban: {} of {} shares invalid ({:.0} % >= {} %), banned for {} s",
-            ip,
+        let reason = format!(
+            "{} of {} shares invalid ({:.0} % >= {} %)",
             bad,
             total,
             f64::from(bad) * 100.0 / f64::from(total),
-            self.config.invalid_percent,
-            self.config.time.as_secs()
+            self.config.invalid_percent
         );
+        log_ban(ip, &reason, self.config.time);
         crate::metrics::ban(state.banned.len());
         Some(ban)
     }
@@ -118,6 +118,16 @@ impl BanList {
         crate::metrics::banned_ips(active);
         active
     }
+}
+
+/// Logs one ban as `<IP> banned: "Ban: <reason>, banned for <n> s"` (fail2ban reads it; keep
+/// the shape, and use this for every kind of ban).
+pub fn log_ban(ip: IpAddr, reason: &str, duration: Duration) {
+    tracing::warn!(
+        target: crate::log_format::BAN_TARGET,
+        "{ip} banned: \"Ban: {reason}, banned for {} s\"",
+        duration.as_secs()
+    );
 }
 
 #[cfg(test)]

@@ -180,7 +180,8 @@ pub fn health() -> Value {
     let wallet = json!({"unlocked": "u64", "locked": "u64", "owed": "u64", "immature": "u64",
                         "batches_in_flight": "u64", "payments_unconfirmed": "u64"});
     let books = json!({"ok": "bool", "?wallet": wallet, "problems": ["str"]});
-    json!({"status": "str", "redis": one.clone(), "daemon": one.clone(), "wallet": one, "?books": books})
+    json!({"status": "str", "redis": one.clone(), "daemon": one.clone(), "wallet": one.clone(), "redisConfig": one,
+           "?books": books})
 }
 
 #[test]
