@@ -72,7 +72,13 @@ pub enum PowError {
     /// The engine was dropped before answering.
     #[error("the verifier pool stopped")]
     Stopped,
+    /// The requester withdrew the request before a thread hashed it.
+    #[error("verification cancelled before hashing")]
+    Cancelled,
 }
+
+/// Asked by the verifier thread just before hashing: true drops the request unhashed.
+pub type CancelCheck = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// State of one seed, as reported by [`PowEngine::status`].
 #[derive(Debug, Clone)]
@@ -161,6 +167,7 @@ struct Task {
     input: Vec<u8>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Verified, PowError>>,
+    cancelled: Option<CancelCheck>,
 }
 
 struct Shared {
@@ -273,8 +280,21 @@ impl PowEngine {
         input: Vec<u8>,
         priority: Priority,
     ) -> impl std::future::Future<Output = Result<Verified, PowError>> + Send + 'static {
+        self.verify_unless(seed, input, priority, None)
+    }
+
+    /// Like [`PowEngine::verify`], but the verifier thread first asks `cancelled` and answers
+    /// [`PowError::Cancelled`] without hashing if it says so (work of a closed or banned
+    /// session is dropped, not hashed).
+    pub fn verify_unless(
+        &self,
+        seed: [u8; 32],
+        input: Vec<u8>,
+        priority: Priority,
+        cancelled: Option<CancelCheck>,
+    ) -> impl std::future::Future<Output = Result<Verified, PowError>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let task = Task { seed, input, enqueued: Instant::now(), reply };
+        let task = Task { seed, input, enqueued: Instant::now(), reply, cancelled };
         match priority {
             Priority::Block => self.shared.urgent.push(task),
             Priority::Normal => self.shared.normal.push(task),
@@ -326,6 +346,11 @@ impl Shared {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         let waited = task.enqueued.elapsed();
         if task.reply.is_closed() {
+            return;
+        }
+        if task.cancelled.as_ref().is_some_and(|cancelled| cancelled()) {
+            crate::metrics::verification_cancelled();
+            let _ = task.reply.send(Err(PowError::Cancelled));
             return;
         }
         let started = Instant::now();
@@ -548,6 +573,25 @@ mod tests {
         }
         // At most one ordinary share (already taken by the thread) finishes before the block.
         assert!(urgent_rank <= 1, "block candidate finished {urgent_rank}th");
+    }
+
+    #[tokio::test]
+    async fn cancelled_requests_are_answered_without_hashing() {
+        let engine = light_engine(1);
+        let seed = key("cancel");
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let check: CancelCheck = Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            true
+        });
+        let withdrawn = engine.verify_unless(seed, vec![2], Priority::Normal, Some(check));
+        assert_eq!(withdrawn.await.unwrap_err(), PowError::Cancelled);
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "asked once, just before hashing");
+        // Nothing was hashed for that seed: no thread built a VM (the cache was never needed).
+        assert!(!engine.status().seeds.iter().any(|s| s.seed == seed && s.cache_ready));
+        let kept = engine.verify_unless(seed, vec![3], Priority::Normal, Some(Box::new(|| false)));
+        assert!(kept.await.is_ok());
     }
 
     #[tokio::test]

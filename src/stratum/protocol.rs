@@ -203,6 +203,12 @@ pub mod msg {
     pub const NOT_READY: &str = "Pool is not ready: no block template from the daemon yet, retry shortly";
     /// The verifier failed (out of memory).
     pub const VERIFY_FAILED: &str = "Share could not be verified, retry";
+    /// Past `poolServer.sharesInFlight`: the session or IP already has that many shares waiting.
+    pub const TOO_MANY_IN_FLIGHT: &str = "Too many shares in flight: wait for their answers before submitting more";
+    /// Past a `poolServer.rateLimits` bucket.
+    pub const RATE_LIMITED: &str = "Too many requests from your IP: rate limit exceeded, slow down";
+    /// A claimed block whose hash was not the claimed one (the IP is banned).
+    pub const FAKE_BLOCK: &str = "Rejected share: invalid block candidate";
 }
 
 #[cfg(test)]
