@@ -39,7 +39,7 @@ pub struct FloodSpec {
 pub struct FloodReport {
     /// Connections opened.
     pub connections: u64,
-    /// Connections refused or closed before the login was answered (banned address, caps).
+    /// Connections whose login was refused or unanswered (a banned address, a cap).
     pub refused: u64,
     /// Submit lines written to the socket.
     pub sent: u64,
@@ -61,9 +61,14 @@ pub async fn flood(spec: FloodSpec, stop: Arc<AtomicBool>) -> FloodReport {
     let started = std::time::Instant::now();
     let mut report = FloodReport::default();
     let mut nonce: u32 = rand::random::<u32>() >> 1;
+    let mut stopped_at = None;
     for source in spec.sources.iter().cycle() {
-        if stop.load(Ordering::Relaxed) && report.sent >= spec.at_least {
-            break;
+        if stop.load(Ordering::Relaxed) {
+            // Finish the promised count, but never run a minute past the phase.
+            let since = *stopped_at.get_or_insert_with(std::time::Instant::now);
+            if report.sent >= spec.at_least || since.elapsed() > Duration::from_secs(60) {
+                break;
+            }
         }
         report.connections += 1;
         if !one_connection(&spec, *source, &mut nonce, &mut report).await {
@@ -76,7 +81,8 @@ pub async fn flood(spec: FloodSpec, stop: Arc<AtomicBool>) -> FloodReport {
     report
 }
 
-/// One hostile connection; false if it never got a login answer.
+/// One hostile connection; false if its login was refused or unanswered (the submits are sent
+/// anyway, with the session id the pool gave or a made-up one).
 async fn one_connection(spec: &FloodSpec, source: Ipv4Addr, nonce: &mut u32, report: &mut FloodReport) -> bool {
     let Ok(stream) = crate::net::connect(spec.pool, Some(source), Duration::from_secs(10)).await else {
         return false;
@@ -92,11 +98,12 @@ async fn one_connection(spec: &FloodSpec, source: Ipv4Addr, nonce: &mut u32, rep
         Ok(Ok(Some(line))) => serde_json::from_str::<Value>(&line).unwrap_or(Value::Null),
         _ => return false,
     };
-    let (Some(session), Some(job_id)) = (reply["result"]["id"].as_str(), reply["result"]["job"]["job_id"].as_str())
-    else {
+    let logged_in = reply["result"]["id"].is_string();
+    if !logged_in {
         *report.answers.entry(message(&reply)).or_default() += 1;
-        return false;
-    };
+    }
+    let session = reply["result"]["id"].as_str().unwrap_or("1");
+    let job_id = reply["result"]["job"]["job_id"].as_str().unwrap_or("1");
     let mut lines_out = Vec::with_capacity(spec.batch as usize);
     for i in 0..spec.batch {
         *nonce = nonce.wrapping_add(1);
@@ -122,7 +129,7 @@ async fn one_connection(spec: &FloodSpec, source: Ipv4Addr, nonce: &mut u32, rep
             *report.answers.entry(message(&v)).or_default() += 1;
         }
     }
-    true
+    logged_in
 }
 
 fn message(reply: &Value) -> String {

@@ -157,9 +157,9 @@ pub struct RunArgs {
     /// again; their answer times are compared with the same level without the flood (0: skip).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub abuse_submits: u64,
-    /// Source addresses of the flood, one connection each in turn; keep them outside the pool's
-    /// `poolServer.allow` (the flood is meant to meet the per-IP caps and bans).
-    #[arg(long, value_name = "RANGE", default_value = "127.0.9.1-127.0.12.254")]
+    /// Source addresses of the flood, one connection each in turn (one address: one IP with
+    /// many sessions; a range: a botnet); keep them outside the pool's `poolServer.allow`.
+    #[arg(long, value_name = "RANGE", default_value = "127.0.9.1")]
     pub abuse_sources: String,
     /// Bogus submits pipelined per flood connection.
     #[arg(long, default_value_t = 500)]

@@ -4,8 +4,9 @@
 //! shared template and send shares to the verifier pool.
 //!
 //! Pure rules live beside the actors and are unit-tested without them: [`protocol`] (wire
-//! format), [`login`] (login string), [`vardiff`], [`trust`] (share trust), [`bans`], and
-//! [`line`] (the bufferless line reader).
+//! format), [`login`] (login string), [`vardiff`], [`trust`] (share trust), [`bans`],
+//! [`ratelimit`] (per-IP token buckets), [`inflight`] (verification caps per session and IP),
+//! and [`line`] (the bufferless line reader, with its slowloris timeout).
 
 pub mod bans;
 pub mod inflight;
