@@ -12,6 +12,7 @@
 #   LOADTEST_RAMP=2000         connects per second
 #   LOADTEST_POOL_PROCS=N      pool processes (default: one per 19,000 miners; the fd limit is 20,000)
 #   LOADTEST_BUILD=1           rebuild the release binaries even if present
+#   LOADTEST_PROFILE=debug     use the debug binaries (cargo build; for small smoke runs only)
 #   LOADTEST_ARGS="..."        extra flags for `pastella-loadtest run`
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,11 +26,17 @@ procs=$(((miners + per_process - 1) / per_process))
 pool_procs="${LOADTEST_POOL_PROCS:-$procs}"
 case "$mode" in light | fast) ;; *) echo "LOADTEST_MODE must be light or fast, got $mode" >&2; exit 2 ;; esac
 
-pool=target/release/pastella-pool
-lt=target/release/pastella-loadtest
+profile="${LOADTEST_PROFILE:-release}"
+case "$profile" in release | debug) ;; *) echo "LOADTEST_PROFILE must be release or debug, got $profile" >&2; exit 2 ;; esac
+pool=target/$profile/pastella-pool
+lt=target/$profile/pastella-loadtest
 if [[ ! -x $pool || ! -x $lt || -n "${LOADTEST_BUILD:-}" ]]; then
-  echo "building release binaries (several minutes the first time)..."
-  cargo build --release -p pastella-pool -p pastella-loadtest
+  echo "building $profile binaries (several minutes the first time)..."
+  if [[ $profile == release ]]; then
+    cargo build --release -p pastella-pool -p pastella-loadtest
+  else
+    cargo build -p pastella-pool -p pastella-loadtest
+  fi
 fi
 if ! command -v redis-server >/dev/null; then
   if [[ $EUID -eq 0 ]]; then apt-get install -y redis-server; else

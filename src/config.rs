@@ -91,6 +91,8 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     /// `logging`: the log filter.
     pub logging: LoggingConfig,
+    /// Stratum abuse limits (`poolServer.allow`, rate limits, caps, timeouts).
+    pub limits: StratumLimitsConfig,
 }
 
 /// `daemon`: where Pastellad's JSON-RPC listens.
@@ -146,6 +148,66 @@ pub struct PoolServerConfig {
     pub instance_id: Option<[u8; 4]>,
     /// `reserveSize`: extra-nonce bytes asked from the daemon, default 17, 8..=127.
     pub reserve_size: usize,
+}
+
+/// The stratum side's defences against hostile clients (keys under `poolServer`, documented
+/// with their reasons in docs/STRATUM.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StratumLimitsConfig {
+    /// `allow`: CIDR blocks (trusted farm NATs, proxies) exempt from per-IP and per-subnet caps
+    /// and rate limits, never from share checks or bans. Default empty.
+    pub allow: Vec<ipnet::IpNet>,
+    /// `maxConnectionsPerSubnet`: open connections per IPv4 /24 or IPv6 /64, default 1024.
+    pub max_connections_per_subnet: usize,
+    /// `loginTimeout` (s): a connection without a valid login after this is closed, default 60.
+    pub login_timeout: Duration,
+    /// `lineTimeout` (s): a request line started but not finished within this closes the
+    /// connection (slowloris), default 10.
+    pub line_timeout: Duration,
+    /// `sharesInFlight`: verification caps.
+    pub shares_in_flight: SharesInFlightConfig,
+    /// `rateLimits`: per-IP token buckets.
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// `poolServer.sharesInFlight`: shares waiting for or under RandomX verification at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharesInFlightConfig {
+    /// `perSession`, default 32.
+    pub per_session: usize,
+    /// `perIp`, default 256.
+    pub per_ip: usize,
+}
+
+/// One token bucket's rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitConfig {
+    /// `perSecond`: refill rate, > 0.
+    pub per_second: f64,
+    /// `burst`: tokens saved up, >= 1.
+    pub burst: u64,
+}
+
+/// `poolServer.rateLimits`: requests per IP (MoneroOcean's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitsConfig {
+    /// `enabled`, default true.
+    pub enabled: bool,
+    /// `login`: 5/s, burst 100.
+    pub login: RateLimitConfig,
+    /// `submit`: 250/s, burst 5000.
+    pub submit: RateLimitConfig,
+    /// `getjob`: 5/s, burst 20.
+    pub getjob: RateLimitConfig,
+    /// `keepalived`: 2/s, burst 10.
+    pub keepalived: RateLimitConfig,
+}
+
+impl StratumLimitsConfig {
+    /// True if `ip` is in `poolServer.allow` (exempt from per-IP caps and rate limits).
+    pub fn exempt(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// One stratum port.
@@ -958,6 +1020,36 @@ struct RawPoolServer {
     fixed_diff: Option<RawFixedDiff>,
     banning: Option<RawBanning>,
     share_trust: Option<RawShareTrust>,
+    allow: Option<Vec<String>>,
+    max_connections_per_subnet: Option<u64>,
+    login_timeout: Option<u64>,
+    line_timeout: Option<u64>,
+    shares_in_flight: Option<RawSharesInFlight>,
+    rate_limits: Option<RawRateLimits>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct RawSharesInFlight {
+    per_session: Option<u64>,
+    per_ip: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct RawRateLimits {
+    enabled: Option<bool>,
+    login: Option<RawRateLimit>,
+    submit: Option<RawRateLimit>,
+    getjob: Option<RawRateLimit>,
+    keepalived: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct RawRateLimit {
+    per_second: Option<f64>,
+    burst: Option<u64>,
 }
 
 /// `ports` in either shape; a visitor rather than an untagged enum so that errors inside an
@@ -1470,7 +1562,8 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
         check.fail("poolHost", "must be the host name miners connect to, got \"\"");
     }
 
-    let server = raw.pool_server.unwrap_or_default();
+    let mut server = raw.pool_server.unwrap_or_default();
+    let limits = build_limits(&mut server, check);
     let pool_address =
         match prefer(raw.pool_address, "poolAddress", server.pool_address, "poolServer.poolAddress", warnings) {
             None => {
@@ -1603,7 +1696,70 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
         charts,
         monitoring,
         logging,
+        limits,
     })
+}
+
+/// The `poolServer` keys of [`StratumLimitsConfig`] (taken out of `server`).
+fn build_limits(server: &mut RawPoolServer, check: &mut Check) -> StratumLimitsConfig {
+    let mut allow = Vec::new();
+    for (i, text) in server.allow.take().unwrap_or_default().into_iter().enumerate() {
+        // A bare address is its own /32 or /128.
+        let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => allow.push(net.trunc()),
+            Err(_) => check.fail(
+                &format!("poolServer.allow[{i}]"),
+                format!("must be an address or CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\", got {text:?}"),
+            ),
+        }
+    }
+    let per_subnet = check.at_least(
+        "poolServer.maxConnectionsPerSubnet",
+        server.max_connections_per_subnet.take().unwrap_or(1024),
+        1,
+    );
+    let in_flight = server.shares_in_flight.take().unwrap_or_default();
+    let per_session = check.at_least("poolServer.sharesInFlight.perSession", in_flight.per_session.unwrap_or(32), 1);
+    let per_ip = check.at_least("poolServer.sharesInFlight.perIp", in_flight.per_ip.unwrap_or(256), 1);
+    let rates = server.rate_limits.take().unwrap_or_default();
+    let mut rate = |key: &str, raw: Option<RawRateLimit>, per_second: f64, burst: u64| {
+        let raw = raw.unwrap_or_default();
+        let per_second = raw.per_second.unwrap_or(per_second);
+        if !(per_second > 0.0 && per_second.is_finite()) {
+            check.fail(&format!("poolServer.rateLimits.{key}.perSecond"), format!("must be > 0, got {per_second}"));
+        }
+        let burst = check.at_least(&format!("poolServer.rateLimits.{key}.burst"), raw.burst.unwrap_or(burst), 1);
+        RateLimitConfig { per_second, burst }
+    };
+    let rate_limits = RateLimitsConfig {
+        enabled: rates.enabled.unwrap_or(true),
+        login: rate("login", rates.login, 5.0, 100),
+        submit: rate("submit", rates.submit, 250.0, 5000),
+        getjob: rate("getjob", rates.getjob, 5.0, 20),
+        keepalived: rate("keepalived", rates.keepalived, 2.0, 10),
+    };
+    StratumLimitsConfig {
+        allow,
+        max_connections_per_subnet: check.usize("poolServer.maxConnectionsPerSubnet", per_subnet),
+        login_timeout: Duration::from_secs(check.between(
+            "poolServer.loginTimeout",
+            server.login_timeout.take().unwrap_or(60),
+            1,
+            3600,
+        )),
+        line_timeout: Duration::from_secs(check.between(
+            "poolServer.lineTimeout",
+            server.line_timeout.take().unwrap_or(10),
+            1,
+            600,
+        )),
+        shares_in_flight: SharesInFlightConfig {
+            per_session: check.usize("poolServer.sharesInFlight.perSession", per_session),
+            per_ip: check.usize("poolServer.sharesInFlight.perIp", per_ip),
+        },
+        rate_limits,
+    }
 }
 
 fn parse_instance_id(path: &str, text: &str, check: &mut Check) -> Option<[u8; 4]> {

@@ -140,6 +140,11 @@ fn describe() {
     describe_counter!(STRATUM_CONNECTIONS_REFUSED_TOTAL, "Stratum connections refused at accept, by reason.");
     describe_counter!(STRATUM_DISCONNECTS_TOTAL, "Stratum connections closed by the pool, by reason.");
     describe_counter!(STRATUM_LOGINS_TOTAL, "Stratum login attempts, by result.");
+    describe_counter!(
+        STRATUM_REQUESTS_REFUSED_TOTAL,
+        "Stratum requests refused before any work, by method and reason."
+    );
+    describe_counter!(VERIFY_CANCELLED_TOTAL, "Verifications dropped unhashed (session closed or IP banned).");
     describe_histogram!(
         STRATUM_LOGIN_SECONDS,
         Unit::Seconds,
@@ -593,4 +598,20 @@ pub fn randomx_memory(seeds: usize, caches: usize, datasets: usize) {
     gauge!(RANDOMX_SEEDS).set(seeds as f64);
     gauge!(RANDOMX_CACHES).set(caches as f64);
     gauge!(RANDOMX_DATASETS).set(datasets as f64);
+}
+
+/// Stratum requests refused before any work, by method and reason (`rate`, `in_flight_session`,
+/// `in_flight_ip`).
+pub const STRATUM_REQUESTS_REFUSED_TOTAL: &str = "pastella_pool_stratum_requests_refused_total";
+/// Verifications dropped unhashed because their session closed or their IP was banned.
+pub const VERIFY_CANCELLED_TOTAL: &str = "pastella_pool_verify_cancelled_total";
+
+/// A request refused by a rate limit or a verification cap.
+pub fn request_refused(method: &'static str, reason: &'static str) {
+    counter!(STRATUM_REQUESTS_REFUSED_TOTAL, "method" => method, "reason" => reason).increment(1);
+}
+
+/// A queued verification was dropped before hashing.
+pub fn verification_cancelled() {
+    counter!(VERIFY_CANCELLED_TOTAL).increment(1);
 }

@@ -437,6 +437,62 @@ fn pool_server_rules() {
 }
 
 #[test]
+fn stratum_limits_have_defaults_and_path_named_errors() {
+    let (config, warnings) = Config::load(&shipped_path()).expect("shipped config.json is valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let limits = &config.limits;
+    assert!(limits.allow.is_empty());
+    assert_eq!(limits.max_connections_per_subnet, 1024);
+    assert_eq!((limits.login_timeout, limits.line_timeout), (Duration::from_secs(60), Duration::from_secs(10)));
+    assert_eq!((limits.shares_in_flight.per_session, limits.shares_in_flight.per_ip), (32, 256));
+    let rates = &limits.rate_limits;
+    assert!(rates.enabled);
+    assert_eq!((rates.login.per_second, rates.login.burst), (5.0, 100));
+    assert_eq!((rates.submit.per_second, rates.submit.burst), (250.0, 5000));
+    assert_eq!((rates.getjob.per_second, rates.keepalived.per_second), (5.0, 2.0));
+
+    let (config, warnings) = accepts(|v| {
+        v["poolServer"]["allow"] = json!(["10.1.2.3/8", "192.168.1.7", "2001:db8::/32"]);
+        v["poolServer"]["rateLimits"] = json!({"submit": {"perSecond": 10}});
+    });
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(config.limits.exempt("10.200.0.1".parse().unwrap()), "10.1.2.3/8 is 10.0.0.0/8");
+    assert!(config.limits.exempt("192.168.1.7".parse().unwrap()));
+    assert!(!config.limits.exempt("192.168.1.8".parse().unwrap()));
+    assert!(config.limits.exempt("2001:db8:1::1".parse().unwrap()));
+    assert_eq!((config.limits.rate_limits.submit.per_second, config.limits.rate_limits.submit.burst), (10.0, 5000));
+
+    rejects(
+        |v| v["poolServer"]["allow"] = json!(["10.0.0.0/8", "10.0.0.0/33"]),
+        "poolServer.allow[1] must be an address or CIDR block",
+    );
+    rejects(
+        |v| v["poolServer"]["maxConnectionsPerSubnet"] = json!(0),
+        "poolServer.maxConnectionsPerSubnet must be >= 1, got 0",
+    );
+    rejects(
+        |v| v["poolServer"]["loginTimeout"] = json!(0),
+        "poolServer.loginTimeout must be between 1 and 3600, got 0",
+    );
+    rejects(
+        |v| v["poolServer"]["lineTimeout"] = json!(601),
+        "poolServer.lineTimeout must be between 1 and 600, got 601",
+    );
+    rejects(
+        |v| v["poolServer"]["sharesInFlight"]["perIp"] = json!(0),
+        "poolServer.sharesInFlight.perIp must be >= 1, got 0",
+    );
+    rejects(
+        |v| v["poolServer"]["rateLimits"]["login"]["perSecond"] = json!(0),
+        "poolServer.rateLimits.login.perSecond must be > 0, got 0",
+    );
+    rejects(
+        |v| v["poolServer"]["rateLimits"]["keepalived"]["burst"] = json!(0),
+        "poolServer.rateLimits.keepalived.burst must be >= 1, got 0",
+    );
+}
+
+#[test]
 fn stratum_policy_rules() {
     rejects(|v| v["varDiff"]["minDiff"] = json!(0), "varDiff.minDiff must be >= 1, got 0");
     rejects(|v| v["varDiff"]["maxDiff"] = json!(50), "varDiff.maxDiff must be >= minDiff (100), got 50");

@@ -152,6 +152,21 @@ pub struct RunArgs {
     /// Print a progress line this often.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub progress_every: f64,
+    /// Abuse phase (after the load levels): at least this many bogus submits, fake block
+    /// claims among them, flood the pool while the honest sessions run the first load level
+    /// again; their answer times are compared with the same level without the flood (0: skip).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub abuse_submits: u64,
+    /// Source addresses of the flood, one connection each in turn (one address: one IP with
+    /// many sessions; a range: a botnet); keep them outside the pool's `poolServer.allow`.
+    #[arg(long, value_name = "RANGE", default_value = "127.0.9.1")]
+    pub abuse_sources: String,
+    /// Bogus submits pipelined per flood connection.
+    #[arg(long, default_value_t = 500)]
+    pub abuse_batch: u32,
+    /// Every n-th bogus submit claims a block (a result of 64 zeros); 0: none.
+    #[arg(long, default_value_t = 10)]
+    pub abuse_block_every: u32,
     /// Write the JSON report here.
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,

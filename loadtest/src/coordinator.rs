@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -24,8 +26,8 @@ use crate::mix::Mix;
 use crate::net::parse_sources;
 use crate::procfs::{self, mono_us, ProcSample};
 use crate::report::{
-    self, CeilingReport, CpuReport, EndReport, FanoutRound, IdleReport, PhaseReport, PoolSide, RampReport, RawReport,
-    Report, Setup,
+    self, AbuseReport, CeilingReport, CpuReport, EndReport, FanoutRound, IdleReport, PhaseReport, PoolSide, RampReport,
+    RawReport, Report, Setup,
 };
 use crate::stats::{steady_rate, FanoutStats, FinalStats, PhaseStats, Prepared, Progress, RampStats, RawStats};
 
@@ -115,6 +117,9 @@ struct Coordinator {
     phase: String,
     control: Option<Control>,
     report: Report,
+    /// Started with the next share phase and stopped when it ends (the abuse phase).
+    flood: Option<crate::abuse::FloodSpec>,
+    flood_report: Option<crate::abuse::FloodReport>,
 }
 
 /// Runs `pastella-loadtest run`.
@@ -220,6 +225,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         started,
         args,
         report,
+        flood: None,
+        flood_report: None,
     };
     c.last_sample = c.sample();
     c.first_sample = c.last_sample.clone();
@@ -700,6 +707,63 @@ impl Coordinator {
             let mix = self.args.level_mix.clone();
             self.share_phase(&format!("load-{level:.0}%"), &load, rate, &mix, vec![(0, spec)]).await?;
         }
+        if self.args.abuse_submits > 0 {
+            self.abuse(verified, phase_id).await?;
+        }
+        Ok(())
+    }
+
+    /// The first load level twice: without, then with a flood of bogus submits.
+    async fn abuse(&mut self, verified: f64, phase_id: &mut u32) -> anyhow::Result<()> {
+        let level = self.args.levels.0.first().copied().unwrap_or(50.0);
+        let rate = verified * level / 100.0;
+        let sources = parse_sources(&self.args.abuse_sources).map_err(anyhow::Error::msg)?;
+        let mut p99 = Vec::new();
+        for flooded in [false, true] {
+            *phase_id += 1;
+            self.phase = if flooded { "abuse: flood".into() } else { "abuse: baseline".into() };
+            let spec = PhaseSpec {
+                id: *phase_id,
+                load: Load::Open {
+                    rate,
+                    seconds: self.args.level_seconds,
+                    arrivals: self.args.arrivals,
+                    sessions: self.args.level_sessions,
+                },
+                mix: self.args.level_mix.clone(),
+                seed: *phase_id as u64,
+            };
+            if flooded {
+                self.flood = Some(crate::abuse::FloodSpec {
+                    pool: self.args.pools[0],
+                    sources: sources.clone(),
+                    batch: self.args.abuse_batch.max(1),
+                    block_every: self.args.abuse_block_every,
+                    at_least: self.args.abuse_submits,
+                    login: crate::identity::address(self.args.address_salt ^ 0xf100d, 0),
+                });
+            }
+            let name = if flooded { "abuse-flood" } else { "abuse-baseline" };
+            let load = format!("open loop at {level:.0} % of the ceiling{}", if flooded { " + flood" } else { "" });
+            let mix = self.args.level_mix.clone();
+            self.share_phase(name, &load, rate, &mix, vec![(0, spec)]).await?;
+            p99.push(self.report.phases.last().and_then(|p| p.latency_valid_us.p99));
+        }
+        let flood = self.flood_report.take().unwrap_or_default();
+        let ratio = match (p99[0], p99[1]) {
+            (Some(a), Some(b)) if a > 0 => Some(b as f64 / a as f64),
+            _ => None,
+        };
+        println!(
+            "abuse: {} bogus submits ({} fake blocks) from {} connections; honest p99 {:.1} ms -> {:.1} ms (x{:.2})",
+            flood.sent,
+            flood.fake_blocks,
+            flood.connections,
+            p99[0].unwrap_or(0) as f64 / 1000.0,
+            p99[1].unwrap_or(0) as f64 / 1000.0,
+            ratio.unwrap_or(0.0)
+        );
+        self.report.abuse = Some(AbuseReport { baseline_p99_us: p99[0], flood_p99_us: p99[1], ratio, flood });
         Ok(())
     }
 
@@ -736,6 +800,8 @@ impl Coordinator {
         let m0 = self.pool_metrics().await;
         let s0 = self.sample();
         self.broadcast(&Command::Go { id }, &shards).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flooding = self.flood.take().map(|spec| tokio::spawn(crate::abuse::flood(spec, stop.clone())));
         let limit = Duration::from_secs_f64(
             self.args.level_seconds.max(self.args.ceiling_seconds).max(self.args.rate_seconds)
                 + self.args.response_timeout_ms as f64 / 1000.0
@@ -743,6 +809,10 @@ impl Coordinator {
         );
         let parts =
             self.collect(name, &shards, limit, |e| if let Event::PhaseDone(p) = e { Some(*p) } else { None }).await?;
+        stop.store(true, Ordering::Relaxed);
+        if let Some(flooding) = flooding {
+            self.flood_report = Some(flooding.await?);
+        }
         let s1 = self.sample();
         let m1 = self.pool_metrics().await;
         let pool_side = match (m0, m1) {

@@ -17,6 +17,7 @@
 //! - [`net`], [`procfs`], [`identity`], [`devnet`]: sockets, /proc, miner addresses, devnet control.
 //! - [`startup`]: timing a pool's start to its first job.
 
+mod abuse;
 mod cli;
 mod coordinator;
 mod devnet;

@@ -46,6 +46,8 @@ pub struct Report {
     pub phases: Vec<PhaseReport>,
     /// Verified-share throughput ceiling against the raw rate.
     pub ceiling: Option<CeilingReport>,
+    /// The abuse phase: honest answer times with and without a flood.
+    pub abuse: Option<AbuseReport>,
     /// Sessions at the end.
     pub sessions: EndReport,
     /// CPU time over the whole run.
@@ -178,6 +180,19 @@ pub struct RawReport {
     /// CPU of every other process on the machine meanwhile (other work skews the figures), %
     /// of one core.
     pub other_cpu_pct: f64,
+}
+
+/// The abuse phase: the same honest load without and with a flood of bogus submits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AbuseReport {
+    /// Honest valid-share answer time p99 without the flood, µs.
+    pub baseline_p99_us: Option<u64>,
+    /// The same with the flood running, µs.
+    pub flood_p99_us: Option<u64>,
+    /// flood / baseline (the bound is 2).
+    pub ratio: Option<f64>,
+    /// What the flood sent and how the pool answered.
+    pub flood: crate::abuse::FloodReport,
 }
 
 /// One share phase.
@@ -544,6 +559,23 @@ pub fn summary(r: &Report) -> String {
                 busy * 100.0
             );
         }
+    }
+    if let Some(a) = &r.abuse {
+        let f = &a.flood;
+        let _ = writeln!(
+            o,
+            "abuse: honest valid-share p99 {:.1} ms without, {:.1} ms with the flood (x{:.2}, bound x2); flood: {} bogus submits \
+             ({} fake block claims) over {} connections ({} refused) in {:.1} s; answers: {}",
+            a.baseline_p99_us.unwrap_or(0) as f64 / 1000.0,
+            a.flood_p99_us.unwrap_or(0) as f64 / 1000.0,
+            a.ratio.unwrap_or(0.0),
+            f.sent,
+            f.fake_blocks,
+            f.connections,
+            f.refused,
+            f.seconds,
+            counts(&f.answers)
+        );
     }
     let e = &r.sessions;
     let _ = writeln!(

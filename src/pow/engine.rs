@@ -1,8 +1,9 @@
 //! The verifier pool and the seed lifecycle.
 //!
-//! Requests go into two lock-free queues (block candidates first) and every request spawns one
-//! rayon job that pops the most urgent request, so a claimed block never waits behind a backlog
-//! of ordinary shares. Each verifier thread keeps its own VMs (one per live seed) in a
+//! Requests go into three lock-free queues (block candidates first, then ordinary shares, then
+//! shares on probation) and every request spawns one rayon job that pops the most urgent
+//! request, so a claimed block never waits behind a backlog of ordinary shares, and shares of
+//! sessions that never had a valid one (a flood from fresh connections) only use idle threads. Each verifier thread keeps its own VMs (one per live seed) in a
 //! thread-local; nothing is hashed on an async thread. Replies go back on a oneshot channel,
 //! out of order.
 
@@ -46,6 +47,8 @@ pub enum Priority {
     Normal,
     /// A claimed block candidate: jumps the queue.
     Block,
+    /// A share of a session with no valid share yet: verified when no other share waits.
+    Probation,
 }
 
 /// A computed hash with timing.
@@ -76,7 +79,13 @@ pub enum PowError {
     /// A fault injected with [`PowEngine::fail_next`] (tests of the verifier-error path).
     #[error("verification failed (injected fault)")]
     Injected,
+    /// The requester withdrew the request before a thread hashed it.
+    #[error("verification cancelled before hashing")]
+    Cancelled,
 }
+
+/// Asked by the verifier thread just before hashing: true drops the request unhashed.
+pub type CancelCheck = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// State of one seed, as reported by [`PowEngine::status`].
 #[derive(Debug, Clone)]
@@ -169,6 +178,7 @@ struct Task {
     input: Vec<u8>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Verified, PowError>>,
+    cancelled: Option<CancelCheck>,
 }
 
 struct Shared {
@@ -179,6 +189,7 @@ struct Shared {
     seeds: Mutex<Vec<Arc<SeedState>>>,
     urgent: SegQueue<Task>,
     normal: SegQueue<Task>,
+    probation: SegQueue<Task>,
     queued: AtomicUsize,
     /// Seeds waiting for a background build, in order.
     builds: crossbeam::channel::Sender<Arc<SeedState>>,
@@ -251,6 +262,7 @@ impl PowEngine {
             seeds: Mutex::new(Vec::new()),
             urgent: SegQueue::new(),
             normal: SegQueue::new(),
+            probation: SegQueue::new(),
             queued: AtomicUsize::new(0),
             builds,
             injected_failures: AtomicUsize::new(0),
@@ -338,11 +350,25 @@ impl PowEngine {
         input: Vec<u8>,
         priority: Priority,
     ) -> impl std::future::Future<Output = Result<Verified, PowError>> + Send + 'static {
+        self.verify_unless(seed, input, priority, None)
+    }
+
+    /// Like [`PowEngine::verify`], but the verifier thread first asks `cancelled` and answers
+    /// [`PowError::Cancelled`] without hashing if it says so (work of a closed or banned
+    /// session is dropped, not hashed).
+    pub fn verify_unless(
+        &self,
+        seed: [u8; 32],
+        input: Vec<u8>,
+        priority: Priority,
+        cancelled: Option<CancelCheck>,
+    ) -> impl std::future::Future<Output = Result<Verified, PowError>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let task = Task { seed, input, enqueued: Instant::now(), reply };
+        let task = Task { seed, input, enqueued: Instant::now(), reply, cancelled };
         match priority {
             Priority::Block => self.shared.urgent.push(task),
             Priority::Normal => self.shared.normal.push(task),
+            Priority::Probation => self.shared.probation.push(task),
         }
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
@@ -392,7 +418,7 @@ impl Shared {
     }
 
     fn run_one(&self) {
-        let Some(task) = self.urgent.pop().or_else(|| self.normal.pop()) else {
+        let Some(task) = self.urgent.pop().or_else(|| self.normal.pop()).or_else(|| self.probation.pop()) else {
             return;
         };
         self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -404,6 +430,11 @@ impl Shared {
             self.injected_failures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
         if injected {
             let _ = task.reply.send(Err(PowError::Injected));
+            return;
+        }
+        if task.cancelled.as_ref().is_some_and(|cancelled| cancelled()) {
+            crate::metrics::verification_cancelled();
+            let _ = task.reply.send(Err(PowError::Cancelled));
             return;
         }
         let started = Instant::now();
@@ -635,6 +666,57 @@ mod tests {
         }
         // At most one ordinary share (already taken by the thread) finishes before the block.
         assert!(urgent_rank <= 1, "block candidate finished {urgent_rank}th");
+    }
+
+    #[tokio::test]
+    async fn shares_on_probation_wait_for_every_ordinary_share() {
+        let engine = light_engine(1);
+        let seed = key("probation");
+        engine.verify(seed, vec![0], Priority::Normal).await.unwrap();
+        // The only thread holds the first request (in its cancel check) until all are queued.
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let held: CancelCheck = Box::new(move || {
+            let _ = gate.lock().unwrap().recv();
+            false
+        });
+        let order = Arc::new(AtomicUsize::new(0));
+        let track = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Verified, PowError>> + Send>>| {
+            let order = order.clone();
+            tokio::spawn(async move {
+                fut.await.unwrap();
+                order.fetch_add(1, Ordering::SeqCst)
+            })
+        };
+        let first = track(Box::pin(engine.verify_unless(seed, vec![1], Priority::Normal, Some(held))));
+        let probation = track(Box::pin(engine.verify(seed, vec![2], Priority::Probation)));
+        let normal: Vec<_> =
+            (3..7u8).map(|i| track(Box::pin(engine.verify(seed, vec![i], Priority::Normal)))).collect();
+        open.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), 0);
+        for n in normal {
+            assert!(n.await.unwrap() <= 4);
+        }
+        assert_eq!(probation.await.unwrap(), 5, "probation goes last");
+    }
+
+    #[tokio::test]
+    async fn cancelled_requests_are_answered_without_hashing() {
+        let engine = light_engine(1);
+        let seed = key("cancel");
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let check: CancelCheck = Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            true
+        });
+        let withdrawn = engine.verify_unless(seed, vec![2], Priority::Normal, Some(check));
+        assert_eq!(withdrawn.await.unwrap_err(), PowError::Cancelled);
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "asked once, just before hashing");
+        // Nothing was hashed for that seed: no thread built a VM (the cache was never needed).
+        assert!(!engine.status().seeds.iter().any(|s| s.seed == seed && s.cache_ready));
+        let kept = engine.verify_unless(seed, vec![3], Priority::Normal, Some(Box::new(|| false)));
+        assert!(kept.await.is_ok());
     }
 
     #[tokio::test]

@@ -13,7 +13,9 @@ pub mod ffi;
 
 use std::sync::Arc;
 
-pub use engine::{build_dataset, EngineStatus, Mode, PowConfig, PowEngine, PowError, Priority, SeedStatus, Verified};
+pub use engine::{
+    build_dataset, CancelCheck, EngineStatus, Mode, PowConfig, PowEngine, PowError, Priority, SeedStatus, Verified,
+};
 
 /// A single RandomX VM for one seed, hashing on the calling thread. Used by test miners, the
 /// load generator and benchmarks; the pool itself verifies through [`PowEngine`].

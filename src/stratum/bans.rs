@@ -104,6 +104,18 @@ impl BanList {
         Some(ban)
     }
 
+    /// Bans `ip` now for `banning.time`, whatever its counters say (a claimed block that was
+    /// not one: never an honest mistake). Applies even with `banning.enabled` false.
+    pub fn ban_now(&self, ip: IpAddr, reason: &str) -> Ban {
+        let mut state = self.lock();
+        state.counters.remove(&ip);
+        state.banned.insert(ip, Instant::now() + self.config.time);
+        self.active.store(state.banned.len(), Ordering::Relaxed);
+        tracing::warn!("{} Ban: {}, banned for {} s", ip, reason, self.config.time.as_secs());
+        crate::metrics::ban(state.banned.len());
+        Ban { ip, invalid: 1, total: 1, duration: self.config.time }
+    }
+
     /// Drops expired bans and counters of IPs gone quiet; returns the number of active bans.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
@@ -182,5 +194,8 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(off.record(ip, false), None);
         }
+        // An outright ban needs no sample, and holds even with counting bans disabled.
+        assert_eq!(off.ban_now(ip, "fake block claim").duration, Duration::from_secs(120));
+        assert!(off.is_banned(ip));
     }
 }

@@ -3,10 +3,15 @@
 //! tokio-util's `FramedRead` keeps an 8 KiB buffer per connection; at 100,000 idle miners that
 //! alone is 800 MiB. Here each read goes into a stack buffer, complete lines are handed out,
 //! and only a partial line is kept (in a `Vec` freed as soon as the line completes).
+//!
+//! With a line timeout, a line that was started must be finished within it (slowloris: a
+//! client that trickles a request a byte at a time, or never sends its newline).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -17,6 +22,9 @@ pub enum LineError {
     /// A line grew past the cap without a newline (the old pool's "flooding").
     #[error("line longer than {0} bytes")]
     TooLong(usize),
+    /// A line was started and not finished within the line timeout (slowloris).
+    #[error("line not finished within {0:?}")]
+    Timeout(Duration),
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -31,16 +39,38 @@ pub struct LineReader<R> {
     done: bool,
     /// Reported once the lines completed before it were handed out.
     error: Option<LineError>,
+    line_timeout: Option<Duration>,
+    /// Armed while a partial line is held; boxed only then (idle connections hold none).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<R> LineReader<R> {
     /// Wraps `inner`; lines longer than `max` bytes end the stream with [`LineError::TooLong`].
     pub fn new(inner: R, max: usize) -> LineReader<R> {
-        LineReader { inner, partial: Vec::new(), ready: VecDeque::new(), max, done: false, error: None }
+        LineReader {
+            inner,
+            partial: Vec::new(),
+            ready: VecDeque::new(),
+            max,
+            done: false,
+            error: None,
+            line_timeout: None,
+            deadline: None,
+        }
     }
 
-    fn take_lines(&mut self, mut data: &[u8]) -> Result<(), LineError> {
+    /// Ends the stream with [`LineError::Timeout`] when a line is not finished within `limit`
+    /// of its first byte.
+    pub fn with_line_timeout(mut self, limit: Duration) -> LineReader<R> {
+        self.line_timeout = Some(limit);
+        self
+    }
+
+    /// Splits `data` into lines; returns true if at least one line was completed.
+    fn take_lines(&mut self, mut data: &[u8]) -> Result<bool, LineError> {
+        let mut completed = false;
         while let Some(pos) = data.iter().position(|&b| b == b'\n') {
+            completed = true;
             let (head, rest) = data.split_at(pos);
             let mut line = std::mem::take(&mut self.partial);
             line.extend_from_slice(head);
@@ -59,7 +89,7 @@ impl<R> LineReader<R> {
             return Err(LineError::TooLong(self.max));
         }
         self.partial.extend_from_slice(data);
-        Ok(())
+        Ok(completed)
     }
 }
 
@@ -81,7 +111,18 @@ impl<R: AsyncRead + Unpin> Stream for LineReader<R> {
             let mut buf = [0u8; 4096];
             let mut read = ReadBuf::new(&mut buf);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if let Some(deadline) = this.deadline.as_mut() {
+                        if deadline.as_mut().poll(cx).is_ready() {
+                            this.done = true;
+                            this.error = this.line_timeout.map(LineError::Timeout);
+                            this.partial = Vec::new();
+                            this.deadline = None;
+                            continue;
+                        }
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(e)) => {
                     this.done = true;
                     this.error = Some(e.into());
@@ -90,15 +131,25 @@ impl<R: AsyncRead + Unpin> Stream for LineReader<R> {
                     this.done = true;
                 }
                 Poll::Ready(Ok(())) => {
-                    if let Err(e) = this.take_lines(read.filled()) {
-                        // Hand out the complete lines before it first.
-                        this.done = true;
-                        this.error = Some(e);
-                        this.partial = Vec::new();
-                        continue;
-                    }
+                    let completed = match this.take_lines(read.filled()) {
+                        Ok(completed) => completed,
+                        Err(e) => {
+                            // Hand out the complete lines before it first.
+                            this.done = true;
+                            this.error = Some(e);
+                            this.partial = Vec::new();
+                            continue;
+                        }
+                    };
                     if this.partial.is_empty() && this.partial.capacity() > 0 {
                         this.partial = Vec::new();
+                    }
+                    // The clock runs from the first byte of the unfinished line.
+                    if this.partial.is_empty() || completed {
+                        this.deadline = None;
+                    }
+                    if let (Some(limit), None, false) = (this.line_timeout, &this.deadline, this.partial.is_empty()) {
+                        this.deadline = Some(Box::pin(tokio::time::sleep(limit)));
                     }
                 }
             }
@@ -131,6 +182,28 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].as_ref().unwrap().len(), 50);
         assert_eq!(got[1], Err("line longer than 100 bytes".into()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unfinished_line_times_out_and_finished_lines_reset_the_clock() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut reader = LineReader::new(rx, 1024).with_line_timeout(Duration::from_secs(10));
+        // Idle with nothing started: no timeout, however long (the login timeout covers it).
+        tokio::time::advance(Duration::from_secs(60)).await;
+        tx.write_all(b"{\"id\":1}\n{\"id\"").await.unwrap();
+        assert_eq!(reader.next().await.unwrap().unwrap(), b"{\"id\":1}");
+        // 9 s later the line is finished: fine, and the next partial line gets its own 10 s.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        tx.write_all(b":2}\n{").await.unwrap();
+        assert_eq!(reader.next().await.unwrap().unwrap(), b"{\"id\":2}");
+        tokio::time::advance(Duration::from_secs(9)).await;
+        tx.write_all(b"\"id").await.unwrap();
+        // Trickling bytes does not extend the deadline: 10 s after `{` the stream ends.
+        let ended = reader.next().await.unwrap();
+        assert!(matches!(ended, Err(LineError::Timeout(d)) if d == Duration::from_secs(10)), "{ended:?}");
+        assert!(reader.next().await.is_none());
+        drop(tx);
     }
 
     #[tokio::test]

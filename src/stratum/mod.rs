@@ -4,13 +4,16 @@
 //! shared template and send shares to the verifier pool.
 //!
 //! Pure rules live beside the actors and are unit-tested without them: [`protocol`] (wire
-//! format), [`login`] (login string), [`vardiff`], [`trust`] (share trust), [`bans`], and
-//! [`line`] (the bufferless line reader).
+//! format), [`login`] (login string), [`vardiff`], [`trust`] (share trust), [`bans`],
+//! [`ratelimit`] (per-IP token buckets), [`inflight`] (verification caps per session and IP),
+//! and [`line`] (the bufferless line reader, with its slowloris timeout).
 
 pub mod bans;
+pub mod inflight;
 pub mod line;
 pub mod login;
 pub mod protocol;
+pub mod ratelimit;
 pub mod session;
 pub mod supervisor;
 pub mod trust;
@@ -37,8 +40,6 @@ pub use supervisor::PortSupervisor;
 pub const MAX_LINE: usize = 10_240;
 /// Jobs a session remembers (shares for older jobs get `Invalid job id`).
 pub const JOBS_KEPT: usize = 4;
-/// A connection that has not logged in after this long is closed.
-pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// A login waits at most this long for the first template before it is refused.
 pub const TEMPLATE_WAIT: Duration = Duration::from_secs(10);
 /// Bytes queued for a miner that does not read before its connection is dropped.
@@ -64,6 +65,10 @@ pub struct StratumContext {
     pub limits: ConnectionLimits,
     /// Closed at shutdown: no new submit is taken once it is.
     pub submits: SubmitGate,
+    /// Per-IP request rate limits.
+    pub rates: ratelimit::RateLimiter,
+    /// Verification caps per session and IP.
+    pub in_flight: Arc<inflight::InFlight>,
     next_job_id: AtomicU64,
 }
 
@@ -82,7 +87,10 @@ impl StratumContext {
             limits: ConnectionLimits::new(
                 config.pool_server.max_connections,
                 config.pool_server.max_connections_per_ip,
+                config.limits.max_connections_per_subnet,
             ),
+            rates: ratelimit::RateLimiter::new(config.limits.rate_limits),
+            in_flight: inflight::InFlight::new(config.limits.shares_in_flight),
             config,
             engine,
             current,
@@ -94,53 +102,99 @@ impl StratumContext {
         }
     }
 
+    /// True if `ip` is in `poolServer.allow`: exempt from per-IP caps and rate limits.
+    pub fn exempt(&self, ip: IpAddr) -> bool {
+        self.config.limits.exempt(ip)
+    }
+
     /// A process-unique job id.
     pub fn next_job_id(&self) -> u64 {
         self.next_job_id.fetch_add(1, Ordering::Relaxed)
     }
 }
 
-/// Global and per-IP connection caps, shared by all ports.
+/// Global, per-IP and per-subnet connection caps, shared by all ports.
 pub struct ConnectionLimits {
     max_total: usize,
     max_per_ip: usize,
+    max_per_subnet: usize,
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_subnet: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// The subnet an address counts against: its IPv4 /24 or IPv6 /64 (one customer's block).
+pub fn subnet(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+    }
 }
 
 impl ConnectionLimits {
-    /// Caps of `max_total` connections and `max_per_ip` per IP.
-    pub fn new(max_total: usize, max_per_ip: usize) -> ConnectionLimits {
-        ConnectionLimits { max_total, max_per_ip, total: AtomicUsize::new(0), per_ip: Mutex::new(HashMap::new()) }
+    /// Caps of `max_total` connections, `max_per_ip` per IP and `max_per_subnet` per /24 or /64.
+    pub fn new(max_total: usize, max_per_ip: usize, max_per_subnet: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_total,
+            max_per_ip,
+            max_per_subnet,
+            total: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            per_subnet: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// Takes a connection slot for `ip`, or says which cap refused it.
-    pub fn acquire(&self, ip: IpAddr) -> Result<(), &'static str> {
+    /// Takes a connection slot for `ip`, or says which cap refused it. An `exempt` address
+    /// (`poolServer.allow`) is held only by the global cap, and not counted per IP or subnet.
+    pub fn acquire(&self, ip: IpAddr, exempt: bool) -> Result<(), &'static str> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err("limit_global");
         }
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip {
-            drop(per_ip);
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err("limit_ip");
+        if exempt {
+            return Ok(());
         }
-        *count += 1;
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_subnet = self.per_subnet.lock().unwrap_or_else(|e| e.into_inner());
+        let ip_count = per_ip.get(&ip).copied().unwrap_or(0);
+        let net_count = per_subnet.get(&subnet(ip)).copied().unwrap_or(0);
+        let refused = if ip_count >= self.max_per_ip {
+            Some("limit_ip")
+        } else if net_count >= self.max_per_subnet {
+            Some("limit_subnet")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            drop((per_ip, per_subnet));
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(reason);
+        }
+        per_ip.insert(ip, ip_count + 1);
+        per_subnet.insert(subnet(ip), net_count + 1);
         Ok(())
     }
 
-    /// Gives back a slot taken with [`ConnectionLimits::acquire`].
-    pub fn release(&self, ip: IpAddr) {
+    /// Gives back a slot taken with [`ConnectionLimits::acquire`] (same `exempt`).
+    pub fn release(&self, ip: IpAddr, exempt: bool) {
         self.total.fetch_sub(1, Ordering::AcqRel);
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&ip);
-            }
+        if exempt {
+            return;
         }
+        let give_back = |map: &Mutex<HashMap<IpAddr, usize>>, key: IpAddr| {
+            let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = map.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    map.remove(&key);
+                }
+            }
+        };
+        give_back(&self.per_ip, ip);
+        give_back(&self.per_subnet, subnet(ip));
     }
 
     /// Open connections on all ports.
@@ -160,17 +214,42 @@ mod tests {
 
     #[test]
     fn limits_cap_total_and_per_ip() {
-        let limits = ConnectionLimits::new(3, 2);
+        let limits = ConnectionLimits::new(3, 2, 100);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(limits.acquire(a), Ok(()));
-        assert_eq!(limits.acquire(a), Ok(()));
-        assert_eq!(limits.acquire(a), Err("limit_ip"));
-        assert_eq!(limits.acquire(b), Ok(()));
-        assert_eq!(limits.acquire(b), Err("limit_global"));
-        limits.release(a);
-        assert_eq!(limits.acquire(b), Ok(()));
+        assert_eq!(limits.acquire(a, false), Ok(()));
+        assert_eq!(limits.acquire(a, false), Ok(()));
+        assert_eq!(limits.acquire(a, false), Err("limit_ip"));
+        assert_eq!(limits.acquire(b, false), Ok(()));
+        assert_eq!(limits.acquire(b, false), Err("limit_global"));
+        limits.release(a, false);
+        assert_eq!(limits.acquire(b, false), Ok(()));
         assert_eq!(limits.total(), 3);
+    }
+
+    #[test]
+    fn limits_cap_per_subnet_and_exempt_addresses_skip_ip_and_subnet_caps() {
+        let limits = ConnectionLimits::new(100, 2, 3);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(limits.acquire(ip("10.0.0.1"), false), Ok(()));
+        assert_eq!(limits.acquire(ip("10.0.0.2"), false), Ok(()));
+        assert_eq!(limits.acquire(ip("10.0.0.3"), false), Ok(()));
+        assert_eq!(limits.acquire(ip("10.0.0.4"), false), Err("limit_subnet"), "4th in 10.0.0.0/24");
+        assert_eq!(limits.acquire(ip("10.0.1.4"), false), Ok(()), "another /24");
+        for _ in 0..5 {
+            assert_eq!(limits.acquire(ip("10.0.0.9"), true), Ok(()), "exempt");
+        }
+        limits.release(ip("10.0.0.9"), true);
+        limits.release(ip("10.0.0.2"), false);
+        assert_eq!(limits.acquire(ip("10.0.0.4"), false), Ok(()));
+        // IPv6: one /64 is one subnet, whatever the interface id.
+        let v6 = ConnectionLimits::new(100, 10, 2);
+        assert_eq!(v6.acquire(ip("2001:db8:0:1::1"), false), Ok(()));
+        assert_eq!(v6.acquire(ip("2001:db8:0:1:ffff::2"), false), Ok(()));
+        assert_eq!(v6.acquire(ip("2001:db8:0:1::3"), false), Err("limit_subnet"));
+        assert_eq!(v6.acquire(ip("2001:db8:0:2::3"), false), Ok(()));
+        assert_eq!(subnet(ip("2001:db8:0:1:ffff::2")), ip("2001:db8:0:1::"));
+        assert_eq!(limits.total(), 8);
     }
 }
 

@@ -205,6 +205,12 @@ pub mod msg {
     pub const VERIFY_FAILED: &str = "Share could not be verified, retry";
     /// A submit arriving while the pool shuts down (not booked; the miner reconnects).
     pub const SHUTTING_DOWN: &str = "Pool is shutting down, reconnect shortly";
+    /// Past `poolServer.sharesInFlight`: the session or IP already has that many shares waiting.
+    pub const TOO_MANY_IN_FLIGHT: &str = "Too many shares in flight: wait for their answers before submitting more";
+    /// Past a `poolServer.rateLimits` bucket.
+    pub const RATE_LIMITED: &str = "Too many requests from your IP: rate limit exceeded, slow down";
+    /// A claimed block whose hash was not the claimed one (the IP is banned).
+    pub const FAKE_BLOCK: &str = "Rejected share: invalid block candidate";
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! The MinerSession actor: one per TCP connection.
 //!
 //! It owns the socket, the miner's login, difficulty and last few jobs, and answers requests.
-//! Share checks that need RandomX run in a detached task on the verifier pool: the share is
-//! accounted (and a block submitted) even if the miner disconnects before the answer comes
-//! back; the session only writes the reply and updates vardiff and trust.
+//! Every request first passes the IP's rate limit (`poolServer.rateLimits`). Share checks that
+//! need RandomX run in a detached task on the verifier pool, bounded per session and per IP
+//! (`poolServer.sharesInFlight`); the session only writes the reply and updates vardiff and
+//! trust. Ordinary shares still queued when the session closes are dropped unhashed; a claimed
+//! block is still verified (it may be real) unless the IP was banned.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -17,18 +19,20 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
+use super::inflight::{Permit, SessionWork};
 use super::line::{LineError, LineReader};
 use super::login::{self, Login};
 use super::protocol::{self, msg, JobFields, Parsed};
+use super::ratelimit::{self, Decision};
 use super::supervisor::{PortSupervisor, Register, SessionLoggedIn, Unregister};
 use super::trust::Trust;
 use super::vardiff::VarDiff;
-use super::{unix_ms, StratumContext, SubmitTicket, JOBS_KEPT, LOGIN_TIMEOUT, MAX_LINE, MAX_OUTBOX, TEMPLATE_WAIT};
+use super::{unix_ms, StratumContext, SubmitTicket, JOBS_KEPT, MAX_LINE, MAX_OUTBOX, TEMPLATE_WAIT};
 use crate::accounting::ledger::{CandidateShare, RecordShare};
 use crate::chain::difficulty::{hash_difficulty, target_hex4, target_hex8};
 use crate::chain::{Hash, HashingBlob};
 use crate::jobs::{JobTemplate, SubmitBlock, EXTRA_NONCE_LEN};
-use crate::pow::Priority;
+use crate::pow::{PowError, Priority};
 
 /// A new template to build a job from (sent by the port supervisor).
 #[derive(Message)]
@@ -138,6 +142,10 @@ pub struct MinerSession {
     /// When this session last told the ledger its miner mines from this IP (payout-level
     /// changes need a recent record, so long sessions refresh it).
     ip_recorded: Instant,
+    /// In `poolServer.allow`: no per-IP caps or rate limits.
+    exempt: bool,
+    /// Shares in flight, shared with their permits; closed when the session stops.
+    work: Arc<SessionWork>,
 }
 
 /// Where and how a session was accepted.
@@ -158,8 +166,10 @@ impl MinerSession {
     /// Starts a session actor on the current arbiter.
     pub fn start(accepted: Accepted, shared: Arc<StratumContext>, supervisor: Addr<PortSupervisor>) -> Addr<Self> {
         let (read, write) = accepted.stream.into_split();
+        let exempt = shared.exempt(accepted.ip);
+        let line_timeout = shared.config.limits.line_timeout;
         MinerSession::create(move |ctx| {
-            ctx.add_stream(LineReader::new(read, MAX_LINE));
+            ctx.add_stream(LineReader::new(read, MAX_LINE).with_line_timeout(line_timeout));
             MinerSession {
                 // 53 bits: safe as a JavaScript number in any tool that parses it.
                 id: rand::random::<u64>() >> 11,
@@ -178,6 +188,8 @@ impl MinerSession {
                 last_active: Instant::now(),
                 agent: None,
                 ip_recorded: Instant::now(),
+                exempt,
+                work: SessionWork::new(),
             }
         })
     }
@@ -329,6 +341,14 @@ impl MinerSession {
             self.close_after_flush(ctx);
             return;
         }
+        if !self.within_rate(method.as_ref(), read_at) {
+            self.reply_error(id, msg::RATE_LIMITED, ctx);
+            if method.as_ref() == "submit" {
+                crate::metrics::share("rate_limited", read_at.elapsed());
+                self.count_for_ban(false, ctx);
+            }
+            return;
+        }
         match method.as_ref() {
             "login" => self.login(id, params, ctx),
             "getjob" => self.getjob(id, params, ctx),
@@ -341,6 +361,29 @@ impl MinerSession {
                 }
             }
             _ => self.reply_error(id, msg::INVALID_METHOD, ctx),
+        }
+    }
+
+    /// Counts the request against the IP's bucket for its method; false if refused.
+    fn within_rate(&self, method: &str, now: Instant) -> bool {
+        let method = match method {
+            "login" => ratelimit::Method::Login,
+            "submit" => ratelimit::Method::Submit,
+            "getjob" => ratelimit::Method::GetJob,
+            "keepalived" => ratelimit::Method::Keepalived,
+            _ => return true,
+        };
+        match self.shared.rates.check(self.ip, method, now, self.exempt) {
+            Decision::Allowed => true,
+            Decision::Refused { first } => {
+                crate::metrics::request_refused(method.name(), "rate");
+                if first {
+                    tracing::info!(ip = %self.ip, method = method.name(), "rate limit: refusing requests from this IP");
+                } else {
+                    tracing::debug!(ip = %self.ip, method = method.name(), "rate limit: request refused");
+                }
+                false
+            }
         }
     }
 
@@ -472,10 +515,21 @@ impl MinerSession {
         };
         match self.check_share(id, params, read_at) {
             Ok(check) => {
+                let urgent = check.block && self.work.is_proven();
+                let permit = match self.shared.in_flight.acquire(&self.work, self.ip, urgent, self.exempt) {
+                    Ok(permit) => permit,
+                    Err(hit) => {
+                        crate::metrics::request_refused("submit", hit.reason());
+                        tracing::debug!(ip = %self.ip, cap = hit.reason(), "share refused: too many in flight");
+                        self.reject(id, msg::TOO_MANY_IN_FLIGHT, "too_many_in_flight", read_at, true, ctx);
+                        return;
+                    }
+                };
                 let shared = self.shared.clone();
                 let session = ctx.address();
+                let (ip, exempt) = (self.ip, self.exempt);
                 actix::spawn(async move {
-                    let verdict = check.run(&shared).await;
+                    let verdict = check.run(&shared, ip, exempt, permit).await;
                     drop(ticket);
                     session.do_send(verdict);
                 });
@@ -589,12 +643,20 @@ impl MinerSession {
                     self.retarget(new, ctx);
                 }
             }
+            Outcome::Invalid if v.block => {
+                // A claimed block that is not one is never an honest mistake.
+                self.reply_error(&v.reply_id, msg::FAKE_BLOCK, ctx);
+                crate::metrics::share("fake_block", v.read_at.elapsed());
+                crate::metrics::disconnect("fake_block");
+                self.close_after_flush(ctx);
+            }
             Outcome::Invalid => {
                 if let Some(trust) = self.miner.as_mut().and_then(|m| m.trust.as_mut()) {
                     trust.on_invalid(&self.shared.config.share_trust);
                 }
                 self.reject(&v.reply_id, msg::INVALID_RESULT, "invalid", v.read_at, true, ctx);
             }
+            Outcome::Cancelled => {}
             Outcome::Error => {
                 // Not verified, not accounted: the miner may submit the same nonce again.
                 if let Some(job) =
@@ -644,9 +706,10 @@ impl MinerSession {
         let idle = self.last_active.elapsed();
         let vardiff = self.shared.vardiff;
         let retarget = match &mut self.miner {
-            None if self.accepted_at.elapsed() >= LOGIN_TIMEOUT && self.waiting_login.is_none() => {
-                crate::metrics::disconnect("login_timeout");
-                ctx.stop();
+            None if self.accepted_at.elapsed() >= self.shared.config.limits.login_timeout
+                && self.waiting_login.is_none() =>
+            {
+                self.login_timed_out(ctx);
                 None
             }
             Some(_) if idle >= miner_timeout => {
@@ -666,6 +729,14 @@ impl MinerSession {
 
 /// How often a long session renews its miner's IP record (well inside `api.payoutLevelIpAge`).
 const IP_RECORD_REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl MinerSession {
+    fn login_timed_out(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::disconnect("login_timeout");
+        tracing::info!(ip = %self.ip, "no valid login within {} s; closing", self.shared.config.limits.login_timeout.as_secs());
+        ctx.stop();
+    }
+}
 
 enum JobShape<'a> {
     Push,
@@ -723,6 +794,8 @@ enum Outcome {
     Accepted,
     Invalid,
     Error,
+    /// Dropped unhashed (session closed or IP banned).
+    Cancelled,
 }
 
 /// The result of a share check, back to its session.
@@ -741,13 +814,21 @@ struct Verdict {
 
 impl ShareCheck {
     /// Verifies (unless trusted) and accounts the share; submits the block if it is one.
-    async fn run(self, shared: &StratumContext) -> Verdict {
+    /// `permit` holds the share's in-flight slots until the verdict is ready.
+    /// A claimed block that fails verification bans `ip` here, so the ban holds even if the
+    /// session is already gone (unless `exempt`: then only the session is closed).
+    async fn run(self, shared: &Arc<StratumContext>, ip: IpAddr, exempt: bool, permit: Permit) -> Verdict {
         let outcome = if self.trusted {
             Outcome::Accepted
         } else {
-            let priority = if self.block { Priority::Block } else { Priority::Normal };
+            let priority = match (permit.urgent(), permit.session_work().is_proven()) {
+                (true, _) => Priority::Block,
+                (false, true) => Priority::Normal,
+                (false, false) => Priority::Probation,
+            };
             let seed = *self.template.template.seed_hash.as_bytes();
-            match shared.engine.verify(seed, self.blob.as_slice().to_vec(), priority).await {
+            let cancel = cancel_check(shared.clone(), ip, &permit);
+            match shared.engine.verify_unless(seed, self.blob.as_slice().to_vec(), priority, Some(cancel)).await {
                 Ok(v) => {
                     crate::metrics::verification(v.fast, v.waited, v.hashing);
                     if v.hash == self.claimed.0 {
@@ -756,12 +837,25 @@ impl ShareCheck {
                         Outcome::Invalid
                     }
                 }
+                Err(PowError::Cancelled) => Outcome::Cancelled,
                 Err(e) => {
                     tracing::error!("share verification failed: {e}");
                     Outcome::Error
                 }
             }
         };
+        if let Outcome::Accepted = outcome {
+            // Its later shares leave probation (and a later claim may use the urgent lane).
+            permit.session_work().prove();
+        }
+        drop(permit);
+        if let (Outcome::Invalid, true) = (&outcome, self.block) {
+            if exempt {
+                tracing::warn!(%ip, miner = %self.login, "claimed a block that fails verification (allowed address: session closed, no ban)");
+            } else {
+                shared.bans.ban_now(ip, "claimed a block that fails verification");
+            }
+        }
         if let Outcome::Accepted = outcome {
             self.account(shared).await;
         }
@@ -831,17 +925,33 @@ impl ShareCheck {
     }
 }
 
+/// When a queued share is no longer worth hashing: its IP was banned, or its session closed.
+/// The session's one claim in the urgent lane is still checked after a close: it may be a real
+/// block (a miner that found one and disconnected), and it costs one hash per session.
+fn cancel_check(shared: Arc<StratumContext>, ip: IpAddr, permit: &Permit) -> crate::pow::CancelCheck {
+    let work = permit.session_work();
+    let urgent = permit.urgent();
+    Box::new(move || (!urgent && work.is_closed()) || shared.bans.is_banned(ip))
+}
+
 impl Actor for MinerSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         crate::metrics::connection_opened(self.port);
         self.supervisor.do_send(Register { id: self.id, addr: ctx.address() });
+        // Exact, rather than at the next housekeeping tick.
+        ctx.run_later(self.shared.config.limits.login_timeout, |act, ctx| {
+            if act.miner.is_none() && act.waiting_login.is_none() && !act.closing {
+                act.login_timed_out(ctx);
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         crate::metrics::connection_closed(self.port);
-        self.shared.limits.release(self.ip);
+        self.work.close();
+        self.shared.limits.release(self.ip, self.exempt);
         self.supervisor.do_send(Unregister { id: self.id });
     }
 }
@@ -853,6 +963,11 @@ impl StreamHandler<Result<Vec<u8>, LineError>> for MinerSession {
             Err(LineError::TooLong(max)) => {
                 tracing::debug!(ip = %self.ip, "line over {max} bytes without a newline; closing (flooding)");
                 crate::metrics::disconnect("flood");
+                ctx.stop();
+            }
+            Err(LineError::Timeout(limit)) => {
+                tracing::info!(ip = %self.ip, "request line not finished within {} s; closing (slowloris)", limit.as_secs());
+                crate::metrics::disconnect("line_timeout");
                 ctx.stop();
             }
             Err(LineError::Io(_)) => ctx.stop(),

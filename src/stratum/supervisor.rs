@@ -117,16 +117,17 @@ impl PortSupervisor {
 
     fn accept(&mut self, stream: tokio::net::TcpStream, peer: SocketAddr, ctx: &mut Context<Self>) {
         let ip = canonical_ip(peer.ip());
-        if let Err(reason) = self.shared.limits.acquire(ip) {
+        let exempt = self.shared.exempt(ip);
+        if let Err(reason) = self.shared.limits.acquire(ip, exempt) {
             crate::metrics::connection_refused(reason);
-            tracing::debug!(%ip, port = self.port.port, "connection refused: {reason}");
+            tracing::info!(%ip, port = self.port.port, "connection refused: {reason}");
             return;
         }
         let _ = stream.set_nodelay(true);
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(_) => {
-                self.shared.limits.release(ip);
+                self.shared.limits.release(ip, exempt);
                 return;
             }
         };
@@ -143,11 +144,11 @@ impl PortSupervisor {
                 Ok(stream) => {
                     MinerSession::start(Accepted { stream, ip, port, port_difficulty, at }, shared, supervisor);
                 }
-                Err(_) => shared.limits.release(ip),
+                Err(_) => shared.limits.release(ip, exempt),
             }
         });
         if !spawned {
-            self.shared.limits.release(ip);
+            self.shared.limits.release(ip, exempt);
         }
     }
 

@@ -335,6 +335,11 @@ impl TestMiner {
         self.writer.write_all(b"\n").await.unwrap();
     }
 
+    /// Sends bytes without a newline (an unfinished request line).
+    pub async fn send_partial(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).await.unwrap();
+    }
+
     /// Reads the next line (None on close or after `timeout`).
     pub async fn read_line(&mut self, timeout: Duration) -> Option<String> {
         match tokio::time::timeout(timeout, self.reader.next_line()).await {
