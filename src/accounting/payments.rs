@@ -237,7 +237,7 @@ async fn settle_unknown(
     };
     let what = absent.clone().unwrap_or_else(|| "the wallet could not be asked".into());
     let rounds = store.batch_unknown(token, &entry.id, unix_ms(), &what, absent.is_some()).await?;
-    if rounds.is_some_and(|r| r >= settings.lookup_rounds) {
+    if rounds.is_some_and(|r| r >= settings.lookup_rounds) && inputs_free(store, wallet, entry).await? {
         let reason = format!("not sent: {what}, {} rounds in a row", settings.lookup_rounds);
         store.release_batch(token, &entry.id, unix_ms(), &reason).await?;
         tracing::warn!(batch = %entry.id, tx = %hash, "{reason}; amounts back to balances");
@@ -532,6 +532,12 @@ pub struct WalletBooks {
 }
 
 impl WalletBooks {
+    /// True when nothing is locked beyond young block rewards and `in_flight` (amounts + fees
+    /// of prepared transactions), and no payment's change is waiting for a block.
+    pub fn explains_locked(&self, in_flight: u64) -> bool {
+        self.payments_unconfirmed == 0 && self.locked <= self.immature.saturating_add(in_flight)
+    }
+
     /// Every gap, in words; empty when the wallet holds what the books say.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -551,6 +557,31 @@ impl WalletBooks {
         }
         out
     }
+}
+
+/// Whether the wallet's inputs that `entry`'s prepared transaction locked are free again: its
+/// locked balance is explained by young block rewards and the other batches in flight, with no
+/// payment unconfirmed (whose change would be locked too). A wallet that forgot a prepared
+/// transaction keeps its inputs locked until it rescans (`PUT /reset`).
+async fn inputs_free(store: &Store, wallet: &WalletClient, entry: &JournalEntry) -> Result<bool, PaymentError> {
+    let books = match wallet_books(store, wallet).await {
+        Ok(books) => books,
+        Err(PaymentError::Wallet(e)) => {
+            tracing::debug!(batch = %entry.id, "wallet balance: {e}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    let others: u64 = store.journal().await?.iter().filter(|e| e.id != entry.id).map(|e| e.total() + e.tx_fee).sum();
+    let free = books.explains_locked(others);
+    if !free {
+        tracing::warn!(
+            batch = %entry.id,
+            locked = books.locked,
+            "the wallet no longer knows this payment, but funds it may hold are still locked: kept reserved until they are free (rescan the wallet: PUT /reset)"
+        );
+    }
+    Ok(free)
 }
 
 /// Reads the wallet's balance and the books it should match.
@@ -782,6 +813,15 @@ mod tests {
         assert!(b.problems()[0].contains("300 locked"), "{:?}", b.problems());
         // While payments are in flight their change is locked too: not judged.
         assert!(WalletBooks { batches_in_flight: 1, ..b.clone() }.problems().is_empty());
-        assert!(WalletBooks { payments_unconfirmed: 2, ..b }.problems().is_empty());
+        assert!(WalletBooks { payments_unconfirmed: 2, ..b.clone() }.problems().is_empty());
+    }
+
+    #[test]
+    fn inputs_count_as_free_only_when_the_locked_balance_is_explained() {
+        let b = WalletBooks { locked: 300, ..books() };
+        assert!(!b.explains_locked(0), "200 more locked than young rewards");
+        assert!(b.explains_locked(200), "another prepared batch holds it");
+        assert!(!WalletBooks { payments_unconfirmed: 1, ..b.clone() }.explains_locked(200), "change pending");
+        assert!(books().explains_locked(0));
     }
 }
