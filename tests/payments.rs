@@ -409,7 +409,30 @@ async fn a_held_batch_is_settled_by_the_operator_only_as_the_wallet_shows() {
     let refused = resolve_held(&books.store, &books.wallet, &id, Resolution::Sent).await;
     assert!(matches!(refused, Err(ResolveError::Contradicted(_))), "{refused:?}");
     assert_eq!(books.field(&miner, "pending"), COIN, "nothing changed");
-    assert_eq!(resolve_held(&books.store, &books.wallet, &id, Resolution::NotSent).await.unwrap(), Resolution::NotSent);
+
+    // The same through the operator's command line.
+    let config = temp_path("payments-held.json");
+    let json = pool_config_json(&books.redis, &books.devnet, &[(free_port(), 1000)], serde_json::json!({}));
+    std::fs::write(&config, json.to_string()).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pastella-pool"))
+            .args(["payments", "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    let (code, list) = cli(&["list"]);
+    assert_eq!(code, Some(0), "{list}");
+    assert!(list.contains(&id) && list.contains("held"), "{list}");
+    let (code, text) = cli(&["resolve", &id, "--sent"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("refused") && text.contains("use --not-sent"), "{text}");
+    let (code, text) = cli(&["resolve", &id, "--not-sent"]);
+    assert_eq!(code, Some(0), "{text}");
+    let _ = std::fs::remove_file(&config);
     assert!(books.devnet.state().wallet.prepared.is_empty(), "the prepared transaction was deleted first");
     assert_eq!(books.field(&miner, "balance"), COIN);
     assert_eq!(books.run().await.sent.len(), 1, "paid with a new transaction");
