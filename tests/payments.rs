@@ -63,7 +63,7 @@ impl Books {
             .unwrap();
         let token = store.acquire_lease("payments-test", Duration::from_secs(3600)).await.unwrap().unwrap();
         let wallet =
-            WalletClient::new("127.0.0.1", devnet.wallet_addr.port(), "devnet-api-key", Duration::from_millis(1500));
+            WalletClient::new("127.0.0.1", devnet.wallet_addr.port(), "devnet-api-key", Duration::from_secs(5));
         let settings = PaymentSettings {
             interval: Duration::from_secs(1),
             policy: PayoutPolicy {
@@ -137,7 +137,7 @@ async fn an_ambiguous_send_is_never_released_and_never_paid_twice() {
     let failures = [
         ("daemon error 31", Failure { kind: FailureKind::Error, code: 31, hold: Duration::ZERO }),
         ("daemon offline 30", Failure { kind: FailureKind::Error, code: 30, hold: Duration::ZERO }),
-        ("timeout", Failure { kind: FailureKind::Timeout, code: 30, hold: Duration::from_secs(3) }),
+        ("timeout", Failure { kind: FailureKind::Timeout, code: 30, hold: Duration::from_secs(10) }),
         (
             "dropped connection after the relay",
             Failure { kind: FailureKind::DropAfterSuccess, code: 0, hold: Duration::ZERO },
@@ -510,7 +510,7 @@ async fn the_processor_reopens_a_restarted_wallet_and_settles_the_payment() {
         "payments": {"enabled": true, "interval": 1, "minPayment": 100000, "transferFee": 1000,
                      "minerPayFee": false, "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
         "blockUnlocker": {"leaseTtl": 2},
-        "walletApi": {"timeoutMs": 1500},
+        "walletApi": {"timeoutMs": 5000},
     });
     let pool = PoolProcess::start(
         pool_config(&books.redis, &books.devnet, &[(free_port(), 1000)], patch),
