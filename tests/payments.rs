@@ -310,7 +310,7 @@ async fn a_bad_address_never_blocks_the_other_miners() {
     let mut credits: Vec<(&str, u64)> = others.iter().map(|a| (a.as_str(), COIN / 5)).collect();
     credits.push((&refused, COIN));
     books.credit(&credits).await;
-    books.devnet.reject_address(&refused, 15);
+    books.devnet.reject_address(&refused, 15, true);
     let report = books.run().await;
     assert_eq!(report.quarantined, vec![refused.clone()], "{report:?}");
     assert_eq!(report.sent.len(), 1, "the rest paid in the same run: {report:?}");
@@ -320,6 +320,24 @@ async fn a_bad_address_never_blocks_the_other_miners() {
     assert_eq!(books.field(&refused, "balance"), COIN);
     let quarantined = books.store.quarantined().await.unwrap();
     assert!(quarantined[&refused].contains("error 15"), "{quarantined:?}");
+    books.audit_ok().await;
+    assert!(books.journal().is_empty());
+
+    // A destination the wallet refuses only inside a transaction (its validation accepts it):
+    // the batch is split until the refused one stands alone, and the others are paid.
+    let hidden = fresh_address();
+    let rest: Vec<String> = (0..4).map(|_| fresh_address()).collect();
+    let mut credits: Vec<(&str, u64)> = rest.iter().map(|a| (a.as_str(), COIN / 4)).collect();
+    credits.push((&hidden, COIN / 2));
+    books.credit(&credits).await;
+    books.devnet.reject_address(&hidden, 15, false);
+    let report = books.run().await;
+    assert_eq!(report.quarantined, vec![hidden.clone()], "{report:?}");
+    for address in &rest {
+        books.paid_once(address, 1);
+    }
+    assert_eq!(books.field(&hidden, "balance"), COIN / 2);
+    assert!(books.devnet.state().wallet.prepared.is_empty(), "nothing left prepared");
     books.audit_ok().await;
     assert!(books.journal().is_empty());
 }

@@ -371,7 +371,8 @@ pub async fn pay_once(
         };
         report.deferred = 0;
         let mut replan = false;
-        for planned in batches {
+        let mut queue: std::collections::VecDeque<Vec<BatchDestination>> = batches.into();
+        while let Some(planned) = queue.pop_front() {
             let Some(batch) = payouts::fit(&planned, budget, &settings.policy) else {
                 report.deferred += planned.len();
                 crate::metrics::payment_batch("deferred", 0);
@@ -398,6 +399,22 @@ pub async fn pay_once(
                     replan = true;
                     break;
                 }
+                BatchOutcome::Refused(reason) => {
+                    // No destination was refused on its own: split the batch and pay the
+                    // halves (each prepared half is sent at once, nothing is left prepared);
+                    // a single destination refused is the one at fault.
+                    report.released += 1;
+                    if let [only] = batch.as_slice() {
+                        quarantine(store, token, &only.address, &reason, &mut report).await?;
+                    } else {
+                        let (first, second) = batch.split_at(batch.len() / 2);
+                        for half in [second, first] {
+                            if let Some(half) = payouts::fit(half, u64::MAX, &settings.policy) {
+                                queue.push_front(half);
+                            }
+                        }
+                    }
+                }
             }
         }
         unlocked = Some(budget);
@@ -422,6 +439,9 @@ enum BatchOutcome {
     Uncertain,
     /// Released because the wallet refused destinations, which are quarantined: plan again.
     Quarantined,
+    /// Released: the wallet refused the batch for a reason that may concern one destination,
+    /// but none was refused on its own (the reason given).
+    Refused(String),
 }
 
 /// Wallet error codes that never concern one destination: no point looking for a bad one.
@@ -471,17 +491,20 @@ async fn pay_batch(
             tracing::error!(batch = %id, destinations = batch.len(), "wallet refused to prepare the payment: {e}; amounts back to balances");
             store.release_batch(token, &id, unix_ms(), &format!("prepare failed: {e}")).await?;
             crate::metrics::payment_batch("released", 0);
-            let code = match e {
-                WalletError::Api { code, .. } => code,
-                other => return Err(other.into()),
+            let code = match &e {
+                WalletError::Api { code, .. } => *code,
+                other => return Err(other.clone().into()),
             };
             if NOT_A_DESTINATION.contains(&code) {
                 return Ok(BatchOutcome::Released);
             }
             let rejected = find_rejected(wallet, batch).await;
             if rejected.is_empty() {
-                tracing::error!(batch = %id, "no single destination of the refused batch could be found at fault");
-                return Ok(BatchOutcome::Released);
+                let message = match &e {
+                    WalletError::Api { message, .. } => message.clone(),
+                    _ => String::new(),
+                };
+                return Ok(BatchOutcome::Refused(format!("the wallet refuses it (error {code}): {message}")));
             }
             for (address, reason) in rejected {
                 quarantine(store, token, &address, &reason, report).await?;
