@@ -63,7 +63,7 @@ impl Books {
             .unwrap();
         let token = store.acquire_lease("payments-test", Duration::from_secs(3600)).await.unwrap().unwrap();
         let wallet =
-            WalletClient::new("127.0.0.1", devnet.wallet_addr.port(), "devnet-api-key", Duration::from_millis(1500));
+            WalletClient::new("127.0.0.1", devnet.wallet_addr.port(), "devnet-api-key", Duration::from_secs(5));
         let settings = PaymentSettings {
             interval: Duration::from_secs(1),
             policy: PayoutPolicy {
@@ -137,7 +137,7 @@ async fn an_ambiguous_send_is_never_released_and_never_paid_twice() {
     let failures = [
         ("daemon error 31", Failure { kind: FailureKind::Error, code: 31, hold: Duration::ZERO }),
         ("daemon offline 30", Failure { kind: FailureKind::Error, code: 30, hold: Duration::ZERO }),
-        ("timeout", Failure { kind: FailureKind::Timeout, code: 30, hold: Duration::from_secs(3) }),
+        ("timeout", Failure { kind: FailureKind::Timeout, code: 30, hold: Duration::from_secs(10) }),
         (
             "dropped connection after the relay",
             Failure { kind: FailureKind::DropAfterSuccess, code: 0, hold: Duration::ZERO },
@@ -223,6 +223,7 @@ async fn a_prepared_transaction_is_never_left_behind() {
     let report = books.run().await;
     assert_eq!(report.sent, vec![prepared.to_hex()], "the same prepared transaction is sent");
     books.paid_once(&alice, 1);
+    books.devnet.mine(1);
 
     // Now with a wallet restart while the daemon is down.
     let bob = fresh_address();
@@ -238,8 +239,17 @@ async fn a_prepared_transaction_is_never_left_behind() {
         assert_eq!((report.released, report.uncertain), (0, 1), "round {round}: {report:?}");
         assert_eq!(books.journal()[0]["absentRounds"], round.to_string());
     }
-    // Unknown to the wallet `lookupRounds` rounds in a row: not sent, released, and paid with a
-    // new transaction in the same run (the forgotten one can never be sent).
+    // Unknown to the wallet `lookupRounds` rounds in a row, but the inputs it locked are not
+    // free yet (the wallet has not rescanned): still kept, round after round.
+    for _ in 0..2 {
+        let report = books.run().await;
+        assert_eq!((report.released, report.uncertain), (0, 1), "{report:?}");
+        assert_eq!(books.field(&bob, "pending"), COIN);
+    }
+    assert_eq!(books.devnet.received(&bob).transactions.len(), 0);
+    // The rescan frees them: released, and paid with a new transaction in the same run (the
+    // forgotten one can never be sent).
+    books.wallet.reset().await.unwrap();
     let report = books.run().await;
     assert_eq!(report.released, 1, "{report:?}");
     assert_eq!(report.sent.len(), 1, "{report:?}");
@@ -247,7 +257,6 @@ async fn a_prepared_transaction_is_never_left_behind() {
     let report = books.run().await;
     assert!(report.sent.is_empty() && report.released == 0, "{report:?}");
     books.paid_once(&bob, 1);
-    assert!(books.devnet.state().wallet.locked >= COIN, "the forgotten inputs stay locked until PUT /reset");
     books.paid_once(&alice, 1);
     books.audit_ok().await;
 }
@@ -301,7 +310,7 @@ async fn a_bad_address_never_blocks_the_other_miners() {
     let mut credits: Vec<(&str, u64)> = others.iter().map(|a| (a.as_str(), COIN / 5)).collect();
     credits.push((&refused, COIN));
     books.credit(&credits).await;
-    books.devnet.reject_address(&refused, 15);
+    books.devnet.reject_address(&refused, 15, true);
     let report = books.run().await;
     assert_eq!(report.quarantined, vec![refused.clone()], "{report:?}");
     assert_eq!(report.sent.len(), 1, "the rest paid in the same run: {report:?}");
@@ -311,6 +320,24 @@ async fn a_bad_address_never_blocks_the_other_miners() {
     assert_eq!(books.field(&refused, "balance"), COIN);
     let quarantined = books.store.quarantined().await.unwrap();
     assert!(quarantined[&refused].contains("error 15"), "{quarantined:?}");
+    books.audit_ok().await;
+    assert!(books.journal().is_empty());
+
+    // A destination the wallet refuses only inside a transaction (its validation accepts it):
+    // the batch is split until the refused one stands alone, and the others are paid.
+    let hidden = fresh_address();
+    let rest: Vec<String> = (0..4).map(|_| fresh_address()).collect();
+    let mut credits: Vec<(&str, u64)> = rest.iter().map(|a| (a.as_str(), COIN / 4)).collect();
+    credits.push((&hidden, COIN / 2));
+    books.credit(&credits).await;
+    books.devnet.reject_address(&hidden, 15, false);
+    let report = books.run().await;
+    assert_eq!(report.quarantined, vec![hidden.clone()], "{report:?}");
+    for address in &rest {
+        books.paid_once(address, 1);
+    }
+    assert_eq!(books.field(&hidden, "balance"), COIN / 2);
+    assert!(books.devnet.state().wallet.prepared.is_empty(), "nothing left prepared");
     books.audit_ok().await;
     assert!(books.journal().is_empty());
 }
@@ -400,7 +427,30 @@ async fn a_held_batch_is_settled_by_the_operator_only_as_the_wallet_shows() {
     let refused = resolve_held(&books.store, &books.wallet, &id, Resolution::Sent).await;
     assert!(matches!(refused, Err(ResolveError::Contradicted(_))), "{refused:?}");
     assert_eq!(books.field(&miner, "pending"), COIN, "nothing changed");
-    assert_eq!(resolve_held(&books.store, &books.wallet, &id, Resolution::NotSent).await.unwrap(), Resolution::NotSent);
+
+    // The same through the operator's command line.
+    let config = temp_path("payments-held.json");
+    let json = pool_config_json(&books.redis, &books.devnet, &[(free_port(), 1000)], serde_json::json!({}));
+    std::fs::write(&config, json.to_string()).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pastella-pool"))
+            .args(["payments", "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    let (code, list) = cli(&["list"]);
+    assert_eq!(code, Some(0), "{list}");
+    assert!(list.contains(&id) && list.contains("held"), "{list}");
+    let (code, text) = cli(&["resolve", &id, "--sent"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("refused") && text.contains("use --not-sent"), "{text}");
+    let (code, text) = cli(&["resolve", &id, "--not-sent"]);
+    assert_eq!(code, Some(0), "{text}");
+    let _ = std::fs::remove_file(&config);
     assert!(books.devnet.state().wallet.prepared.is_empty(), "the prepared transaction was deleted first");
     assert_eq!(books.field(&miner, "balance"), COIN);
     assert_eq!(books.run().await.sent.len(), 1, "paid with a new transaction");
@@ -478,7 +528,7 @@ async fn the_processor_reopens_a_restarted_wallet_and_settles_the_payment() {
         "payments": {"enabled": true, "interval": 1, "minPayment": 100000, "transferFee": 1000,
                      "minerPayFee": false, "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
         "blockUnlocker": {"leaseTtl": 2},
-        "walletApi": {"timeoutMs": 1500},
+        "walletApi": {"timeoutMs": 5000},
     });
     let pool = PoolProcess::start(
         pool_config(&books.redis, &books.devnet, &[(free_port(), 1000)], patch),

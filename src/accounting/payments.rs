@@ -237,7 +237,7 @@ async fn settle_unknown(
     };
     let what = absent.clone().unwrap_or_else(|| "the wallet could not be asked".into());
     let rounds = store.batch_unknown(token, &entry.id, unix_ms(), &what, absent.is_some()).await?;
-    if rounds.is_some_and(|r| r >= settings.lookup_rounds) {
+    if rounds.is_some_and(|r| r >= settings.lookup_rounds) && inputs_free(store, wallet, entry).await? {
         let reason = format!("not sent: {what}, {} rounds in a row", settings.lookup_rounds);
         store.release_batch(token, &entry.id, unix_ms(), &reason).await?;
         tracing::warn!(batch = %entry.id, tx = %hash, "{reason}; amounts back to balances");
@@ -371,7 +371,8 @@ pub async fn pay_once(
         };
         report.deferred = 0;
         let mut replan = false;
-        for planned in batches {
+        let mut queue: std::collections::VecDeque<Vec<BatchDestination>> = batches.into();
+        while let Some(planned) = queue.pop_front() {
             let Some(batch) = payouts::fit(&planned, budget, &settings.policy) else {
                 report.deferred += planned.len();
                 crate::metrics::payment_batch("deferred", 0);
@@ -398,6 +399,22 @@ pub async fn pay_once(
                     replan = true;
                     break;
                 }
+                BatchOutcome::Refused(reason) => {
+                    // No destination was refused on its own: split the batch and pay the
+                    // halves (each prepared half is sent at once, nothing is left prepared);
+                    // a single destination refused is the one at fault.
+                    report.released += 1;
+                    if let [only] = batch.as_slice() {
+                        quarantine(store, token, &only.address, &reason, &mut report).await?;
+                    } else {
+                        let (first, second) = batch.split_at(batch.len() / 2);
+                        for half in [second, first] {
+                            if let Some(half) = payouts::fit(half, u64::MAX, &settings.policy) {
+                                queue.push_front(half);
+                            }
+                        }
+                    }
+                }
             }
         }
         unlocked = Some(budget);
@@ -422,6 +439,9 @@ enum BatchOutcome {
     Uncertain,
     /// Released because the wallet refused destinations, which are quarantined: plan again.
     Quarantined,
+    /// Released: the wallet refused the batch for a reason that may concern one destination,
+    /// but none was refused on its own (the reason given).
+    Refused(String),
 }
 
 /// Wallet error codes that never concern one destination: no point looking for a bad one.
@@ -471,17 +491,20 @@ async fn pay_batch(
             tracing::error!(batch = %id, destinations = batch.len(), "wallet refused to prepare the payment: {e}; amounts back to balances");
             store.release_batch(token, &id, unix_ms(), &format!("prepare failed: {e}")).await?;
             crate::metrics::payment_batch("released", 0);
-            let code = match e {
-                WalletError::Api { code, .. } => code,
-                other => return Err(other.into()),
+            let code = match &e {
+                WalletError::Api { code, .. } => *code,
+                other => return Err(other.clone().into()),
             };
             if NOT_A_DESTINATION.contains(&code) {
                 return Ok(BatchOutcome::Released);
             }
             let rejected = find_rejected(wallet, batch).await;
             if rejected.is_empty() {
-                tracing::error!(batch = %id, "no single destination of the refused batch could be found at fault");
-                return Ok(BatchOutcome::Released);
+                let message = match &e {
+                    WalletError::Api { message, .. } => message.clone(),
+                    _ => String::new(),
+                };
+                return Ok(BatchOutcome::Refused(format!("the wallet refuses it (error {code}): {message}")));
             }
             for (address, reason) in rejected {
                 quarantine(store, token, &address, &reason, report).await?;
@@ -532,6 +555,12 @@ pub struct WalletBooks {
 }
 
 impl WalletBooks {
+    /// True when nothing is locked beyond young block rewards and `in_flight` (amounts + fees
+    /// of prepared transactions), and no payment's change is waiting for a block.
+    pub fn explains_locked(&self, in_flight: u64) -> bool {
+        self.payments_unconfirmed == 0 && self.locked <= self.immature.saturating_add(in_flight)
+    }
+
     /// Every gap, in words; empty when the wallet holds what the books say.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -551,6 +580,31 @@ impl WalletBooks {
         }
         out
     }
+}
+
+/// Whether the wallet's inputs that `entry`'s prepared transaction locked are free again: its
+/// locked balance is explained by young block rewards and the other batches in flight, with no
+/// payment unconfirmed (whose change would be locked too). A wallet that forgot a prepared
+/// transaction keeps its inputs locked until it rescans (`PUT /reset`).
+async fn inputs_free(store: &Store, wallet: &WalletClient, entry: &JournalEntry) -> Result<bool, PaymentError> {
+    let books = match wallet_books(store, wallet).await {
+        Ok(books) => books,
+        Err(PaymentError::Wallet(e)) => {
+            tracing::debug!(batch = %entry.id, "wallet balance: {e}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    let others: u64 = store.journal().await?.iter().filter(|e| e.id != entry.id).map(|e| e.total() + e.tx_fee).sum();
+    let free = books.explains_locked(others);
+    if !free {
+        tracing::warn!(
+            batch = %entry.id,
+            locked = books.locked,
+            "the wallet no longer knows this payment, but funds it may hold are still locked: kept reserved until they are free (rescan the wallet: PUT /reset)"
+        );
+    }
+    Ok(free)
 }
 
 /// Reads the wallet's balance and the books it should match.
@@ -782,6 +836,15 @@ mod tests {
         assert!(b.problems()[0].contains("300 locked"), "{:?}", b.problems());
         // While payments are in flight their change is locked too: not judged.
         assert!(WalletBooks { batches_in_flight: 1, ..b.clone() }.problems().is_empty());
-        assert!(WalletBooks { payments_unconfirmed: 2, ..b }.problems().is_empty());
+        assert!(WalletBooks { payments_unconfirmed: 2, ..b.clone() }.problems().is_empty());
+    }
+
+    #[test]
+    fn inputs_count_as_free_only_when_the_locked_balance_is_explained() {
+        let b = WalletBooks { locked: 300, ..books() };
+        assert!(!b.explains_locked(0), "200 more locked than young rewards");
+        assert!(b.explains_locked(200), "another prepared batch holds it");
+        assert!(!WalletBooks { payments_unconfirmed: 1, ..b.clone() }.explains_locked(200), "change pending");
+        assert!(books().explains_locked(0));
     }
 }

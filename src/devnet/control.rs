@@ -162,8 +162,12 @@ fn reject(shared: &Shared, body: &Value) -> Result<Response, Response> {
         None => 15,
         Some(v) => v.as_i64().ok_or_else(|| bad("\"code\" must be an integer"))?,
     };
-    shared.reject_address(address, code);
-    Ok(answer(200, json!({"address": address, "code": code})))
+    let validate = match body.get("validate") {
+        None => true,
+        Some(v) => v.as_bool().ok_or_else(|| bad("\"validate\" must be true or false"))?,
+    };
+    shared.reject_address(address, code, validate);
+    Ok(answer(200, json!({"address": address, "code": code, "validate": validate})))
 }
 
 fn staking(shared: &Shared, body: &Value) -> Result<Response, Response> {

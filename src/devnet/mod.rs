@@ -414,9 +414,10 @@ impl Shared {
         dropped
     }
 
-    /// Makes the wallet reject `address` as a destination with error `code`.
-    pub fn reject_address(&self, address: &str, code: i64) {
-        self.lock().wallet.rejected.insert(address.to_string(), code);
+    /// Makes the wallet reject `address` as a destination with error `code`; `in_validate`:
+    /// `/addresses/validate` rejects it too.
+    pub fn reject_address(&self, address: &str, code: i64, in_validate: bool) {
+        self.lock().wallet.rejected.insert(address.to_string(), (code, in_validate));
     }
 
     /// Mines a block right after each of the next `count` transaction lookups is answered.
@@ -635,8 +636,8 @@ impl DevnetHandle {
     }
 
     /// `POST /devnet/wallet/reject`.
-    pub fn reject_address(&self, address: &str, code: i64) {
-        self.shared.reject_address(address, code);
+    pub fn reject_address(&self, address: &str, code: i64, in_validate: bool) {
+        self.shared.reject_address(address, code, in_validate);
     }
 
     /// `POST /devnet/wallet/mine_after_lookup`.

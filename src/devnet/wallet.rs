@@ -100,8 +100,9 @@ pub(crate) struct Wallet {
     /// Amounts of prepared transactions the wallet forgot (restart, delete) whose inputs stay
     /// locked until `PUT /reset`.
     pub stale_locks: Vec<(Hash, u64)>,
-    /// Addresses this wallet rejects as destinations (injected), with the error code.
-    pub rejected: BTreeMap<String, i64>,
+    /// Addresses this wallet rejects as destinations (injected): the error code, and whether
+    /// `/addresses/validate` rejects them too (else only transactions do).
+    pub rejected: BTreeMap<String, (i64, bool)>,
     /// Transaction lookups (`/transactions/hash/*`, `/transactions/unconfirmed`) after whose
     /// answer the simulated network mines a block (injected).
     pub mine_after_lookups: u32,

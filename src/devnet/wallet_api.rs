@@ -131,10 +131,10 @@ fn validate(text: &str) -> Result<Address, ApiError> {
 }
 
 /// An address the wallet was told to reject (`POST /devnet/wallet/reject`).
-fn check_rejected(wallet: &super::wallet::Wallet, address: &str) -> Result<(), ApiError> {
+fn check_rejected(wallet: &super::wallet::Wallet, address: &str, validating: bool) -> Result<(), ApiError> {
     match wallet.rejected.get(address) {
-        Some(code) => Err(ApiError::code(*code)),
-        None => Ok(()),
+        Some((code, in_validate)) if *in_validate || !validating => Err(ApiError::code(*code)),
+        _ => Ok(()),
     }
 }
 
@@ -254,7 +254,7 @@ async fn dispatch(shared: &Arc<Shared>, route: Route, req: &Request, body: &Valu
         Route::Validate => {
             let address = key_str(body, "address")?;
             let parsed = validate(address)?;
-            check_rejected(&shared.lock().wallet, address)?;
+            check_rejected(&shared.lock().wallet, address, true)?;
             Ok(wallet_json(
                 200,
                 json!({
@@ -480,7 +480,7 @@ async fn make_transaction(shared: &Arc<Shared>, body: &Value, basic: bool, relay
         let mut keys = Vec::with_capacity(destinations.len());
         for (address, amount) in &destinations {
             keys.push((*validate(address)?.key(), *amount));
-            check_rejected(&state.wallet, address)?;
+            check_rejected(&state.wallet, address, false)?;
         }
         // validateOurAddresses
         for address in sources.iter().chain(change.iter()) {

@@ -96,6 +96,8 @@ pub struct JournalEntry {
     pub updated_ms: u64,
     /// Rounds in a row the wallet knew neither the transaction nor its prepared hash.
     pub absent_rounds: u64,
+    /// The transaction's network fee.
+    pub tx_fee: u64,
     /// The last wallet error or the reason it is held.
     pub error: Option<String>,
     /// Destinations.
@@ -541,6 +543,7 @@ impl Store {
             created_ms: field_u64(&raw, "created"),
             updated_ms: field_u64(&raw, "updated"),
             absent_rounds: field_u64(&raw, "absentRounds"),
+            tx_fee: field_u64(&raw, "txFee"),
             error: raw.get("held").or(raw.get("error")).cloned(),
             destinations,
             id: id.to_string(),
