@@ -15,7 +15,7 @@ mod common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,8 +114,9 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
     // devnet mines only between pool blocks, and the miners go on only once they have the job
     // on the new tip, so no pool block is ever found on a stale parent (and orphaned).
     let stop = Arc::new(AtomicBool::new(false));
+    let found = Arc::new(AtomicU64::new(0));
     let miners = {
-        let (stop, devnet) = (stop.clone(), devnet.clone());
+        let (stop, devnet, found) = (stop.clone(), devnet.clone(), found.clone());
         tokio::spawn(async move {
             let hasher = SharedHasher::new();
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -126,6 +127,7 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
             let mut miners = [a, b];
             while !stop.load(Ordering::Relaxed) {
                 if mine_blocks(&devnet, &mut miners, &hasher, 1, Duration::from_secs(5)).await > 0 {
+                    found.fetch_add(1, Ordering::Relaxed);
                     devnet.mine(3);
                 }
                 let tip = devnet.block_count();
@@ -186,6 +188,9 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
         check(&redis, &devnet, false, round).await;
         audit_ok(binary, &config_path, round);
     }
+    // However slow the machine, the pool finds a few blocks before the miners stop.
+    let enough = eventually(Duration::from_secs(600), || (found.load(Ordering::Relaxed) >= 3).then_some(())).await;
+    assert!(enough.is_some(), "the pool found {} blocks", found.load(Ordering::Relaxed));
     stop.store(true, Ordering::Relaxed);
     miners.await.unwrap();
     devnet.set_daemon_mode(DaemonMode::Normal, None);
