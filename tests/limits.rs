@@ -69,14 +69,17 @@ async fn flood(source: IpAddr, port: u16, count: u32) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_session_is_capped_and_banned_and_a_fake_block_bans_at_once_while_honest_miners_mine() {
-    // Count-based bans need 10 results; the in-flight cap is 2 per session.
+    // Count-based bans need 10 results; the in-flight cap is 8 per session; one verifier thread,
+    // so most of the flood's 8 shares are still queued when the ban comes.
     let patch = json!({
         "banning": {"enabled": true, "time": 600, "invalidPercent": 50, "checkThreshold": 10},
-        "poolServer": {"sharesInFlight": {"perSession": 2, "perIp": 100}}
+        "poolServer": {"sharesInFlight": {"perSession": 8, "perIp": 100}},
+        "randomx": {"threads": 1}
     });
     let port = free_port();
     let Stack { pool, devnet: _devnet, redis: _redis, hasher } =
-        Stack::start(1_000_000_000, &[(port, 2)], patch, &[Module::Stratum]).await;
+        Stack::start(1_000_000_000, &[(port, 2)], patch, &[Module::Stratum, Module::Api]).await;
+    let api = pool.http_addr.expect("the API serves /metrics");
     let mut honest = TestMiner::connect(addr(port)).await;
     honest.login(MINER_A, "honest").await;
 
@@ -106,6 +109,22 @@ async fn a_flooding_session_is_capped_and_banned_and_a_fake_block_bans_at_once_w
         let (reply, _, _) = honest.mine_and_submit(&hasher, 0, start).await;
         assert!(ok(&reply), "the honest miner keeps mining: {reply}");
     }
+    // Every refusal has its metric, and the banned session's queued shares were never hashed.
+    let metrics = reqwest::get(format!("http://{api}/metrics")).await.unwrap().text().await.unwrap();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("pastella_pool_stratum_requests_refused_total{method=\"submit\",reason=\"in_flight_session\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(value("pastella_pool_verify_cancelled_total") >= 1.0, "queued flood shares dropped unhashed");
+    assert!(value("pastella_pool_stratum_disconnects_total{reason=\"fake_block\"}") >= 1.0);
     pool.stop();
 }
 

@@ -1,9 +1,8 @@
 //! The verifier pool and the seed lifecycle.
 //!
-//! Requests go into three lock-free queues (block candidates first, then ordinary shares, then
-//! shares on probation) and every request spawns one rayon job that pops the most urgent
-//! request, so a claimed block never waits behind a backlog of ordinary shares, and shares of
-//! sessions that never had a valid one (a flood from fresh connections) only use idle threads. Each verifier thread keeps its own VMs (one per live seed) in a
+//! Requests go into two lock-free queues (block candidates first) and every request spawns one
+//! rayon job that pops the most urgent request, so a claimed block never waits behind a backlog
+//! of ordinary shares. Each verifier thread keeps its own VMs (one per live seed) in a
 //! thread-local; nothing is hashed on an async thread. Replies go back on a oneshot channel,
 //! out of order.
 
@@ -47,8 +46,6 @@ pub enum Priority {
     Normal,
     /// A claimed block candidate: jumps the queue.
     Block,
-    /// A share of a session with no valid share yet: verified when no other share waits.
-    Probation,
 }
 
 /// A computed hash with timing.
@@ -189,7 +186,6 @@ struct Shared {
     seeds: Mutex<Vec<Arc<SeedState>>>,
     urgent: SegQueue<Task>,
     normal: SegQueue<Task>,
-    probation: SegQueue<Task>,
     queued: AtomicUsize,
     /// Seeds waiting for a background build, in order.
     builds: crossbeam::channel::Sender<Arc<SeedState>>,
@@ -262,7 +258,6 @@ impl PowEngine {
             seeds: Mutex::new(Vec::new()),
             urgent: SegQueue::new(),
             normal: SegQueue::new(),
-            probation: SegQueue::new(),
             queued: AtomicUsize::new(0),
             builds,
             injected_failures: AtomicUsize::new(0),
@@ -368,7 +363,6 @@ impl PowEngine {
         match priority {
             Priority::Block => self.shared.urgent.push(task),
             Priority::Normal => self.shared.normal.push(task),
-            Priority::Probation => self.shared.probation.push(task),
         }
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
@@ -418,7 +412,7 @@ impl Shared {
     }
 
     fn run_one(&self) {
-        let Some(task) = self.urgent.pop().or_else(|| self.normal.pop()).or_else(|| self.probation.pop()) else {
+        let Some(task) = self.urgent.pop().or_else(|| self.normal.pop()) else {
             return;
         };
         self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -666,38 +660,6 @@ mod tests {
         }
         // At most one ordinary share (already taken by the thread) finishes before the block.
         assert!(urgent_rank <= 1, "block candidate finished {urgent_rank}th");
-    }
-
-    #[tokio::test]
-    async fn shares_on_probation_wait_for_every_ordinary_share() {
-        let engine = light_engine(1);
-        let seed = key("probation");
-        engine.verify(seed, vec![0], Priority::Normal).await.unwrap();
-        // The only thread holds the first request (in its cancel check) until all are queued.
-        let (open, gate) = std::sync::mpsc::channel::<()>();
-        let gate = Mutex::new(gate);
-        let held: CancelCheck = Box::new(move || {
-            let _ = gate.lock().unwrap().recv();
-            false
-        });
-        let order = Arc::new(AtomicUsize::new(0));
-        let track = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Verified, PowError>> + Send>>| {
-            let order = order.clone();
-            tokio::spawn(async move {
-                fut.await.unwrap();
-                order.fetch_add(1, Ordering::SeqCst)
-            })
-        };
-        let first = track(Box::pin(engine.verify_unless(seed, vec![1], Priority::Normal, Some(held))));
-        let probation = track(Box::pin(engine.verify(seed, vec![2], Priority::Probation)));
-        let normal: Vec<_> =
-            (3..7u8).map(|i| track(Box::pin(engine.verify(seed, vec![i], Priority::Normal)))).collect();
-        open.send(()).unwrap();
-        assert_eq!(first.await.unwrap(), 0);
-        for n in normal {
-            assert!(n.await.unwrap() <= 4);
-        }
-        assert_eq!(probation.await.unwrap(), 5, "probation goes last");
     }
 
     #[tokio::test]

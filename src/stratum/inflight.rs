@@ -6,13 +6,11 @@
 //! verification and gives its slots back when dropped (answered, cancelled or failed), so the
 //! counts can never leak. Past a cap the submit is refused at once instead of queued.
 //!
-//! The urgent lane holds at most one claimed block per session, and only for a session that
-//! already had a valid share: a second claim while one is in flight, or a claim of a session
-//! still on probation, goes to a slower lane (still verified, still submitted if real), so one
-//! session's fake claims can never stand in front of another session's real block for long. A
-//! claim that fails verification closes the session and bans the IP, and the verifier's cancel
-//! check (`crate::pow::CancelCheck`) drops whatever that session or IP still had queued before
-//! it is hashed.
+//! The urgent lane holds at most one claimed block per session: a second claim while one is in
+//! flight goes to the ordinary lane (still verified, still submitted if real), so one session's
+//! fake claims can never stand in front of another session's real block for long. A claim that
+//! fails verification closes the session and bans the IP, and [`Cancel`] drops whatever that
+//! session or IP still had queued before it is hashed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -47,8 +45,6 @@ pub struct SessionWork {
     urgent: AtomicBool,
     /// Set when the session closes: its queued shares are no longer worth hashing.
     closed: AtomicBool,
-    /// The session had a valid share: its shares leave probation.
-    proven: AtomicBool,
 }
 
 impl SessionWork {
@@ -70,16 +66,6 @@ impl SessionWork {
     /// True once [`SessionWork::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
-    }
-
-    /// Records a valid share of the session.
-    pub fn prove(&self) {
-        self.proven.store(true, Ordering::Release);
-    }
-
-    /// True once the session had a valid share (its shares are not on probation).
-    pub fn is_proven(&self) -> bool {
-        self.proven.load(Ordering::Acquire)
     }
 }
 
@@ -217,9 +203,6 @@ mod tests {
         assert!(!s.is_closed());
         s.close();
         assert!(s.is_closed());
-        assert!(!s.is_proven());
-        s.prove();
-        assert!(s.is_proven());
         assert_eq!(t.ip_in_flight(ip), 0, "every permit dropped");
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::{RateLimitConfig, RateLimitsConfig};
 
@@ -158,14 +158,10 @@ impl RateLimiter {
     }
 }
 
-/// How long a bucket that was just emptied needs to refill one token (for messages).
-pub fn refill_time(limit: &RateLimitConfig) -> Duration {
-    Duration::from_secs_f64(1.0 / limit.per_second.max(f64::MIN_POSITIVE))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn limits() -> RateLimitsConfig {
         RateLimitsConfig {
@@ -231,6 +227,5 @@ mod tests {
         assert_eq!(limiter.sweep(t0 + Duration::from_secs(3)), 0);
         let off = RateLimiter::new(RateLimitsConfig { enabled: false, ..limits() });
         assert!((0..100).all(|_| off.check(a, Method::Login, t0, false) == Decision::Allowed));
-        assert_eq!(refill_time(&limits().keepalived), Duration::from_millis(500));
     }
 }

@@ -515,8 +515,7 @@ impl MinerSession {
         };
         match self.check_share(id, params, read_at) {
             Ok(check) => {
-                let urgent = check.block && self.work.is_proven();
-                let permit = match self.shared.in_flight.acquire(&self.work, self.ip, urgent, self.exempt) {
+                let permit = match self.shared.in_flight.acquire(&self.work, self.ip, check.block, self.exempt) {
                     Ok(permit) => permit,
                     Err(hit) => {
                         crate::metrics::request_refused("submit", hit.reason());
@@ -821,11 +820,7 @@ impl ShareCheck {
         let outcome = if self.trusted {
             Outcome::Accepted
         } else {
-            let priority = match (permit.urgent(), permit.session_work().is_proven()) {
-                (true, _) => Priority::Block,
-                (false, true) => Priority::Normal,
-                (false, false) => Priority::Probation,
-            };
+            let priority = if permit.urgent() { Priority::Block } else { Priority::Normal };
             let seed = *self.template.template.seed_hash.as_bytes();
             let cancel = cancel_check(shared.clone(), ip, &permit);
             match shared.engine.verify_unless(seed, self.blob.as_slice().to_vec(), priority, Some(cancel)).await {
@@ -844,10 +839,6 @@ impl ShareCheck {
                 }
             }
         };
-        if let Outcome::Accepted = outcome {
-            // Its later shares leave probation (and a later claim may use the urgent lane).
-            permit.session_work().prove();
-        }
         drop(permit);
         if let (Outcome::Invalid, true) = (&outcome, self.block) {
             if exempt {
