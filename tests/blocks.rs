@@ -425,6 +425,15 @@ async fn a_pending_block_whose_height_another_block_took_is_not_submitted_any_mo
     })
     .await
     .expect("the candidate is kept while the daemon refuses");
+    // Its first submit (made at once, without a chain check) has failed: from now on every
+    // attempt looks at the chain first.
+    eventually(Duration::from_secs(60), || {
+        con.hget::<_, _, Option<u32>>(format!("pastella:blocks:submit:{pending}"), "attempts")
+            .unwrap()
+            .filter(|&n| n >= 1)
+    })
+    .await
+    .expect("a failed attempt is noted");
     // Meanwhile the network found the block at that height, and the next one.
     stack.devnet.mine(2);
     stack.devnet.set_daemon_mode(DaemonMode::Normal, None);

@@ -299,6 +299,19 @@ impl JobDistributor {
                     Step::Retry(detail) => {
                         let attempts = act.book.failed(&hash, Instant::now());
                         crate::metrics::block_candidate("retry");
+                        if c.saved {
+                            let store = act.store.clone();
+                            let detail = detail.clone();
+                            ctx.spawn(
+                                async move {
+                                    let key = hash.to_string();
+                                    if let Err(e) = store.note_submission_attempt(&key, attempts, unix_ms(), &detail).await {
+                                        tracing::debug!(hash = %key, "submission attempt not noted in Redis ({e})");
+                                    }
+                                }
+                                .into_actor(act),
+                            );
+                        }
                         if attempts == 1 || attempts % 10 == 0 {
                             tracing::warn!(height, hash = %hash, attempts, "submitblock failed ({detail}); the candidate is kept and submitted again");
                         }

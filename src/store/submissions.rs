@@ -56,7 +56,27 @@ fn resolve_script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(include_str!("lua/resolve_submission.lua")))
 }
 
+fn attempt_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("lua/note_submission_attempt.lua")))
+}
+
 impl Store {
+    /// Notes the `attempts`-th failed attempt of a pending submission (`attempts`, `detail`,
+    /// `updated` in `blocks:submit:<hash>`); false if it is not pending.
+    pub async fn note_submission_attempt(
+        &self,
+        hash: &str,
+        attempts: u32,
+        now_ms: u64,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = attempt_script().prepare_invoke();
+        invocation.arg(&self.prefix).arg(hash).arg(attempts).arg(now_ms).arg(detail);
+        let noted: i64 = timed("note_submission_attempt", invocation.invoke_async(&mut self.conn())).await?;
+        Ok(noted == 1)
+    }
+
     /// Records `s` as pending (`blocks:submit:<hash>` and `blocks:submitting`), at most once per
     /// hash. Returns false if it was already recorded.
     pub async fn save_submission(&self, s: &Submission, now_ms: u64) -> Result<bool, StoreError> {
