@@ -630,11 +630,12 @@ fn gauge(scrape: &str, name: &str) -> Option<f64> {
 }
 
 /// A devnet driven across three RandomX epoch changes (seed heights 2048, 4096, 6144: the seed
-/// switches at 2113, 4161, 6209 and is announced one block ahead). The pool binary, in light
-/// mode, holds the current seed's cache only, plus the next one's from its announcement, plus
+/// switches at 2113, 4161, 6209; the daemon announces it one block ahead, the pool looks it up
+/// 64 blocks ahead). The pool binary, in light mode, holds the current seed's cache only, plus
+/// the next one's from 64 blocks before the switch (in fast mode its dataset is built then), plus
 /// the previous one until the next template; never a third, never a dataset. Before the fix the
 /// engine kept max(seeds + 1, 3) seeds: three caches (fast mode: three 2 GiB datasets) from the
-/// second epoch change on.
+/// second epoch change on, and built the next seed only one block ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomx_memory_stays_bounded_across_epoch_changes() {
     let redis = RedisServer::start();
@@ -644,8 +645,10 @@ async fn randomx_memory_stays_bounded_across_epoch_changes() {
     let _pool = PoolBinary::start("epochs", &config, &["--module", "stratum", "--module", "api"]);
     let mut checked = Vec::new();
     for switch in [2113u64, 4161, 6209] {
-        // (template height, seeds kept): the next seed announced, the switch, one block later.
-        for (height, seeds) in [(switch - 1, 2.0), (switch, 2.0), (switch + 1, 1.0)] {
+        // (template height, seeds kept): before the next seed's block, 60 blocks and one block
+        // before the switch, the switch, one block later.
+        let stages = [(switch - 65, 1.0), (switch - 60, 2.0), (switch - 1, 2.0), (switch, 2.0), (switch + 1, 1.0)];
+        for (height, seeds) in stages {
             let count = devnet.block_count();
             devnet.mine(height - count);
             let what = format!("template height {height}: {seeds} seeds, as many caches, no dataset");
@@ -659,5 +662,5 @@ async fn randomx_memory_stays_bounded_across_epoch_changes() {
             checked.push((height, seeds));
         }
     }
-    assert_eq!(checked.len(), 9);
+    assert_eq!(checked.len(), 15);
 }
