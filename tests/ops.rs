@@ -278,12 +278,11 @@ async fn the_shipped_nginx_site_serves_the_frontend_status_page_and_api() {
     }
     let redis = RedisServer::start();
     let devnet = devnet(1000).await;
-    let patch = json!({"api": {"password": "s3cret", "trustProxyIP": true}});
-    let pool = PoolProcess::start(
-        pool_config(&redis, &devnet, &[(free_port(), 1000)], patch),
-        &[pastella_pool::config::Module::Api],
-    );
-    let api = pool.http_addr.unwrap();
+    let patch = json!({"api": {"password": "s3cret", "trustProxyIP": true}, "logging": {"level": "info"}});
+    let config = pool_config_json(&redis, &devnet, &[(free_port(), 1000)], patch);
+    let api = format!("127.0.0.1:{}", config["api"]["port"]);
+    let pool = PoolBinary::start("nginx-site", &config, &["--module", "api"]);
+    let _ = get_when_up(&format!("http://{api}/stats")).await;
     let files = tempfile::tempdir().unwrap();
     let (cert, key) = (files.path().join("fullchain.pem"), files.path().join("privkey.pem"));
     let made = Command::new("openssl")
@@ -336,7 +335,18 @@ async fn the_shipped_nginx_site_serves_the_frontend_status_page_and_api() {
     assert_eq!(curl(&format!("{base}/status/metrics")).0, 404);
     let (status, _) = curl(&format!("http://127.0.0.1:{http_port}/api/stats"));
     assert_eq!(status, 301, "plain HTTP redirects to HTTPS");
-    pool.stop();
+    // A visitor from 127.0.0.9: the pool, reached by nginx from 127.0.0.1, logs the visitor's
+    // address (X-Forwarded-For with api.trustProxyIP).
+    let out = Command::new("curl")
+        .args(["-ks", "--interface", "127.0.0.9", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{base}/api/admin_stats?password=s3cret"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let logged =
+        eventually(Duration::from_secs(10), || pool.log().contains("Admin authorized from 127.0.0.9").then_some(()))
+            .await;
+    assert!(logged.is_some(), "the visitor's address reaches the pool:\n{}", pool.log());
 }
 
 /// A Redis set to `allkeys-lru` (the old operator guide's advice) and persisting nothing: the
