@@ -369,11 +369,12 @@ async fn every_route_answers_in_the_old_shape_after_real_mining() {
     assert_eq!(http.json("/get_apis").await, json!({}));
     assert_eq!(http.get("/get_market").await.json(), json!({"error": "No tickers specified."}));
 
-    // Admin routes: loopback needs no password at / (spec §10); through /api it does.
+    // Admin routes need the password, from loopback too (the old pool's passwordless loopback
+    // is opt-in, api.passwordlessLoopbackAdmin: tests/ops.rs), and through /api.
     for route in
         ["/miners_hashrate", "/workers_hashrate", "/admin_stats", "/admin_users", "/admin_monitoring", "/admin_ports"]
     {
-        assert_eq!(http.get(route).await.status, 200, "{route} from loopback");
+        assert_eq!(http.get(route).await.status, 401, "{route} from loopback without password");
         assert_eq!(http.get(&format!("/api{route}")).await.status, 401, "/api{route} without password");
     }
     let miners_hr = http.json("/miners_hashrate?password=s3cret-admin").await;
@@ -405,7 +406,7 @@ async fn every_route_answers_in_the_old_shape_after_real_mining() {
     let ports = http.json("/admin_ports?password=s3cret-admin").await;
     assert_shape(&ports, &json!({"ports": {"*": "u64"}}), "/admin_ports");
     assert_eq!(ports["ports"][port.to_string()], 4, "four sessions on the port");
-    assert_eq!(http.get("/admin_log?file=../../etc/passwd").await.status, 400);
+    assert_eq!(http.get("/admin_log?password=s3cret-admin&file=../../etc/passwd").await.status, 400);
     let health = http.json("/health").await;
     assert_shape(&health, &api_shapes::health(), "/health");
     assert_eq!(health["status"], "ok");

@@ -278,12 +278,11 @@ async fn the_shipped_nginx_site_serves_the_frontend_status_page_and_api() {
     }
     let redis = RedisServer::start();
     let devnet = devnet(1000).await;
-    let patch = json!({"api": {"password": "s3cret", "trustProxyIP": true}});
-    let pool = PoolProcess::start(
-        pool_config(&redis, &devnet, &[(free_port(), 1000)], patch),
-        &[pastella_pool::config::Module::Api],
-    );
-    let api = pool.http_addr.unwrap();
+    let patch = json!({"api": {"password": "s3cret", "trustProxyIP": true}, "logging": {"level": "info"}});
+    let config = pool_config_json(&redis, &devnet, &[(free_port(), 1000)], patch);
+    let api = format!("127.0.0.1:{}", config["api"]["port"]);
+    let pool = PoolBinary::start("nginx-site", &config, &["--module", "api"]);
+    let _ = get_when_up(&format!("http://{api}/stats")).await;
     let files = tempfile::tempdir().unwrap();
     let (cert, key) = (files.path().join("fullchain.pem"), files.path().join("privkey.pem"));
     let made = Command::new("openssl")
@@ -336,7 +335,18 @@ async fn the_shipped_nginx_site_serves_the_frontend_status_page_and_api() {
     assert_eq!(curl(&format!("{base}/status/metrics")).0, 404);
     let (status, _) = curl(&format!("http://127.0.0.1:{http_port}/api/stats"));
     assert_eq!(status, 301, "plain HTTP redirects to HTTPS");
-    pool.stop();
+    // A visitor from 127.0.0.9: the pool, reached by nginx from 127.0.0.1, logs the visitor's
+    // address (X-Forwarded-For with api.trustProxyIP).
+    let out = Command::new("curl")
+        .args(["-ks", "--interface", "127.0.0.9", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{base}/api/admin_stats?password=s3cret"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let logged =
+        eventually(Duration::from_secs(10), || pool.log().contains("Admin authorized from 127.0.0.9").then_some(()))
+            .await;
+    assert!(logged.is_some(), "the visitor's address reaches the pool:\n{}", pool.log());
 }
 
 /// A Redis set to `allkeys-lru` (the old operator guide's advice) and persisting nothing: the
@@ -630,11 +640,12 @@ fn gauge(scrape: &str, name: &str) -> Option<f64> {
 }
 
 /// A devnet driven across three RandomX epoch changes (seed heights 2048, 4096, 6144: the seed
-/// switches at 2113, 4161, 6209 and is announced one block ahead). The pool binary, in light
-/// mode, holds the current seed's cache only, plus the next one's from its announcement, plus
+/// switches at 2113, 4161, 6209; the daemon announces it one block ahead, the pool looks it up
+/// 64 blocks ahead). The pool binary, in light mode, holds the current seed's cache only, plus
+/// the next one's from 64 blocks before the switch (in fast mode its dataset is built then), plus
 /// the previous one until the next template; never a third, never a dataset. Before the fix the
 /// engine kept max(seeds + 1, 3) seeds: three caches (fast mode: three 2 GiB datasets) from the
-/// second epoch change on.
+/// second epoch change on, and built the next seed only one block ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomx_memory_stays_bounded_across_epoch_changes() {
     let redis = RedisServer::start();
@@ -644,8 +655,10 @@ async fn randomx_memory_stays_bounded_across_epoch_changes() {
     let _pool = PoolBinary::start("epochs", &config, &["--module", "stratum", "--module", "api"]);
     let mut checked = Vec::new();
     for switch in [2113u64, 4161, 6209] {
-        // (template height, seeds kept): the next seed announced, the switch, one block later.
-        for (height, seeds) in [(switch - 1, 2.0), (switch, 2.0), (switch + 1, 1.0)] {
+        // (template height, seeds kept): before the next seed's block, 60 blocks and one block
+        // before the switch, the switch, one block later.
+        let stages = [(switch - 65, 1.0), (switch - 60, 2.0), (switch - 1, 2.0), (switch, 2.0), (switch + 1, 1.0)];
+        for (height, seeds) in stages {
             let count = devnet.block_count();
             devnet.mine(height - count);
             let what = format!("template height {height}: {seeds} seeds, as many caches, no dataset");
@@ -659,5 +672,5 @@ async fn randomx_memory_stays_bounded_across_epoch_changes() {
             checked.push((height, seeds));
         }
     }
-    assert_eq!(checked.len(), 9);
+    assert_eq!(checked.len(), 15);
 }

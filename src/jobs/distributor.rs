@@ -93,11 +93,14 @@ pub struct JobDistributor {
     store: Store,
     book: Submissions,
     candidates: std::collections::HashMap<Hash, Candidate>,
+    /// The next epoch's seed when its block exists and the switch is ahead (announced to the
+    /// engine so its dataset is built before the switch).
+    upcoming_seed: Option<Hash>,
 }
 
 enum PollOutcome {
     Unchanged,
-    Fetched(Arc<JobTemplate>, &'static str, Hash),
+    Fetched(Arc<JobTemplate>, &'static str, Hash, Option<Hash>),
 }
 
 impl JobDistributor {
@@ -124,6 +127,7 @@ impl JobDistributor {
             store,
             book: Submissions::default(),
             candidates: std::collections::HashMap::new(),
+            upcoming_seed: None,
         }
     }
 
@@ -166,17 +170,22 @@ impl JobDistributor {
             let Some(output) = template.output_to(config.pool_address.key()) else {
                 return Err(FetchError::NotOurs(template.height));
             };
+            let upcoming = match crate::chain::seed::upcoming_seed_height(template.height) {
+                Some(height) => upcoming_seed(&daemon, height).await,
+                None => None,
+            };
             let job = JobTemplate::new(template, seq, output.amount, config.instance_id);
-            Ok(PollOutcome::Fetched(Arc::new(job), reason, top))
+            Ok(PollOutcome::Fetched(Arc::new(job), reason, top, upcoming))
         };
         ctx.spawn(fut.into_actor(self).map(|result: Result<PollOutcome, FetchError>, act, _| {
             act.in_flight = false;
             match result {
                 Ok(PollOutcome::Unchanged) => act.recovered(),
-                Ok(PollOutcome::Fetched(job, reason, top)) => {
+                Ok(PollOutcome::Fetched(job, reason, top, upcoming)) => {
                     act.recovered();
                     act.last_top = Some(top);
                     act.seq = job.seq;
+                    act.upcoming_seed = upcoming;
                     act.publish(job, reason);
                 }
                 Err(e) => act.failed(e),
@@ -186,7 +195,9 @@ impl JobDistributor {
 
     fn publish(&mut self, job: Arc<JobTemplate>, reason: &'static str) {
         let t = &job.template;
-        self.engine.prepare(&[*t.seed_hash.as_bytes(), *t.next_seed_hash.as_bytes()]);
+        let mut seeds = vec![*t.seed_hash.as_bytes(), *t.next_seed_hash.as_bytes()];
+        seeds.extend(self.upcoming_seed.map(|s| *s.as_bytes()));
+        self.engine.prepare(&seeds);
         crate::metrics::template(reason, t.height, t.difficulty);
         let log = if reason == "new_block" { tracing::Level::INFO } else { tracing::Level::DEBUG };
         if log == tracing::Level::INFO {
@@ -378,6 +389,21 @@ enum FetchError {
     Template(String),
     #[error("REFUSING the block template for height {0}: its coinbase does not pay the pool address (poolAddress must be the address the daemon is asked to pay)")]
     NotOurs(u64),
+}
+
+/// The id of the block at `height` (the next epoch's seed block), or None if the daemon does
+/// not answer: the seed is then built at the switch, as before.
+async fn upcoming_seed(daemon: &DaemonClient, height: u64) -> Option<Hash> {
+    let started = Instant::now();
+    let header = daemon.get_block_header_by_height(height).await;
+    crate::metrics::daemon_rpc("getblockheaderbyheight", started.elapsed(), header.as_ref().err().map(error_kind));
+    match header {
+        Ok(header) => Some(header.hash),
+        Err(e) => {
+            tracing::debug!(height, "next epoch's seed block: {e}");
+            None
+        }
+    }
 }
 
 fn error_kind(e: &DaemonError) -> &'static str {

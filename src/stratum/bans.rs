@@ -111,7 +111,7 @@ impl BanList {
         state.counters.remove(&ip);
         state.banned.insert(ip, Instant::now() + self.config.time);
         self.active.store(state.banned.len(), Ordering::Relaxed);
-        tracing::warn!("{} Ban: {}, banned for {} s", ip, reason, self.config.time.as_secs());
+        log_ban(ip, reason, self.config.time);
         crate::metrics::ban(state.banned.len());
         Ban { ip, invalid: 1, total: 1, duration: self.config.time }
     }
