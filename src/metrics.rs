@@ -77,7 +77,7 @@ pub const CREDITED_ATOMIC_TOTAL: &str = "pastella_pool_credited_atomic_units_tot
 pub const PAID_ATOMIC_TOTAL: &str = "pastella_pool_paid_atomic_units_total";
 /// Atomic units owed to miners (unpaid balances).
 pub const OWED_ATOMIC: &str = "pastella_pool_owed_atomic_units";
-/// Payment batches by outcome (sent, released, uncertain, deferred).
+/// Payment batches by outcome (sent, released, unknown, held, dropped, deferred).
 pub const PAYMENT_BATCHES_TOTAL: &str = "pastella_pool_payment_batches_total";
 /// Wallet API failures, by call and kind.
 pub const WALLET_ERRORS_TOTAL: &str = "pastella_pool_wallet_errors_total";
@@ -222,10 +222,12 @@ pub fn register_series(ports: &[u16]) {
         counter!(STRATUM_CONNECTIONS_TOTAL, "port" => port.clone()).increment(0);
         histogram_zero(histogram!(JOB_FANOUT_SECONDS, "port" => port));
     }
-    for reason in ["limit_global", "limit_ip", "banned"] {
+    for reason in ["limit_global", "limit_ip", "limit_subnet", "banned"] {
         counter!(STRATUM_CONNECTIONS_REFUSED_TOTAL, "reason" => reason).increment(0);
     }
-    for reason in ["banned", "timeout", "login_timeout", "flood", "bad_json", "http", "slow_reader"] {
+    for reason in
+        ["banned", "timeout", "login_timeout", "line_timeout", "flood", "bad_json", "http", "slow_reader", "fake_block"]
+    {
         counter!(STRATUM_DISCONNECTS_TOTAL, "reason" => reason).increment(0);
     }
     for result in ["ok", "invalid_address", "missing_login", "not_ready"] {
@@ -266,9 +268,22 @@ pub fn register_series(ports: &[u16]) {
     for status in ["confirmed", "orphaned"] {
         counter!(BLOCKS_TOTAL, "status" => status).increment(0);
     }
-    for outcome in ["sent", "released", "uncertain", "deferred"] {
+    for outcome in ["sent", "released", "unknown", "held", "dropped", "deferred"] {
         counter!(PAYMENT_BATCHES_TOTAL, "outcome" => outcome).increment(0);
     }
+    for outcome in ["found", "second_at_height", "retry", "resumed", "accepted", "rejected", "superseded"] {
+        counter!(BLOCK_CANDIDATES_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for method in ["login", "submit", "getjob", "keepalived"] {
+        counter!(STRATUM_REQUESTS_REFUSED_TOTAL, "method" => method, "reason" => "rate").increment(0);
+    }
+    for reason in ["in_flight_session", "in_flight_ip"] {
+        counter!(STRATUM_REQUESTS_REFUSED_TOTAL, "method" => "submit", "reason" => reason).increment(0);
+    }
+    for reason in ["rate_limited", "ip_not_seen"] {
+        counter!(PAYOUT_LEVEL_REFUSED_TOTAL, "reason" => reason).increment(0);
+    }
+    counter!(VERIFY_CANCELLED_TOTAL).increment(0);
     for call in ["balance", "prepare", "send_prepared", "transaction"] {
         histogram_zero(histogram!(WALLET_RPC_SECONDS, "call" => call));
         for kind in ["unreachable", "uncertain", "unauthorized", "decode"] {
@@ -314,6 +329,10 @@ pub fn register_series(ports: &[u16]) {
         DAEMON_NETWORK_HEIGHT,
         PAYMENT_BATCHES_OPEN,
         PAYMENT_BATCH_OLDEST_AGE_SECONDS,
+        PAYMENT_BATCHES_UNKNOWN,
+        PAYMENT_BATCHES_HELD,
+        PAYMENT_BATCHES_DROPPED,
+        ADDRESSES_QUARANTINED,
     ] {
         gauge!(g).increment(0.0);
     }
@@ -452,7 +471,7 @@ pub fn unlocker_state(pending: usize, lag: Duration) {
     gauge!(UNLOCKER_LAG_SECONDS).set(lag.as_secs_f64());
 }
 
-/// A payment batch ended with `outcome` (`sent`, `released`, `uncertain`, `deferred`).
+/// A payment batch ended with `outcome` (`sent`, `released`, `unknown`, `held`, `dropped`, `deferred`).
 pub fn payment_batch(outcome: &'static str, sent: u64) {
     counter!(PAYMENT_BATCHES_TOTAL, "outcome" => outcome).increment(1);
     if sent > 0 {

@@ -145,7 +145,7 @@ async fn a_fresh_pool_exports_every_series_the_dashboards_and_alerts_use() {
     for series in [
         "pastella_pool_blocks_total{status=\"orphaned\"} 0",
         "pastella_pool_payment_batches_total{outcome=\"released\"} 0",
-        "pastella_pool_payment_batches_total{outcome=\"uncertain\"} 0",
+        "pastella_pool_payment_batches_total{outcome=\"unknown\"} 0",
         "pastella_pool_bans_total 0",
         &format!("pastella_pool_stratum_connections{{port=\"{port}\"}} 0"),
     ] {
