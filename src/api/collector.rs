@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use super::shapes::{self, num, BlockRecord, BlockTotals, Merge};
 use super::Shared;
-use crate::config::{ChartSeries, Config};
+use crate::config::{ChartSeries, Config, TlsMode};
 use crate::node::{DaemonClient, WalletClient};
 use crate::store::{Store, StoreError};
 
@@ -129,7 +129,10 @@ fn config_object(config: &Config) -> Value {
     let payments = &config.payments;
     json!({
         "poolHost": config.pool_host,
-        "ports": config.ports.iter().map(|p| json!({"port": p.port, "difficulty": p.diff, "desc": p.desc})).collect::<Vec<_>>(),
+        "ports": config.ports.iter().map(|p| {
+            // `ssl` is the old pool's flag (true when TLS is offered); `tls` adds auto-detect.
+            json!({"port": p.port, "difficulty": p.diff, "desc": p.desc, "ssl": p.tls != TlsMode::Off, "tls": p.tls.as_str()})
+        }).collect::<Vec<_>>(),
         "cnAlgorithm": config.cn_algorithm,
         "cnVariant": config.cn_variant,
         "cnBlobType": config.cn_blob_type,

@@ -5,14 +5,17 @@
 //!
 //! Pure rules live beside the actors and are unit-tested without them: [`protocol`] (wire
 //! format), [`login`] (login string), [`vardiff`], [`trust`] (share trust), [`bans`], and
-//! [`line`] (the bufferless line reader).
+//! [`line`] (the bufferless line reader), [`proxy_header`] (PROXY protocol and first-byte
+//! sniff). [`transport`] sits below the session: accept policy, PROXY header and TLS.
 
 pub mod bans;
 pub mod line;
 pub mod login;
 pub mod protocol;
+pub mod proxy_header;
 pub mod session;
 pub mod supervisor;
+pub mod transport;
 pub mod trust;
 pub mod vardiff;
 
@@ -62,6 +65,8 @@ pub struct StratumContext {
     pub jobs: Recipient<SubmitBlock>,
     /// Connection caps.
     pub limits: ConnectionLimits,
+    /// Accept policy, PROXY header and TLS.
+    pub transport: transport::Transport,
     next_job_id: AtomicU64,
 }
 
@@ -81,6 +86,7 @@ impl StratumContext {
                 config.pool_server.max_connections,
                 config.pool_server.max_connections_per_ip,
             ),
+            transport: transport::Transport::new(&config.pool_server, None),
             config,
             engine,
             current,
@@ -89,6 +95,12 @@ impl StratumContext {
             // Random start so job ids differ across restarts (xmrig drops duplicate jobs).
             next_job_id: AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000),
         }
+    }
+
+    /// Serves TLS ports with `acceptor`.
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> StratumContext {
+        self.transport = transport::Transport::new(&self.config.pool_server, Some(acceptor));
+        self
     }
 
     /// A process-unique job id.

@@ -13,13 +13,12 @@ use std::time::Instant;
 use actix::prelude::*;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 
 use super::line::{LineError, LineReader};
 use super::login::{self, Login};
 use super::protocol::{self, msg, JobFields, Parsed};
 use super::supervisor::{PortSupervisor, Register, SessionLoggedIn, Unregister};
+use super::transport::{MinerStream, StreamWriter};
 use super::trust::Trust;
 use super::vardiff::VarDiff;
 use super::{unix_ms, StratumContext, JOBS_KEPT, LOGIN_TIMEOUT, MAX_LINE, MAX_OUTBOX, TEMPLATE_WAIT};
@@ -115,7 +114,7 @@ pub struct MinerSession {
     accepted_at: Instant,
     shared: Arc<StratumContext>,
     supervisor: Addr<PortSupervisor>,
-    writer: Option<OwnedWriteHalf>,
+    writer: Option<StreamWriter>,
     outbox: Vec<u8>,
     flushing: bool,
     closing: bool,
@@ -128,9 +127,9 @@ pub struct MinerSession {
 
 /// Where and how a session was accepted.
 pub struct Accepted {
-    /// The socket.
-    pub stream: TcpStream,
-    /// Peer IP.
+    /// The byte stream (plain or TLS).
+    pub stream: MinerStream,
+    /// The client's IP (from the PROXY header when a trusted load balancer sent one).
     pub ip: IpAddr,
     /// Local port.
     pub port: u16,
