@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the pool needs and that are missing: cmake and g++ (randomx-rs
-# builds RandomX with them), redis-server, and with --test also chromium (browser test) and
-# prometheus (promtool). Debian/Ubuntu; uses sudo when not root.
+# builds RandomX with them), redis-server, and with --test also chromium (browser test),
+# prometheus (promtool) and haproxy (PROXY protocol test). Debian/Ubuntu; uses sudo when not root.
 set -euo pipefail
 
 need=()
@@ -11,6 +11,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 if [[ "${1:-}" == "--test" ]]; then
   command -v chromium >/dev/null || need+=(chromium)
   command -v promtool >/dev/null || need+=(prometheus)
+  command -v haproxy >/dev/null || need+=(haproxy)
 fi
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
