@@ -169,7 +169,7 @@ async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
         distributor.clone().recipient(),
     );
     if config.ports.iter().any(|p| p.tls != TlsMode::Off) {
-        let tls = load_tls(&config.pool_server.tls, &[config.pool_host.clone()])
+        let tls = load_tls(&config.pool_server.tls, std::slice::from_ref(&config.pool_host))
             .context("setting up TLS for the stratum ports (poolServer.sslCert/sslKey/tlsSelfSignedDir)")?;
         let origin = if tls.generated { "generated self-signed" } else { "loaded" };
         tracing::info!(

@@ -19,6 +19,7 @@
 //! - [`api`]: the stats API, admin routes, status page, `/metrics`, `/health`.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`app`]: wiring; builds every actor from the config.
+//! - [`fuzz`]: fuzz harnesses (stable toolchain) for every parser fed by the network.
 //! - [`devnet`]: a simulated Pastellad and wallet API on loopback, real wire formats, for tests and trials.
 
 pub mod accounting;
@@ -27,6 +28,7 @@ pub mod app;
 pub mod chain;
 pub mod config;
 pub mod devnet;
+pub mod fuzz;
 pub mod jobs;
 pub mod metrics;
 pub mod node;

@@ -113,6 +113,9 @@ fn parse_v1(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
         }
         return Ok(None);
     };
+    if window[..end].iter().any(|&b| !(0x20..0x7f).contains(&b)) {
+        return Err(HeaderError::V1("not printable ASCII"));
+    }
     let line = std::str::from_utf8(&window[..end]).map_err(|_| HeaderError::V1("not ASCII"))?;
     let len = end + 2;
     let mut fields = line.split(' ');
@@ -201,6 +204,82 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn v1(source: SocketAddr, dest: SocketAddr) -> Vec<u8> {
+        let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+        format!("PROXY {family} {} {} {} {}\r\n", source.ip(), dest.ip(), source.port(), dest.port()).into_bytes()
+    }
+
+    fn v2_addresses(source: SocketAddr, dest: SocketAddr) -> Vec<u8> {
+        let mut body = Vec::new();
+        let family = match (source.ip(), dest.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                body.extend_from_slice(&s.octets());
+                body.extend_from_slice(&d.octets());
+                0x11
+            }
+            (s, d) => {
+                let v6 = |ip: IpAddr| match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => v6,
+                };
+                body.extend_from_slice(&v6(s).octets());
+                body.extend_from_slice(&v6(d).octets());
+                0x21
+            }
+        };
+        body.extend_from_slice(&source.port().to_be_bytes());
+        body.extend_from_slice(&dest.port().to_be_bytes());
+        v2(1, family, &body)
+    }
+
+    fn same_family() -> impl Strategy<Value = (SocketAddr, SocketAddr)> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>(), any::<[u8; 4]>(), any::<u16>()).prop_map(|(s, sp, d, dp)| (
+                SocketAddr::new(IpAddr::from(s), sp),
+                SocketAddr::new(IpAddr::from(d), dp)
+            )),
+            (any::<[u8; 16]>(), any::<u16>(), any::<[u8; 16]>(), any::<u16>()).prop_map(|(s, sp, d, dp)| (
+                SocketAddr::new(IpAddr::from(s), sp),
+                SocketAddr::new(IpAddr::from(d), dp)
+            )),
+        ]
+    }
+
+    proptest! {
+        /// Any v1 or v2 header names its source and is exactly its own length, whatever the
+        /// miner sends after it; every strict prefix is incomplete.
+        #[test]
+        fn headers_round_trip((source, dest) in same_family(), tail in proptest::collection::vec(any::<u8>(), 0..64), v2_form: bool) {
+            let header = if v2_form { v2_addresses(source, dest) } else { v1(source, dest) };
+            let mut input = header.clone();
+            input.extend_from_slice(&tail);
+            let parsed = parse(&input).unwrap().unwrap();
+            prop_assert_eq!(parsed.len, header.len());
+            let expected = if v2_form && source.is_ipv4() != dest.is_ipv4() {
+                match source.ip() { IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), source.port()), _ => source }
+            } else {
+                source
+            };
+            prop_assert_eq!(parsed.source, Source::Client(expected));
+            for cut in 0..header.len() {
+                prop_assert_eq!(parse(&header[..cut]), Ok(None));
+            }
+        }
+
+        /// Arbitrary bytes never panic; an accepted header never claims more than was read.
+        #[test]
+        fn arbitrary_bytes_are_refused_or_bounded(input in proptest::collection::vec(any::<u8>(), 0..256), signature: bool) {
+            let mut bytes = if signature { V2_SIGNATURE.to_vec() } else { b"PROXY ".to_vec() };
+            bytes.extend_from_slice(&input);
+            for candidate in [&input[..], &bytes[..]] {
+                if let Ok(Some(header)) = parse(candidate) {
+                    prop_assert!(header.len <= candidate.len());
+                }
+            }
+        }
+    }
 
     fn v2(command: u8, family: u8, body: &[u8]) -> Vec<u8> {
         let mut out = V2_SIGNATURE.to_vec();
@@ -246,6 +325,17 @@ mod tests {
         let mut long = b"PROXY ".to_vec();
         long.resize(V1_MAX, b'a');
         assert_eq!(parse(&long), Err(HeaderError::TooLong));
+    }
+
+    /// Found by `cargo run --example fuzz -- proxy_header` (seed 1): an UNKNOWN line with a lone
+    /// LF before its CRLF was accepted whole, while its prefix was refused.
+    #[test]
+    fn regression_v1_line_with_a_lone_line_feed_is_refused() {
+        let input =
+            hex::decode("50524f585920554e4b4e4f574e20554e4b460a0d0a000d0a515549540a2111000cc63364090a002000019c400d05")
+                .unwrap();
+        assert!(matches!(parse(&input), Err(HeaderError::V1(_))));
+        assert!(matches!(parse(b"PROXY UNKNOWN a\tb\r\n"), Err(HeaderError::V1(_))));
     }
 
     #[test]

@@ -635,7 +635,8 @@ enum JobShape<'a> {
     Reply(&'a RawValue),
 }
 
-fn parse_nonce(text: &str) -> Option<[u8; 4]> {
+/// The submitted nonce: exactly 8 hex characters.
+pub(crate) fn parse_nonce(text: &str) -> Option<[u8; 4]> {
     let mut nonce = [0u8; 4];
     (text.len() == 8 && hex::decode_to_slice(text, &mut nonce).is_ok()).then_some(nonce)
 }
