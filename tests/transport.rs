@@ -355,3 +355,90 @@ async fn denied_addresses_are_refused_at_accept_and_allowed_ones_served() {
     login_job_submit(&mut allowed, &hasher, "allowed").await;
     pool.stop();
 }
+
+/// Resident memory of a process, bytes (Linux).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// The RSS once it stopped moving (two readings a second apart within 256 KiB): the pool
+/// builds its RandomX cache and first jobs in the background after start.
+async fn settled_rss(pid: u32) -> u64 {
+    let mut last = rss_bytes(pid);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = rss_bytes(pid);
+        if now.abs_diff(last) < 256 * 1024 {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Opens `n` sessions with `open`, each logged in with xmrig's line; returns them (kept open).
+async fn idle_sessions<F, Fut>(n: usize, open: F) -> Vec<TestMiner>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = TestMiner>,
+{
+    let mut sessions = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut miner = open().await;
+        xmrig_login(&mut miner, &format!("idle{i}")).await;
+        sessions.push(miner);
+    }
+    sessions
+}
+
+/// The per-session memory of idle plain and TLS sessions in a separate pool process (the
+/// figure in docs/PERFORMANCE.md). Not part of the suite (it opens thousands of connections):
+/// `TLS_IDLE_SESSIONS=5000 cargo test --test transport idle_session_memory -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn idle_session_memory_plain_and_tls() {
+    let n: usize = std::env::var("TLS_IDLE_SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let (plain_port, tls_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let devnet = devnet(1_000_000_000).await;
+    let patch = json!({
+        "ports": {tls_port.to_string(): {"tls": "on"}},
+        "poolServer": {"tlsSelfSignedDir": dir.path().join("tls")},
+        "logging": {"level": "warn"},
+    });
+    let config = pool_config_json(&redis, &devnet, &[(plain_port, 1000), (tls_port, 1000)], patch);
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let mut pool = Command::new(env!("CARGO_BIN_EXE_pastella-pool"))
+        .args(["run", "--module", "stratum", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = async {
+        while TcpStream::connect(addr(tls_port)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), up).await.expect("the pool listens");
+    let cert = CertificateDer::from_pem_file(dir.path().join("tls/cert.pem")).unwrap();
+    let connector = pinned_connector(&hex::encode(Sha256::digest(cert.as_ref())));
+    // Warm up (first template, verifier, allocator arenas) before the baseline.
+    let warm = idle_sessions(50, || TestMiner::connect(addr(plain_port))).await;
+    drop(warm);
+
+    let before = settled_rss(pool.id()).await;
+    let plain = idle_sessions(n, || TestMiner::connect(addr(plain_port))).await;
+    let with_plain = settled_rss(pool.id()).await;
+    let tls = idle_sessions(n, || tls_miner(&connector, tls_port)).await;
+    let with_tls = settled_rss(pool.id()).await;
+    let per_plain = (with_plain - before) / n as u64;
+    let per_tls = (with_tls - with_plain) / n as u64;
+    println!("{n} idle sessions each: plain {per_plain} B/session, TLS {per_tls} B/session (pool RSS {before} -> {with_plain} -> {with_tls})");
+    assert_eq!((plain.len(), tls.len()), (n, n), "every session logged in");
+    let _ = pool.kill();
+    let _ = pool.wait();
+}
