@@ -356,6 +356,58 @@ async fn denied_addresses_are_refused_at_accept_and_allowed_ones_served() {
     pool.stop();
 }
 
+/// Reads until the pool closes the connection: true on close, false if it stays open for 30 s
+/// (the session's own login timeout is 60 s, so only the transport's timeouts close it sooner).
+async fn closed_without_sending<S: AsyncRead + Unpin>(mut stream: S) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_headers_and_handshakes_are_closed_by_the_transport_timeouts() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let patch = json!({
+        "ports": {port.to_string(): {"tls": "auto"}},
+        "poolServer": {
+            "tlsSelfSignedDir": dir.path().join("tls"),
+            "tlsHandshakeTimeout": 1,
+            "proxyProtocol": {"enabled": true, "trusted": ["127.0.0.1/32"], "timeout": 1},
+        },
+    });
+    let Stack { pool, devnet: _devnet, redis: _redis, hasher } =
+        Stack::start(1_000_000_000, &[(port, 2)], patch, &[Module::Stratum]).await;
+
+    // A trusted balancer that starts a header and stalls.
+    let mut partial = TcpStream::connect(addr(port)).await.unwrap();
+    partial.write_all(b"PROXY TCP4 198.51").await.unwrap();
+    assert!(closed_without_sending(partial).await, "a stalled PROXY header is closed");
+    // A silent connection (no header, no first byte).
+    let silent = connect_from("127.0.0.31".parse().unwrap(), port).await;
+    assert!(closed_without_sending(silent).await, "a silent connection is closed");
+    // A TLS client that sends the start of a ClientHello and stalls.
+    let mut stalled = connect_from("127.0.0.32".parse().unwrap(), port).await;
+    stalled.write_all(&[0x16, 0x03, 0x01, 0x00, 0xf4]).await.unwrap();
+    assert!(closed_without_sending(stalled).await, "a stalled TLS handshake is closed");
+    // A malformed header from the trusted balancer.
+    let mut garbage = TcpStream::connect(addr(port)).await.unwrap();
+    garbage.write_all(b"PROXY TCP4 not-an-ip 10.0.0.1 1 2\r\n").await.unwrap();
+    assert!(closed_without_sending(garbage).await, "a malformed PROXY header is refused");
+
+    // The port still serves a well-behaved miner with a PROXY header, plain after it.
+    let mut good = TcpStream::connect(addr(port)).await.unwrap();
+    good.write_all(b"PROXY TCP4 198.51.100.20 127.0.0.1 5000 3333\r\n").await.unwrap();
+    let mut good = TestMiner::from_io(good);
+    login_job_submit(&mut good, &hasher, "after-header").await;
+    pool.stop();
+}
+
 /// Resident memory of a process, bytes (Linux).
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

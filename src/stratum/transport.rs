@@ -172,7 +172,9 @@ impl Transport {
                     });
                 }
                 Ok(None) if n == buf.len() => return Err(Refusal::ProxyInvalid),
-                // The peek returns at once while the bytes seen are all there are.
+                // The peek returns at once while the bytes seen are all there are: poll, and
+                // give up at the deadline (a stalled header must not hold the slot forever).
+                Ok(None) if Instant::now() >= deadline => return Err(Refusal::ProxyTimeout),
                 Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
                 Err(_) => return Err(Refusal::ProxyInvalid),
             }
@@ -455,6 +457,34 @@ mod tests {
         let second = load_tls(&config, &[]).unwrap();
         assert!(!second.generated);
         assert_eq!(second.fingerprint, first.fingerprint);
+    }
+
+    #[test]
+    fn configured_certificate_and_ca_chain_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = rcgen::generate_simple_self_signed(vec!["pool.example".to_string()]).unwrap();
+        let intermediate = rcgen::generate_simple_self_signed(vec!["ca.example".to_string()]).unwrap();
+        let (cert, key, ca) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("ca.pem"));
+        fs::write(&cert, leaf.cert.pem()).unwrap();
+        fs::write(&key, leaf.key_pair.serialize_pem()).unwrap();
+        fs::write(&ca, intermediate.cert.pem()).unwrap();
+        let config = TlsConfig {
+            cert: Some(cert.clone()),
+            key: Some(key),
+            ca: Some(ca),
+            self_signed_dir: dir.path().join("unused"),
+            handshake_timeout: Duration::from_secs(10),
+        };
+        let setup = load_tls(&config, &[]).unwrap();
+        assert!(!setup.generated);
+        assert_eq!(setup.cert_path, cert);
+        assert_eq!(setup.fingerprint, fingerprint(leaf.cert.der()));
+        assert!(!dir.path().join("unused").exists(), "nothing generated when sslCert is set");
+        // A key that does not belong to the certificate is refused at start.
+        let other = rcgen::KeyPair::generate().unwrap();
+        fs::write(dir.path().join("other.pem"), other.serialize_pem()).unwrap();
+        let mismatched = TlsConfig { key: Some(dir.path().join("other.pem")), ca: None, ..config };
+        assert!(load_tls(&mismatched, &[]).is_err());
     }
 
     #[test]
