@@ -203,7 +203,11 @@ impl MinerSession {
         let data = std::mem::take(&mut self.outbox);
         self.flushing = true;
         let write = async move {
-            let result = writer.write_all(&data).await;
+            // The flush matters for TLS only: records rustls could not write yet go out now.
+            let result = match writer.write_all(&data).await {
+                Ok(()) => writer.flush().await,
+                Err(e) => Err(e),
+            };
             (writer, result)
         };
         ctx.spawn(write.into_actor(self).map(|(writer, result), act, ctx| {

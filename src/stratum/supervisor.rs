@@ -211,7 +211,13 @@ fn admit(shared: &StratumContext, ip: IpAddr, port: u16) -> bool {
 /// Counts and logs a connection the transport refused.
 fn refused(refusal: Refusal, ip: IpAddr, port: u16) {
     crate::metrics::connection_refused(refusal.reason());
-    tracing::info!(%ip, port, reason = refusal.reason(), "[Pool] connection refused ({})", refusal.reason());
+    let reason = refusal.reason();
+    if refusal == Refusal::Closed {
+        // Port scanners and TCP health checks: counted, not worth an info line each.
+        tracing::debug!(%ip, port, reason, "[Pool] connection refused ({reason})");
+    } else {
+        tracing::info!(%ip, port, reason, "[Pool] connection refused ({reason})");
+    }
 }
 
 impl Actor for PortSupervisor {
