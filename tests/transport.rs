@@ -204,6 +204,40 @@ async fn tls_only_and_auto_detect_ports_serve_xmrig_over_tls_and_plain() {
     pool.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_count_against_the_per_ip_cap() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_dir = dir.path().join("tls");
+    let patch = json!({
+        "ports": {port.to_string(): {"tls": "on"}},
+        "poolServer": {"tlsSelfSignedDir": cert_dir, "maxConnectionsPerIp": 1},
+    });
+    let Stack { pool, devnet: _devnet, redis: _redis, hasher: _hasher } =
+        Stack::start(1_000_000_000, &[(port, 2)], patch, &[Module::Stratum]).await;
+    let cert = CertificateDer::from_pem_file(cert_dir.join("cert.pem")).unwrap();
+    let pinned = pinned_connector(&hex::encode(Sha256::digest(cert.as_ref())));
+    let mut first = tls_miner(&pinned, port).await;
+    xmrig_login(&mut first, "first").await;
+    // The cap is taken before the handshake: a second connection gets no TLS session.
+    let tcp = TcpStream::connect(addr(port)).await.unwrap();
+    assert!(pinned.connect(ServerName::try_from("localhost").unwrap(), tcp).await.is_err());
+    // Once the first session ends its slot is free again.
+    drop(first);
+    let mut handshakes = 0;
+    let mut second = loop {
+        let tcp = TcpStream::connect(addr(port)).await.unwrap();
+        handshakes += 1;
+        match pinned.connect(ServerName::try_from("localhost").unwrap(), tcp).await {
+            Ok(tls) => break TestMiner::from_io(tls),
+            Err(_) => assert!(handshakes < 300, "the slot never came back"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    xmrig_login(&mut second, "second").await;
+    pool.stop();
+}
+
 /// HAProxy in the foreground on free loopback ports: `v1` and `v2` frontends forwarding to
 /// the pool with `send-proxy` and `send-proxy-v2`.
 struct HaProxy {
