@@ -698,7 +698,10 @@ mod tests {
         assert_eq!(body["miner"], json!({}));
         assert_eq!(body["health"]["pastella"]["price"], Value::Null);
         assert_eq!(body["config"]["fee"], json!(1));
-        assert_eq!(body["config"]["ports"][0], json!({"port": 3333, "difficulty": 5000, "desc": "Low end hardware"}));
+        assert_eq!(
+            body["config"]["ports"][0],
+            json!({"port": 3333, "difficulty": 5000, "desc": "Low end hardware", "ssl": false, "tls": "off"})
+        );
         assert_eq!(body["config"]["maxPaymentThreshold"], Value::Null);
         assert!(body["pool"].get("lastBlockFound").is_none());
         assert_eq!(body["charts"]["hashrate"], json!([]));
