@@ -432,6 +432,23 @@ mod tests {
         assert_eq!(access(&allow, &deny, ip("::1")), Access::Default);
     }
 
+    proptest::proptest! {
+        /// For an address inside an `allow` and a `deny` network, the longer prefix decides and a
+        /// tie denies; an address outside both gets the default.
+        #[test]
+        fn access_follows_the_longest_prefix(ip: [u8; 4], a in 0u8..=32, d in 0u8..=32, other: [u8; 4]) {
+            let ip = IpAddr::from(ip);
+            let allow = vec![IpNet::new(ip, a).unwrap().trunc()];
+            let deny = vec![IpNet::new(ip, d).unwrap().trunc()];
+            let expected = if a > d { Access::Allowed } else { Access::Denied };
+            proptest::prop_assert_eq!(access(&allow, &deny, ip), expected);
+            let other = IpAddr::from(other);
+            if !allow[0].contains(&other) && !deny[0].contains(&other) {
+                proptest::prop_assert_eq!(access(&allow, &deny, other), Access::Default);
+            }
+        }
+    }
+
     #[test]
     fn canonical_ip_unmaps_ipv4() {
         assert_eq!(canonical_ip("::ffff:1.2.3.4".parse().unwrap()), "1.2.3.4".parse::<IpAddr>().unwrap());
