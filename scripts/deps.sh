@@ -4,7 +4,7 @@
 # prometheus (promtool), and for tests/ops.rs nginx, curl, openssl, fail2ban (fail2ban-regex),
 # systemd (systemd-analyze), python3 with jsonschema and yaml, plus the compose-spec JSON schema
 # (from the docker-compose package on PyPI, into target/compose-spec/). Debian/Ubuntu; uses
-# sudo when not root.
+# sudo when not root. Also haproxy (PROXY protocol test).
 set -euo pipefail
 
 need=()
@@ -20,6 +20,7 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v fail2ban-regex >/dev/null || need+=(fail2ban)
   command -v systemd-analyze >/dev/null || need+=(systemd)
   python3 -c 'import jsonschema, yaml' 2>/dev/null || need+=(python3-jsonschema python3-yaml python3-pip)
+  command -v haproxy >/dev/null || need+=(haproxy)
 fi
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2

@@ -19,12 +19,13 @@ use crate::accounting::ledger::{Drain, LedgerConfig, ShareLedger};
 use crate::accounting::payments::{PaymentProcessor, PaymentSettings};
 use crate::accounting::payouts::PayoutPolicy;
 use crate::accounting::unlocker::{BlockUnlocker, UnlockerSettings};
-use crate::config::{Config, Module, RandomXMode};
+use crate::config::{Config, Module, RandomXMode, TlsMode};
 use crate::jobs::{DistributorConfig, JobDistributor, JobTemplate, ResumeSubmissions, Subscribe, UnsavedCandidates};
 use crate::node::{DaemonClient, WalletClient};
 use crate::pow::{Mode, PowConfig, PowEngine};
 use crate::store::{CandidateResult, Store};
 use crate::stratum::supervisor::{GetPortStats, StopAccepting};
+use crate::stratum::transport::load_tls;
 use crate::stratum::{PortSupervisor, StratumContext};
 
 /// A running pool.
@@ -212,13 +213,26 @@ async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
     )
     .start();
     resume_submissions(&pool.store, &distributor).await;
-    let shared = Arc::new(StratumContext::new(
+    let mut context = StratumContext::new(
         config.clone(),
         engine.clone(),
         pool.current.clone(),
         ledger.clone().recipient(),
         distributor.clone().recipient(),
-    ));
+    );
+    if config.ports.iter().any(|p| p.tls != TlsMode::Off) {
+        let tls = load_tls(&config.pool_server.tls, std::slice::from_ref(&config.pool_host))
+            .context("setting up TLS for the stratum ports (poolServer.sslCert/sslKey/tlsSelfSignedDir)")?;
+        let origin = if tls.generated { "generated self-signed" } else { "loaded" };
+        tracing::info!(
+            "[Pool] TLS certificate {} ({origin}), SHA-256 fingerprint {} (xmrig --tls-fingerprint {})",
+            tls.cert_path.display(),
+            tls.fingerprint,
+            tls.fingerprint
+        );
+        context = context.with_tls(tls.acceptor);
+    }
+    let shared = Arc::new(context);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     pool.arbiters = (0..cores).map(|_| Arbiter::new()).collect();
     let handles = Arc::new(pool.arbiters.iter().map(|a| a.handle()).collect::<Vec<_>>());

@@ -22,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -148,6 +149,69 @@ pub struct PoolServerConfig {
     pub instance_id: Option<[u8; 4]>,
     /// `reserveSize`: extra-nonce bytes asked from the daemon, default 17, 8..=127.
     pub reserve_size: usize,
+    /// `allow`: CIDR list (or bare IPs) of trusted farm NATs and proxies, default empty. Where an
+    /// address matches both `allow` and `deny`, the more specific prefix decides.
+    pub allow: Vec<IpNet>,
+    /// `deny`: CIDR list (or bare IPs) refused at accept, default empty.
+    pub deny: Vec<IpNet>,
+    /// `proxyProtocol`: PROXY v1/v2 headers from load balancers.
+    pub proxy_protocol: ProxyProtocolConfig,
+    /// TLS for ports whose `tls` is `on` or `auto`.
+    pub tls: TlsConfig,
+}
+
+/// `poolServer.proxyProtocol`: the PROXY protocol (v1 text, v2 binary) that HAProxy and cloud
+/// load balancers prepend to each connection to pass the client's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocolConfig {
+    /// `enabled`, default false.
+    pub enabled: bool,
+    /// `trusted`: CIDR list of the load balancers allowed to send a header; a header from any
+    /// other address refuses the connection.
+    pub trusted: Vec<IpNet>,
+    /// `required`, default false: a trusted connection without a header is refused.
+    pub required: bool,
+    /// `timeout` (s): the header (or a client's first bytes) must arrive within this, default 5.
+    pub timeout: Duration,
+}
+
+/// The stratum TLS certificate (old pool keys `poolServer.sslCert`, `sslKey`, `sslCA`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `sslCert`: PEM certificate chain; with `sslKey`. Unset: a self-signed one is used.
+    pub cert: Option<PathBuf>,
+    /// `sslKey`: PEM private key of `sslCert`.
+    pub key: Option<PathBuf>,
+    /// `sslCA`: PEM intermediate certificates sent after `sslCert`.
+    pub ca: Option<PathBuf>,
+    /// `tlsSelfSignedDir`: where the self-signed certificate is generated on first start and
+    /// kept (`cert.pem`, `key.pem`), default `tls`.
+    pub self_signed_dir: PathBuf,
+    /// `tlsHandshakeTimeout` (s): a TLS handshake must finish within this, default 10.
+    pub handshake_timeout: Duration,
+}
+
+/// How a stratum port speaks TLS (`ports.<port>.tls`; the old `ssl: true` means `on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Plain TCP only (default).
+    #[default]
+    Off,
+    /// TLS only.
+    On,
+    /// TLS or plain, told apart by the first byte (0x16 starts a TLS handshake).
+    Auto,
+}
+
+impl TlsMode {
+    /// The name used in the config and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Off => "off",
+            TlsMode::On => "on",
+            TlsMode::Auto => "auto",
+        }
+    }
 }
 
 /// The stratum side's defences against hostile clients (keys under `poolServer`, documented
@@ -204,7 +268,9 @@ pub struct RateLimitsConfig {
 }
 
 impl StratumLimitsConfig {
-    /// True if `ip` is in `poolServer.allow` (exempt from per-IP caps and rate limits).
+    /// True if `ip` is in `poolServer.allow` (exempt from per-IP caps and rate limits). The
+    /// running pool asks `Transport::is_allowed`, which also lets a longer `deny` prefix win;
+    /// a denied address never gets as far as the caps.
     pub fn exempt(&self, ip: IpAddr) -> bool {
         self.allow.iter().any(|net| net.contains(&ip))
     }
@@ -219,6 +285,8 @@ pub struct PortConfig {
     pub diff: u64,
     /// `desc`: shown in the start-up log and by the API.
     pub desc: String,
+    /// `tls`: `off` (default), `on` or `auto` (old: `ssl: true` = `on`).
+    pub tls: TlsMode,
 }
 
 /// `varDiff`: per-miner difficulty retargeting (spec §8.4).
@@ -716,7 +784,7 @@ impl Config {
             s.instance_id.map_or_else(|| "random".to_string(), hex::encode)
         )?;
         for p in &c.ports {
-            writeln!(out, "  port {}:    diff {}, {:?}", p.port, p.diff, p.desc)?;
+            writeln!(out, "  port {}:    diff {}, {:?}, TLS {}", p.port, p.diff, p.desc, p.tls.as_str())?;
         }
         let v = &c.var_diff;
         writeln!(
@@ -1026,6 +1094,14 @@ struct RawPoolServer {
     line_timeout: Option<u64>,
     shares_in_flight: Option<RawSharesInFlight>,
     rate_limits: Option<RawRateLimits>,
+    deny: Option<Vec<String>>,
+    proxy_protocol: Option<RawProxyProtocol>,
+    ssl_cert: Option<String>,
+    ssl_key: Option<String>,
+    #[serde(rename = "sslCA")]
+    ssl_ca: Option<String>,
+    tls_self_signed_dir: Option<String>,
+    tls_handshake_timeout: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1050,6 +1126,15 @@ struct RawRateLimits {
 struct RawRateLimit {
     per_second: Option<f64>,
     burst: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct RawProxyProtocol {
+    enabled: Option<bool>,
+    trusted: Option<Vec<String>>,
+    required: Option<bool>,
+    timeout: Option<u64>,
 }
 
 /// `ports` in either shape; a visitor rather than an untagged enum so that errors inside an
@@ -1096,6 +1181,9 @@ struct RawPort {
     /// The old pool's spelling of `diff`.
     difficulty: Option<u64>,
     desc: Option<String>,
+    tls: Option<String>,
+    /// The old pool's TLS switch (`true` = `tls: "on"`).
+    ssl: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1481,6 +1569,22 @@ impl Check {
         }
     }
 
+    /// A list of CIDR networks; a bare address is its single-host network.
+    fn cidrs(&mut self, path: &str, list: Option<Vec<String>>) -> Vec<IpNet> {
+        let mut nets = Vec::new();
+        for (index, text) in list.unwrap_or_default().into_iter().enumerate() {
+            let parsed = text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => nets.push(net.trunc()),
+                Err(_) => self.fail(
+                    &format!("{path}[{index}]"),
+                    format!("must be a CIDR network such as \"10.0.0.0/8\" or an IP address, got {text:?}"),
+                ),
+            }
+        }
+        nets
+    }
+
     fn host(&mut self, path: &str, text: Option<String>) -> String {
         let host = text.unwrap_or_else(|| "127.0.0.1".to_string());
         if host.trim().is_empty() {
@@ -1643,7 +1747,26 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
         },
         instance_id: server.instance_id.and_then(|text| parse_instance_id("poolServer.instanceId", &text, check)),
         reserve_size: check.between("poolServer.reserveSize", server.reserve_size.unwrap_or(17), 8, 127) as usize,
+        allow: limits.allow.clone(),
+        deny: check.cidrs("poolServer.deny", server.deny),
+        proxy_protocol: build_proxy_protocol(server.proxy_protocol.unwrap_or_default(), check),
+        tls: TlsConfig {
+            cert: server.ssl_cert.map(PathBuf::from),
+            key: server.ssl_key.map(PathBuf::from),
+            ca: server.ssl_ca.map(PathBuf::from),
+            self_signed_dir: PathBuf::from(server.tls_self_signed_dir.unwrap_or_else(|| "tls".to_string())),
+            handshake_timeout: Duration::from_secs(check.between(
+                "poolServer.tlsHandshakeTimeout",
+                server.tls_handshake_timeout.unwrap_or(10),
+                1,
+                300,
+            )),
+        },
     };
+    if pool_server.tls.cert.is_some() != pool_server.tls.key.is_some() {
+        let missing = if pool_server.tls.cert.is_some() { "poolServer.sslKey" } else { "poolServer.sslCert" };
+        check.fail(missing, "is required when the other of sslCert/sslKey is set (a PEM file path)");
+    }
 
     let ports = build_ports(ports, check, warnings);
     let var_diff = build_var_diff(var_diff, check);
@@ -1702,18 +1825,9 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
 
 /// The `poolServer` keys of [`StratumLimitsConfig`] (taken out of `server`).
 fn build_limits(server: &mut RawPoolServer, check: &mut Check) -> StratumLimitsConfig {
-    let mut allow = Vec::new();
-    for (i, text) in server.allow.take().unwrap_or_default().into_iter().enumerate() {
-        // A bare address is its own /32 or /128.
-        let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from));
-        match parsed {
-            Ok(net) => allow.push(net.trunc()),
-            Err(_) => check.fail(
-                &format!("poolServer.allow[{i}]"),
-                format!("must be an address or CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\", got {text:?}"),
-            ),
-        }
-    }
+    // A bare address is its own /32 or /128. Parsed here once; the transport's accept policy
+    // (`PoolServerConfig::allow`) is a copy of this list.
+    let allow = check.cidrs("poolServer.allow", server.allow.take());
     let per_subnet = check.at_least(
         "poolServer.maxConnectionsPerSubnet",
         server.max_connections_per_subnet.take().unwrap_or(1024),
@@ -1848,9 +1962,33 @@ fn build_ports(raw: Option<(RawPorts, String)>, check: &mut Check, warnings: &mu
                 None
             }
         };
+        let tls = match (raw.tls.as_deref(), raw.ssl) {
+            (None, ssl) => {
+                if ssl == Some(true) {
+                    TlsMode::On
+                } else {
+                    TlsMode::Off
+                }
+            }
+            (Some(text), ssl) => {
+                let mode = match text {
+                    "off" => TlsMode::Off,
+                    "on" => TlsMode::On,
+                    "auto" => TlsMode::Auto,
+                    _ => {
+                        check.fail(&join(&path, "tls"), format!("must be \"off\", \"on\" or \"auto\", got {text:?}"));
+                        TlsMode::Off
+                    }
+                };
+                if ssl.is_some_and(|ssl| ssl != (mode != TlsMode::Off)) {
+                    check.fail(&join(&path, "ssl"), format!("contradicts \"tls\": {text:?}; set only one of them"));
+                }
+                mode
+            }
+        };
         if let (Some(port), Some(diff)) = (port, diff) {
             let desc = raw.desc.unwrap_or_default();
-            found.push((PortConfig { port, diff, desc }, path));
+            found.push((PortConfig { port, diff, desc, tls }, path));
         }
     };
     match raw {
@@ -1888,6 +2026,27 @@ fn build_ports(raw: Option<(RawPorts, String)>, check: &mut Check, warnings: &mu
         }
     }
     found.into_iter().map(|(p, _)| p).collect()
+}
+
+fn build_proxy_protocol(raw: RawProxyProtocol, check: &mut Check) -> ProxyProtocolConfig {
+    let config = ProxyProtocolConfig {
+        enabled: raw.enabled.unwrap_or(false),
+        trusted: check.cidrs("poolServer.proxyProtocol.trusted", raw.trusted),
+        required: raw.required.unwrap_or(false),
+        timeout: Duration::from_secs(check.between(
+            "poolServer.proxyProtocol.timeout",
+            raw.timeout.unwrap_or(5),
+            1,
+            60,
+        )),
+    };
+    if config.enabled && config.trusted.is_empty() {
+        check.fail(
+            "poolServer.proxyProtocol.trusted",
+            "must list the load balancers' addresses (e.g. [\"127.0.0.1/32\"]) when enabled is true, got []",
+        );
+    }
+    config
 }
 
 fn build_var_diff((raw, base): (RawVarDiff, String), check: &mut Check) -> VarDiffConfig {

@@ -21,6 +21,7 @@
 //! - [`metrics`]: every metric name, in one place.
 //! - [`app`]: wiring; builds every actor from the config.
 //! - [`log_format`]: the log line format (ban lines that fail2ban can read).
+//! - [`fuzz`]: fuzz harnesses (stable toolchain) for every parser fed by the network.
 //! - [`devnet`]: a simulated Pastellad and wallet API on loopback, real wire formats, for tests and trials.
 
 pub mod accounting;
@@ -29,6 +30,7 @@ pub mod app;
 pub mod chain;
 pub mod config;
 pub mod devnet;
+pub mod fuzz;
 pub mod jobs;
 pub mod log_format;
 pub mod metrics;

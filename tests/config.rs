@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use pastella_pool::config::{Config, ConfigError, Module, RandomXMode};
+use pastella_pool::config::{Config, ConfigError, Module, RandomXMode, TlsMode};
 use serde_json::{json, Value};
 
 const POOL_ADDRESS: &str = "PAS1LqBfSfzeu7Khipaj1JbSvkJfP6yJ8Z16wZVjSdd75QqM8KTcnF";
@@ -141,6 +141,8 @@ const OLD_POOL_CONFIG: &str = r#"{
         "blockRefreshInterval": 600,
         "minerTimeout": 900,
         "sslCert": "./cert.pem",
+        "sslKey": "./privkey.pem",
+        "sslCA": "./chain.pem",
         "ports": [
             { "port": 7777, "difficulty": 25000, "desc": "High end" },
             { "port": 3333, "difficulty": 5000, "desc": "Low end" },
@@ -239,6 +241,11 @@ fn old_pool_config_maps_and_warns() {
     assert_eq!(config.charts.user.worker_hashrate.update_interval, Duration::from_secs(30));
     assert!(!config.charts.user.payments_enabled);
     assert_eq!(config.charts.blocks.days, 14);
+    let tls: Vec<TlsMode> = config.ports.iter().map(|p| p.tls).collect();
+    assert_eq!(tls, [TlsMode::Off, TlsMode::Off, TlsMode::Off, TlsMode::On], "ssl: true is a TLS-only port");
+    assert_eq!(config.pool_server.tls.cert.as_deref(), Some(Path::new("./cert.pem")));
+    assert_eq!(config.pool_server.tls.key.as_deref(), Some(Path::new("./privkey.pem")));
+    assert_eq!(config.pool_server.tls.ca.as_deref(), Some(Path::new("./chain.pem")));
 
     for path in [
         "blockchainExplorer",
@@ -248,8 +255,6 @@ fn old_pool_config_maps_and_warns() {
         "logging.console.colors",
         "poolServer.clusterForks",
         "poolServer.addressPrefix",
-        "poolServer.sslCert",
-        "poolServer.ports[3].ssl",
         "poolServer.slushMining",
         "payments.mixin",
         "payments.priority",
@@ -408,6 +413,48 @@ fn coin_rules() {
 }
 
 #[test]
+fn transport_rules() {
+    let (config, _) = accepts(|v| {
+        v["ports"]["3333"]["tls"] = json!("auto");
+        v["poolServer"]["allow"] = json!(["10.1.0.0/16", "192.0.2.7"]);
+        v["poolServer"]["deny"] = json!(["10.0.0.0/8"]);
+        v["poolServer"]["proxyProtocol"] = json!({"enabled": true, "trusted": ["127.0.0.1/32"], "required": true});
+    });
+    assert_eq!(config.ports[0].tls, TlsMode::Auto);
+    assert_eq!(config.pool_server.allow.len(), 2);
+    assert_eq!(config.pool_server.allow[1].to_string(), "192.0.2.7/32");
+    let proxy = &config.pool_server.proxy_protocol;
+    assert!(proxy.enabled && proxy.required);
+    assert_eq!(proxy.timeout, Duration::from_secs(5));
+    assert_eq!(config.pool_server.tls.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(config.pool_server.tls.self_signed_dir, Path::new("tls"));
+
+    rejects(|v| v["ports"]["3333"]["tls"] = json!("yes"), "ports.3333.tls must be \"off\", \"on\" or \"auto\"");
+    rejects(
+        |v| {
+            v["ports"]["3333"]["tls"] = json!("off");
+            v["ports"]["3333"]["ssl"] = json!(true);
+        },
+        "ports.3333.ssl contradicts \"tls\"",
+    );
+    rejects(|v| v["poolServer"]["allow"] = json!(["10.0.0.0/33"]), "poolServer.allow[0] must be a CIDR network");
+    rejects(|v| v["poolServer"]["deny"] = json!(["x", "1.2.3.4"]), "poolServer.deny[0] must be a CIDR network");
+    rejects(
+        |v| v["poolServer"]["proxyProtocol"] = json!({"enabled": true}),
+        "poolServer.proxyProtocol.trusted must list the load balancers",
+    );
+    rejects(
+        |v| v["poolServer"]["proxyProtocol"] = json!({"enabled": true, "trusted": ["::1"], "timeout": 0}),
+        "poolServer.proxyProtocol.timeout must be between 1 and 60, got 0",
+    );
+    rejects(|v| v["poolServer"]["sslCert"] = json!("cert.pem"), "poolServer.sslKey is required");
+    rejects(
+        |v| v["poolServer"]["tlsHandshakeTimeout"] = json!(0),
+        "poolServer.tlsHandshakeTimeout must be between 1 and 300, got 0",
+    );
+}
+
+#[test]
 fn pool_server_rules() {
     rejects(
         |v| v["poolServer"]["blockRefreshInterval"] = json!(5),
@@ -464,7 +511,7 @@ fn stratum_limits_have_defaults_and_path_named_errors() {
 
     rejects(
         |v| v["poolServer"]["allow"] = json!(["10.0.0.0/8", "10.0.0.0/33"]),
-        "poolServer.allow[1] must be an address or CIDR block",
+        "poolServer.allow[1] must be a CIDR network",
     );
     rejects(
         |v| v["poolServer"]["maxConnectionsPerSubnet"] = json!(0),

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use super::shapes::{self, num, BlockRecord, BlockTotals, Merge};
 use super::Shared;
-use crate::config::{ChartSeries, Config};
+use crate::config::{ChartSeries, Config, TlsMode};
 use crate::node::{DaemonClient, WalletClient};
 use crate::store::{Store, StoreError};
 
@@ -129,7 +129,10 @@ fn config_object(config: &Config) -> Value {
     let payments = &config.payments;
     json!({
         "poolHost": config.pool_host,
-        "ports": config.ports.iter().map(|p| json!({"port": p.port, "difficulty": p.diff, "desc": p.desc})).collect::<Vec<_>>(),
+        "ports": config.ports.iter().map(|p| {
+            // `ssl` is the old pool's flag (true when TLS is offered); `tls` adds auto-detect.
+            json!({"port": p.port, "difficulty": p.diff, "desc": p.desc, "ssl": p.tls != TlsMode::Off, "tls": p.tls.as_str()})
+        }).collect::<Vec<_>>(),
         "cnAlgorithm": config.cn_algorithm,
         "cnVariant": config.cn_variant,
         "cnBlobType": config.cn_blob_type,
@@ -716,7 +719,10 @@ mod tests {
         assert_eq!(body["miner"], json!({}));
         assert_eq!(body["health"]["pastella"]["price"], Value::Null);
         assert_eq!(body["config"]["fee"], json!(1));
-        assert_eq!(body["config"]["ports"][0], json!({"port": 3333, "difficulty": 5000, "desc": "Low end hardware"}));
+        assert_eq!(
+            body["config"]["ports"][0],
+            json!({"port": 3333, "difficulty": 5000, "desc": "Low end hardware", "ssl": false, "tls": "off"})
+        );
         assert_eq!(body["config"]["maxPaymentThreshold"], Value::Null);
         assert!(body["pool"].get("lastBlockFound").is_none());
         assert_eq!(body["charts"]["hashrate"], json!([]));

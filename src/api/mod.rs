@@ -18,7 +18,7 @@ pub mod shapes;
 
 mod admin;
 mod page;
-mod routes;
+pub(crate) mod routes;
 
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

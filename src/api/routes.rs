@@ -41,9 +41,12 @@ pub struct Params(HashMap<String, String>);
 impl Params {
     /// Parses the request's query string; an unreadable one is empty.
     pub fn of(req: &HttpRequest) -> Params {
-        let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-            .map(|q| q.into_inner())
-            .unwrap_or_default();
+        Params::parse(req.query_string())
+    }
+
+    /// Parses a query string (without `?`); an unreadable one is empty.
+    pub fn parse(query: &str) -> Params {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(query).map(|q| q.into_inner()).unwrap_or_default();
         let mut map = HashMap::new();
         for (k, v) in pairs {
             map.entry(k).or_insert(v);

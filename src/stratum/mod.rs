@@ -6,16 +6,20 @@
 //! Pure rules live beside the actors and are unit-tested without them: [`protocol`] (wire
 //! format), [`login`] (login string), [`vardiff`], [`trust`] (share trust), [`bans`],
 //! [`ratelimit`] (per-IP token buckets), [`inflight`] (verification caps per session and IP),
-//! and [`line`] (the bufferless line reader, with its slowloris timeout).
+//! [`line`] (the bufferless line reader, with its slowloris timeout) and [`proxy_header`]
+//! (PROXY protocol and first-byte sniff). [`transport`] sits below the session: accept policy
+//! (`allow`/`deny`), PROXY header and TLS.
 
 pub mod bans;
 pub mod inflight;
 pub mod line;
 pub mod login;
 pub mod protocol;
+pub mod proxy_header;
 pub mod ratelimit;
 pub mod session;
 pub mod supervisor;
+pub mod transport;
 pub mod trust;
 pub mod vardiff;
 
@@ -69,6 +73,8 @@ pub struct StratumContext {
     pub rates: ratelimit::RateLimiter,
     /// Verification caps per session and IP.
     pub in_flight: Arc<inflight::InFlight>,
+    /// Accept policy, PROXY header and TLS.
+    pub transport: transport::Transport,
     next_job_id: AtomicU64,
 }
 
@@ -91,6 +97,7 @@ impl StratumContext {
             ),
             rates: ratelimit::RateLimiter::new(config.limits.rate_limits),
             in_flight: inflight::InFlight::new(config.limits.shares_in_flight),
+            transport: transport::Transport::new(&config.pool_server, None),
             config,
             engine,
             current,
@@ -102,9 +109,16 @@ impl StratumContext {
         }
     }
 
-    /// True if `ip` is in `poolServer.allow`: exempt from per-IP caps and rate limits.
+    /// True if `ip` is in `poolServer.allow`: exempt from per-IP caps and rate limits (never
+    /// from share checks).
     pub fn exempt(&self, ip: IpAddr) -> bool {
-        self.config.limits.exempt(ip)
+        self.transport.is_allowed(ip)
+    }
+
+    /// Serves TLS ports with `acceptor`.
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> StratumContext {
+        self.transport = transport::Transport::new(&self.config.pool_server, Some(acceptor));
+        self
     }
 
     /// A process-unique job id.

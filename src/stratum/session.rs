@@ -16,8 +16,6 @@ use std::time::Instant;
 use actix::prelude::*;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 
 use super::inflight::{Permit, SessionWork};
 use super::line::{LineError, LineReader};
@@ -25,6 +23,7 @@ use super::login::{self, Login};
 use super::protocol::{self, msg, JobFields, Parsed};
 use super::ratelimit::{self, Decision};
 use super::supervisor::{PortSupervisor, Register, SessionLoggedIn, Unregister};
+use super::transport::{MinerStream, StreamWriter};
 use super::trust::Trust;
 use super::vardiff::VarDiff;
 use super::{unix_ms, StratumContext, SubmitTicket, JOBS_KEPT, MAX_LINE, MAX_OUTBOX, TEMPLATE_WAIT};
@@ -130,7 +129,7 @@ pub struct MinerSession {
     accepted_at: Instant,
     shared: Arc<StratumContext>,
     supervisor: Addr<PortSupervisor>,
-    writer: Option<OwnedWriteHalf>,
+    writer: Option<StreamWriter>,
     outbox: Vec<u8>,
     flushing: bool,
     closing: bool,
@@ -150,9 +149,9 @@ pub struct MinerSession {
 
 /// Where and how a session was accepted.
 pub struct Accepted {
-    /// The socket.
-    pub stream: TcpStream,
-    /// Peer IP.
+    /// The byte stream (plain or TLS).
+    pub stream: MinerStream,
+    /// The client's IP (from the PROXY header when a trusted load balancer sent one).
     pub ip: IpAddr,
     /// Local port.
     pub port: u16,
@@ -231,7 +230,11 @@ impl MinerSession {
         let data = std::mem::take(&mut self.outbox);
         self.flushing = true;
         let write = async move {
-            let result = writer.write_all(&data).await;
+            // The flush matters for TLS only: records rustls could not write yet go out now.
+            let result = match writer.write_all(&data).await {
+                Ok(()) => writer.flush().await,
+                Err(e) => Err(e),
+            };
             (writer, result)
         };
         ctx.spawn(write.into_actor(self).map(|(writer, result), act, ctx| {
@@ -753,7 +756,8 @@ fn job_target(difficulty: u64) -> String {
     }
 }
 
-fn parse_nonce(text: &str) -> Option<[u8; 4]> {
+/// The submitted nonce: exactly 8 hex characters.
+pub(crate) fn parse_nonce(text: &str) -> Option<[u8; 4]> {
     let mut nonce = [0u8; 4];
     (text.len() == 8 && hex::decode_to_slice(text, &mut nonce).is_ok()).then_some(nonce)
 }

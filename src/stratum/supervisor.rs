@@ -12,6 +12,7 @@ use futures_util::stream;
 use tokio::net::{TcpListener, TcpSocket};
 
 use super::session::{Accepted, Fanout, MinerSession, Push, Tick};
+use super::transport::{canonical_ip, Access, MinerStream, Refusal};
 use super::StratumContext;
 use crate::config::PortConfig;
 use crate::jobs::NewTemplate;
@@ -116,39 +117,69 @@ impl PortSupervisor {
     }
 
     fn accept(&mut self, stream: tokio::net::TcpStream, peer: SocketAddr, ctx: &mut Context<Self>) {
-        let ip = canonical_ip(peer.ip());
-        let exempt = self.shared.exempt(ip);
-        if let Err(reason) = self.shared.limits.acquire(ip, exempt) {
-            crate::metrics::connection_refused(reason);
-            tracing::info!(%ip, port = self.port.port, "connection refused: {reason}");
+        let peer_ip = canonical_ip(peer.ip());
+        let port = self.port.port;
+        let mode = self.port.tls;
+        let shared = self.shared.clone();
+        // Without PROXY protocol the socket's address is the client's: policy and caps apply
+        // here, before any byte is read. Behind a load balancer they wait for the header.
+        let proxied = shared.transport.reads_proxy_header();
+        if !proxied && !admit(&shared, peer_ip, port) {
             return;
         }
         let _ = stream.set_nodelay(true);
+        let release = move |shared: &StratumContext| {
+            if !proxied {
+                shared.limits.release(peer_ip, shared.exempt(peer_ip));
+            }
+        };
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(_) => {
-                self.shared.limits.release(ip, exempt);
+                release(&shared);
                 return;
             }
         };
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
-        let shared = self.shared.clone();
         let supervisor = ctx.address();
-        let port = self.port.port;
         let port_difficulty = self.port.diff;
         let at = Instant::now();
+        let task_shared = shared.clone();
         let spawned = arbiter.spawn(async move {
+            let shared = task_shared;
             // Re-register the socket with this arbiter's reactor.
-            match tokio::net::TcpStream::from_std(std_stream) {
+            let Ok(mut stream) = tokio::net::TcpStream::from_std(std_stream) else {
+                release(&shared);
+                return;
+            };
+            if !shared.transport.needs_handshake(mode) {
+                let stream = MinerStream::Plain(stream);
+                MinerSession::start(Accepted { stream, ip: peer_ip, port, port_difficulty, at }, shared, supervisor);
+                return;
+            }
+            let ip = if proxied {
+                match shared.transport.identify(&mut stream, peer_ip).await {
+                    Ok(ip) if admit(&shared, ip, port) => ip,
+                    Ok(_) => return,
+                    Err(refusal) => return refused(refusal, peer_ip, port),
+                }
+            } else {
+                peer_ip
+            };
+            // From here the connection holds a slot for `ip`: a TLS handshake counts too.
+            match shared.transport.secure(stream, mode).await {
                 Ok(stream) => {
                     MinerSession::start(Accepted { stream, ip, port, port_difficulty, at }, shared, supervisor);
                 }
-                Err(_) => shared.limits.release(ip, exempt),
+                Err(refusal) => {
+                    shared.limits.release(ip, shared.exempt(ip));
+                    refused(refusal, ip, port);
+                }
             }
         });
         if !spawned {
-            self.shared.limits.release(ip, exempt);
+            release(&shared);
         }
     }
 
@@ -162,11 +193,30 @@ impl PortSupervisor {
     }
 }
 
-/// IPv4-mapped IPv6 peers as plain IPv4, so bans and caps see one address per host.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
+/// Applies `poolServer.deny` and the connection caps to a client address; true when the
+/// connection may go on (it then holds a slot in [`StratumContext::limits`]).
+fn admit(shared: &StratumContext, ip: IpAddr, port: u16) -> bool {
+    if shared.transport.access(ip) == Access::Denied {
+        refused(Refusal::Denied, ip, port);
+        return false;
+    }
+    if let Err(reason) = shared.limits.acquire(ip, shared.exempt(ip)) {
+        crate::metrics::connection_refused(reason);
+        tracing::info!(%ip, port, reason, "[Pool] connection refused ({reason})");
+        return false;
+    }
+    true
+}
+
+/// Counts and logs a connection the transport refused.
+fn refused(refusal: Refusal, ip: IpAddr, port: u16) {
+    crate::metrics::connection_refused(refusal.reason());
+    let reason = refusal.reason();
+    if refusal == Refusal::Closed {
+        // Port scanners and TCP health checks: counted, not worth an info line each.
+        tracing::debug!(%ip, port, reason, "[Pool] connection refused ({reason})");
+    } else {
+        tracing::info!(%ip, port, reason, "[Pool] connection refused ({reason})");
     }
 }
 
@@ -186,7 +236,13 @@ impl Actor for PortSupervisor {
             });
             ctx.add_stream(accepts);
         }
-        tracing::info!("[Pool] Started on port {} ({}), difficulty {}", self.port.port, self.port.desc, self.port.diff);
+        tracing::info!(
+            "[Pool] Started on port {} ({}), difficulty {}, TLS {}",
+            self.port.port,
+            self.port.desc,
+            self.port.diff,
+            self.port.tls.as_str()
+        );
         ctx.run_interval(self.tick_every, |act, _| {
             act.shared.bans.sweep();
             for entry in act.sessions.values() {

@@ -103,7 +103,7 @@ pub fn stats(coin: &str) -> Value {
         "lastblock": {"difficulty": "u64", "height": "u64", "timestamp": "u64", "reward": "u64", "hash": "str"},
         "network": {"difficulty": "u64", "height": "u64"},
         "config": {
-            "poolHost": "str", "ports": [{"port": "u64", "difficulty": "u64", "desc": "str"}],
+            "poolHost": "str", "ports": [{"port": "u64", "difficulty": "u64", "desc": "str", "ssl": "bool", "tls": "str"}],
             "cnAlgorithm": "str", "cnVariant": "u64", "cnBlobType": "u64", "hashrateWindow": "u64",
             "fee": "num", "soloFee": "num", "networkFee": "num", "coin": "str", "coinUnits": "u64",
             "coinDecimalPlaces": "u64", "coinDifficultyTarget": "u64", "symbol": "str", "depth": "u64",

@@ -16,8 +16,7 @@ use pastella_pool::config::{Config, Module};
 use pastella_pool::devnet::{DevnetConfig, DevnetHandle};
 use pastella_pool::pow::Hasher;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// The pool address of the shipped config (the devnet wallet's address).
@@ -297,8 +296,8 @@ impl Job {
 
 /// A stratum client speaking like xmrig.
 pub struct TestMiner {
-    reader: tokio::io::Lines<BufReader<OwnedReadHalf>>,
-    writer: OwnedWriteHalf,
+    reader: tokio::io::Lines<BufReader<Box<dyn AsyncRead + Send + Unpin>>>,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
     next_id: u64,
     pub session: String,
     pub pushed: VecDeque<Job>,
@@ -318,10 +317,15 @@ impl TestMiner {
     }
 
     fn from_stream(stream: TcpStream) -> TestMiner {
-        let (read, writer) = stream.into_split();
+        Self::from_io(stream)
+    }
+
+    /// A miner over any byte stream (TLS, or a socket that already sent a PROXY header).
+    pub fn from_io<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> TestMiner {
+        let (read, writer) = tokio::io::split(stream);
         TestMiner {
-            reader: BufReader::new(read).lines(),
-            writer,
+            reader: BufReader::new(Box::new(read) as Box<dyn AsyncRead + Send + Unpin>).lines(),
+            writer: Box::new(writer),
             next_id: 1,
             session: String::new(),
             pushed: VecDeque::new(),

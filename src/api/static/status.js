@@ -99,7 +99,9 @@ function renderPorts(cfg) {
     cell(row, p.port);
     cell(row, number(p.difficulty));
     cell(row, p.desc || "");
-    const cmd = "xmrig -a rx/0 -o " + (cfg.poolHost || location.hostname) + ":" + p.port + " -u ADDRESS -p WORKER";
+    cell(row, p.tls === "auto" ? "TLS or plain" : p.ssl ? "TLS only" : "plain");
+    const tls = p.ssl ? " --tls" : "";
+    const cmd = "xmrig -a rx/0 -o " + (cfg.poolHost || location.hostname) + ":" + p.port + tls + " -u ADDRESS -p WORKER";
     const td = cell(row, "", "mono");
     const code = document.createElement("code");
     code.textContent = cmd;
