@@ -148,6 +148,7 @@ impl Bench {
             pool_fee_bps: POOL_FEE_BPS,
             finder_reward_bps: FINDER_BPS,
             solo_fee_bps: SOLO_FEE_BPS,
+            payout_keep: Duration::from_secs(90 * 86_400),
         };
         let report = unlock_once(&self.store, &self.daemon, &self.token, &settings).await.unwrap();
         assert_eq!(report.pending, 0, "every candidate resolved: {report:?}");
