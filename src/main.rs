@@ -175,10 +175,21 @@ fn verify_block(args: &VerifyBlockArgs) -> ExitCode {
         }
     };
     let amount = |v: u64| format!("{v} ({} {})", coins(v, config.coin_units), config.symbol);
-    println!("block {} at height {} ({}, {})", payout.hash, payout.height, if payout.solo { "solo" } else { "prop" }, payout.status);
+    println!(
+        "block {} at height {} ({}, {})",
+        payout.hash,
+        payout.height,
+        if payout.solo { "solo" } else { "prop" },
+        payout.status
+    );
     println!("  finder:        {}", payout.finder);
     println!("  reward:        {}", payout.reward.map_or_else(|| "unknown".to_string(), amount));
-    println!("  window:        {} of N = {} difficulty units, {} address(es)", payout.window_total, payout.window_size, payout.window.len());
+    println!(
+        "  window:        {} of N = {} difficulty units, {} address(es)",
+        payout.window_total,
+        payout.window_size,
+        payout.window.len()
+    );
     if let Some(p) = &payout.partial {
         println!("  oldest record: {} counted {} of its {}", p.address, p.counted, p.record);
     }

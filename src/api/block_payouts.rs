@@ -21,7 +21,11 @@ pub async fn get_block_payouts(state: web::Data<ApiState>, req: HttpRequest) -> 
             Ok(hashes) => hashes.into_iter().next(),
             Err(e) => return failed(e),
         },
-        _ => return json_value(&json!({"error": "Parameters are incomplete: height=<block height> or hash=<block id, 64 hex digits>"})),
+        _ => {
+            return json_value(
+                &json!({"error": "Parameters are incomplete: height=<block height> or hash=<block id, 64 hex digits>"}),
+            )
+        }
     };
     let Some(hash) = hash else {
         return json_value(&json!({"error": "Not found"}));
@@ -127,7 +131,10 @@ mod tests {
             expires_at: Some(100),
         };
         let v = payout_json(&p);
-        assert_eq!(v["window"][0], json!({"address": "alice", "difficulty": 20, "partial": {"recordDifficulty": 15, "counted": 5}}));
+        assert_eq!(
+            v["window"][0],
+            json!({"address": "alice", "difficulty": 20, "partial": {"recordDifficulty": 15, "counted": 5}})
+        );
         assert_eq!(v["window"][1]["partial"], Value::Null);
         assert_eq!(v["credits"][1], json!({"address": "bob", "amount": 336, "finderReward": 10, "windowShare": 326}));
         let credited: u64 = v["credits"].as_array().unwrap().iter().map(|c| c["amount"].as_u64().unwrap()).sum();
