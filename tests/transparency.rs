@@ -133,10 +133,13 @@ async fn newest_candidate(con: &mut redis::Connection, count: u64) -> String {
     member.split(':').nth(2).unwrap().to_string()
 }
 
+/// The oldest record counted in part: address, its difficulty, the part counted.
+type Partial = (String, u64, u64);
+
 /// The window computed here from the raw `pplns:window` list (newest first, `<difficulty>:<address>`):
 /// the newest N units per address, and the oldest record counted (address, record, counted)
 /// when only part of it fits.
-fn window_of(list: &[String]) -> (BTreeMap<String, u64>, Option<(String, u64, u64)>) {
+fn window_of(list: &[String]) -> (BTreeMap<String, u64>, Option<Partial>) {
     let mut window = BTreeMap::new();
     let mut left = N;
     let mut partial = None;
