@@ -266,6 +266,9 @@ async fn every_confirmed_block_can_be_opened_and_recomputed_to_the_atomic_unit()
     assert_eq!(window_shares + finder + fee + dust, reward, "credits + fee + finder + dust = reward");
     assert_eq!(credits.values().sum::<u64>() + fee + dust, reward);
     assert_eq!(p["credited"].as_u64(), Some(credits.values().sum::<u64>()));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expires_at = p["expiresAt"].as_u64().expect("expiresAt, unix s");
+    assert!(expires_at > now && expires_at <= now + RETENTION_DAYS * 86_400, "{expires_at}");
     // The split by hand: floor(miners' part × units / N), the finder reward on top of A's.
     let miners = reward - fee - finder;
     for (address, units) in &expected_window {
@@ -339,6 +342,16 @@ async fn every_confirmed_block_can_be_opened_and_recomputed_to_the_atomic_unit()
         }
         assert!(dom.contains(&format!("(partial: {counted} of {record})")), "partial record shown");
         assert!(dom.contains("pastella-pool verify-block"), "how to recompute it");
+        // The miner page: my credit in each block.
+        let dom = chromium_dom(&format!("{base}/#miner={MINER_B}"));
+        assert!(dom.contains("data-miner=\"loaded\""), "the miner page loaded: {dom}");
+        let credit = credits[MINER_B];
+        let shown = format!("{}.{:08} PAS", credit / 100_000_000, credit % 100_000_000);
+        let table = &dom[dom.find("id=\"miner-blocks\"").expect("the miner's blocks table")..];
+        let table = &table[..table.find("</table>").unwrap()];
+        let row = &table[table.find(&format!("data-hash=\"{prop_hash}\"")).expect("the block in the miner's list")..];
+        let row = &row[..row.find("</tr>").unwrap()];
+        assert!(row.contains(&shown), "B's credit {shown} shown: {row}");
     } else {
         eprintln!("\n!!!!!!!! SKIPPED: /usr/bin/chromium is not installed: the block detail view was NOT rendered in a browser !!!!!!!!\n");
     }

@@ -27,7 +27,7 @@ local terms = 11 + 2 * n
 local keep = tonumber(ARGV[terms + 2])
 redis.call('HSET', info, 'status', 'confirmed', 'credited', total, 'poolFee', ARGV[6],
   'finderReward', ARGV[7], 'dust', ARGV[8], 'confirmedAt', now,
-  'feeBps', ARGV[terms], 'finderBps', ARGV[terms + 1], 'payoutExpiresAt', tonumber(now) + keep)
+  'feeBps', ARGV[terms], 'finderBps', ARGV[terms + 1], 'payoutExpiresAt', string.format('%d', tonumber(now) + keep))
 -- The payout record is bounded: the window and the credits expire, the totals stay.
 redis.call('EXPIRE', p .. ':blocks:window:' .. hash, keep)
 redis.call('EXPIRE', p .. ':blocks:credits:' .. hash, keep)
