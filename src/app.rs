@@ -302,6 +302,7 @@ async fn start_money(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> 
             pool_fee_bps: u.pool_fee_bps,
             finder_reward_bps: u.finder_reward_bps,
             solo_fee_bps: u.solo_fee_bps.unwrap_or(u.pool_fee_bps),
+            payout_keep: Duration::from_secs(u.payout_record_days * 86_400),
         };
         BlockUnlocker::new(pool.store.clone(), daemon, lease.clone(), settings).start();
     }

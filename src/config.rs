@@ -419,6 +419,9 @@ pub struct BlockUnlockerConfig {
     /// `leaseTtl` (s): the Redis lease that lets exactly one process run the unlocker and
     /// payments; another process takes over at most this long after the holder dies. Default 15.
     pub lease_ttl: Duration,
+    /// `payoutRecordDays`: how long a resolved block's window and per-address credits are kept
+    /// for `/get_block_payouts` and `verify-block` (Redis TTL), default 90.
+    pub payout_record_days: u64,
 }
 
 /// `pplns`: the payout window.
@@ -855,14 +858,15 @@ impl Config {
         let u = &c.block_unlocker;
         writeln!(
             out,
-            "blockUnlocker: {}, every {} s, depth {}, pool fee {}, finder reward {}, solo fee {}, leader lease {} s",
+            "blockUnlocker: {}, every {} s, depth {}, pool fee {}, finder reward {}, solo fee {}, leader lease {} s, payout records kept {} days",
             on_off(u.enabled),
             u.interval.as_secs(),
             u.depth,
             percent(u.pool_fee_bps),
             percent(u.finder_reward_bps),
             u.solo_fee_bps.map_or_else(|| "same as pool fee".to_string(), percent),
-            u.lease_ttl.as_secs()
+            u.lease_ttl.as_secs(),
+            u.payout_record_days
         )?;
         writeln!(out, "pplns:         window {} x network difficulty", c.pplns.window_factor)?;
         let a = &c.api;
@@ -1262,6 +1266,7 @@ struct RawBlockUnlocker {
     dev_donation: Option<f64>,
     network_fee: Option<f64>,
     lease_ttl: Option<u64>,
+    payout_record_days: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -2240,6 +2245,12 @@ fn build_block_unlocker(raw: RawBlockUnlocker, check: &mut Check) -> BlockUnlock
         finder_reward_bps,
         solo_fee_bps,
         lease_ttl: Duration::from_secs(check.at_least("blockUnlocker.leaseTtl", raw.lease_ttl.unwrap_or(15), 2)),
+        payout_record_days: check.between(
+            "blockUnlocker.payoutRecordDays",
+            raw.payout_record_days.unwrap_or(90),
+            1,
+            36_500,
+        ),
     }
 }
 

@@ -15,8 +15,8 @@
 //! - [`jobs`]: the job distributor (template polling, fan-out) and block submission (written to
 //!   Redis first, resubmitted until resolved, one block per template height).
 //! - [`stratum`]: port supervisors and miner sessions; protocol, login, vardiff, trust, bans.
-//! - [`accounting`]: the share ledger, the reward split, the leader lease, the block unlocker
-//!   and the payment processor.
+//! - [`accounting`]: the share ledger, the reward split, the leader lease, the block unlocker,
+//!   the payment processor, and the check of a block's stored payout (`verify-block`).
 //! - [`api`]: the stats API, admin routes, status page, `/metrics`, `/health`.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`app`]: wiring; builds every actor from the config.

@@ -39,6 +39,19 @@ enum Command {
     Audit(ConfigArg),
     /// Payment batches that need the operator: list them, or settle a held one.
     Payments(PaymentsArgs),
+    /// Recompute a confirmed block's split from its stored window, fee and finder reward (the
+    /// terms it was credited with) and compare it with what was credited, to the atomic unit.
+    /// Read-only. Exit code 0 if equal, 1 naming every difference, 2 if the block cannot be
+    /// checked (not found, not confirmed, record expired).
+    VerifyBlock(VerifyBlockArgs),
+}
+
+#[derive(Args)]
+struct VerifyBlockArgs {
+    /// The block: its height, or its id (64 hex digits).
+    block: String,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Args)]
@@ -112,6 +125,94 @@ fn main() -> ExitCode {
         Command::Devnet(args) => devnet(args),
         Command::Audit(args) => audit(&args),
         Command::Payments(args) => payments(&args),
+        Command::VerifyBlock(args) => verify_block(&args),
+    }
+}
+
+/// Exit code of `verify-block` when the block cannot be checked.
+const EXIT_UNVERIFIABLE: u8 = 2;
+
+fn verify_block(args: &VerifyBlockArgs) -> ExitCode {
+    use pastella_pool::accounting::verify;
+    let (config, _) = match load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_UNVERIFIABLE);
+        }
+    };
+    let url = config.redis.url();
+    let is_hash = args.block.len() == 64 && args.block.bytes().all(|b| b.is_ascii_hexdigit());
+    let height = args.block.parse::<u64>().ok().filter(|_| !is_hash);
+    if !is_hash && height.is_none() {
+        eprintln!("error: {}: not a block height nor a block id (64 hex digits)", args.block);
+        return ExitCode::from(EXIT_UNVERIFIABLE);
+    }
+    let result = runtime.block_on(async {
+        let store = Store::connect(&url, config.redis_prefix(), Duration::from_secs(10)).await?;
+        let hash = match height {
+            Some(height) => store.block_hashes_at(height).await?.into_iter().next(),
+            None => Some(args.block.to_ascii_lowercase()),
+        };
+        match hash {
+            Some(hash) => store.block_payout(&hash).await,
+            None => Ok(None),
+        }
+    });
+    let payout = match result {
+        Ok(Some(payout)) => payout,
+        Ok(None) => {
+            eprintln!("error: block {}: the pool has no record of it", args.block);
+            return ExitCode::from(EXIT_UNVERIFIABLE);
+        }
+        Err(e) => {
+            eprintln!("error: Redis at {}: {e}", pastella_pool::store::redact(&url));
+            return ExitCode::from(EXIT_UNVERIFIABLE);
+        }
+    };
+    let amount = |v: u64| format!("{v} ({} {})", coins(v, config.coin_units), config.symbol);
+    println!(
+        "block {} at height {} ({}, {})",
+        payout.hash,
+        payout.height,
+        if payout.solo { "solo" } else { "prop" },
+        payout.status
+    );
+    println!("  finder:        {}", payout.finder);
+    println!("  reward:        {}", payout.reward.map_or_else(|| "unknown".to_string(), amount));
+    println!(
+        "  window:        {} of N = {} difficulty units, {} address(es)",
+        payout.window_total,
+        payout.window_size,
+        payout.window.len()
+    );
+    if let Some(p) = &payout.partial {
+        println!("  oldest record: {} counted {} of its {}", p.address, p.counted, p.record);
+    }
+    let differences = match verify::differences(&payout) {
+        Ok(differences) => differences,
+        Err(e) => {
+            eprintln!("cannot verify: {e}");
+            return ExitCode::from(EXIT_UNVERIFIABLE);
+        }
+    };
+    println!("  pool fee:      {} ({} bps)", amount(payout.pool_fee), payout.fee_bps.unwrap_or(0));
+    println!("  finder reward: {} ({} bps)", amount(payout.finder_reward), payout.finder_bps.unwrap_or(0));
+    println!("  dust:          {}", amount(payout.dust));
+    println!("  credited:      {} to {} address(es)", amount(payout.credited), payout.credits.len());
+    if differences.is_empty() {
+        println!("OK: the split recomputed from the stored window equals the credits, to the atomic unit");
+        ExitCode::SUCCESS
+    } else {
+        for d in &differences {
+            println!("DIFFERENT: {d}");
+        }
+        println!("{} difference(s)", differences.len());
+        ExitCode::FAILURE
     }
 }
 

@@ -103,6 +103,7 @@ fn defaults_fill_a_minimal_config() {
     assert_eq!(config.payments.blocked_addresses_file, PathBuf::from("payment_blocked.json"));
     assert_eq!(config.block_unlocker.depth, 10);
     assert_eq!(config.block_unlocker.solo_fee_bps, None);
+    assert_eq!(config.block_unlocker.payout_record_days, 90);
     assert_eq!(config.pplns.window_factor, 2.0);
     assert_eq!(config.api.hashrate_window, Duration::from_secs(600));
     assert_eq!(config.redis.password, None);
@@ -607,6 +608,10 @@ fn unlocker_rules() {
     );
     rejects(|v| v["blockUnlocker"]["depth"] = json!(5), "blockUnlocker.depth must be >= 10");
     rejects(|v| v["blockUnlocker"]["interval"] = json!(0), "blockUnlocker.interval must be >= 1, got 0");
+    rejects(
+        |v| v["blockUnlocker"]["payoutRecordDays"] = json!(0),
+        "blockUnlocker.payoutRecordDays must be between 1 and 36500, got 0",
+    );
     rejects(
         |v| {
             v["blockUnlocker"]["poolFee"] = json!(60);

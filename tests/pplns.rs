@@ -22,7 +22,7 @@ use pastella_pool::chain::{Hash, Template};
 use pastella_pool::devnet::DevnetHandle;
 use pastella_pool::jobs::JobTemplate;
 use pastella_pool::node::DaemonClient;
-use pastella_pool::store::Store;
+use pastella_pool::store::{PartialRecord, Store};
 use redis::Commands;
 
 const MINER_B: &str = "PAS1WPrszX47No6fAtDt56aTj9Vjr9dZq58qaiz9dvZB5dmiXkFbD1";
@@ -148,6 +148,7 @@ impl Bench {
             pool_fee_bps: POOL_FEE_BPS,
             finder_reward_bps: FINDER_BPS,
             solo_fee_bps: SOLO_FEE_BPS,
+            payout_keep: Duration::from_secs(90 * 86_400),
         };
         let report = unlock_once(&self.store, &self.daemon, &self.token, &settings).await.unwrap();
         assert_eq!(report.pending, 0, "every candidate resolved: {report:?}");
@@ -234,6 +235,13 @@ async fn several_miners_with_several_workers_and_the_oldest_record_counted_parti
     assert_eq!(bench.window_total(&hash), n);
     assert_eq!(bench.status(&hash), "confirmed");
     assert_eq!(bench.credits(&hash), expected_pplns(&window, MINER_B));
+    // The stored record says which record was cut: newest first B 10, B 15, C 40, A 20 make
+    // 85 units, so 15 of B's 25 fit; and the split recomputed from it matches the credits.
+    let payout = bench.store.block_payout(&hash).await.unwrap().expect("the payout record");
+    let partial = PartialRecord { address: MINER_B.to_string(), record: 25, counted: 15 };
+    assert_eq!(payout.partial, Some(partial));
+    assert_eq!(payout.window, window);
+    assert_eq!(pastella_pool::accounting::verify::differences(&payout), Ok(vec![]));
 }
 
 #[actix_rt::test]

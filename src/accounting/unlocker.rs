@@ -14,7 +14,7 @@ use actix::prelude::*;
 use super::leader::Lease;
 use super::split;
 use crate::node::{DaemonClient, DaemonError};
-use crate::store::{Candidate, Store, StoreError};
+use crate::store::{Candidate, PayoutTerms, Store, StoreError};
 
 /// Unlocker settings (`blockUnlocker`).
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct UnlockerSettings {
     pub finder_reward_bps: u32,
     /// Solo fee in basis points (defaults to the pool fee).
     pub solo_fee_bps: u32,
+    /// How long a resolved block's window and credits are kept.
+    pub payout_keep: Duration,
 }
 
 /// What one run did.
@@ -78,7 +80,7 @@ pub async fn unlock_once(
         }
         let now = crate::stratum::unix_ms() / 1000;
         if header.hash.to_hex() != candidate.hash {
-            if store.orphan_block(token, &candidate.hash, candidate.height, now).await? {
+            if store.orphan_block(token, &candidate.hash, candidate.height, now, settings.payout_keep).await? {
                 tracing::warn!(
                     height = candidate.height,
                     hash = %candidate.hash,
@@ -100,6 +102,15 @@ pub async fn unlock_once(
             continue;
         };
         let split = split_for(store, &candidate, reward, settings).await?;
+        let terms = if candidate.solo {
+            PayoutTerms { fee_bps: settings.solo_fee_bps, finder_bps: 0, keep: settings.payout_keep }
+        } else {
+            PayoutTerms {
+                fee_bps: settings.pool_fee_bps,
+                finder_bps: settings.finder_reward_bps,
+                keep: settings.payout_keep,
+            }
+        };
         if store
             .credit_block(
                 token,
@@ -110,6 +121,7 @@ pub async fn unlock_once(
                 split.finder_reward,
                 split.dust,
                 now,
+                &terms,
             )
             .await?
         {

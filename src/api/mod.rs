@@ -6,7 +6,7 @@
 //!   the chart series and the monitoring status, and publishes a [`Snapshot`] with the `/stats`
 //!   JSON already rendered. Requests read the snapshot; long polls wake on the next one.
 //! - [`shapes`]: pure parsing of the old Redis members and the JSON shapes.
-//! - `routes`, `admin`, `page`: the handlers.
+//! - `routes`, `admin`, `page`, `block_payouts`: the handlers.
 //!
 //! Every route answers at `/<route>` and at `/api/<route>` (the operator guide's nginx site
 //! forwards `/api/stats` unchanged). Every response carries `Access-Control-Allow-Origin: *`
@@ -17,6 +17,7 @@ pub mod collector;
 pub mod shapes;
 
 mod admin;
+mod block_payouts;
 mod page;
 pub(crate) mod routes;
 

@@ -1,5 +1,5 @@
 //! The built-in status page at `/`: plain HTML, CSS and JavaScript compiled into the binary.
-//! It reads the API with relative URLs (`stats`, `stats_address`), so it works wherever the
+//! It reads the API with relative URLs (`stats`, `stats_address`, `get_block_payouts`), so it works wherever the
 //! API is served, with no build step and nothing fetched from elsewhere.
 
 use actix_web::HttpResponse;

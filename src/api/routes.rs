@@ -31,6 +31,7 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         .route("/set_miner_payout_level", web::route().to(set_payout_level))
         .route("/block_explorers", web::route().to(block_explorers))
         .route("/get_apis", web::route().to(get_apis))
+        .route("/get_block_payouts", web::route().to(super::block_payouts::get_block_payouts))
         .route("/health", web::route().to(health));
     admin::register(cfg);
 }

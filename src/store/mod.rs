@@ -5,6 +5,7 @@
 //! (balances, the PPLNS window, block info, the payment journal, the leader lease) live under
 //! new names documented in `docs/REDIS.md`.
 
+mod block_payouts;
 mod money;
 mod safety;
 mod shares;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
+pub use block_payouts::{BlockPayout, PartialRecord, PayoutTerms};
 pub use money::{BalanceRow, BatchDestination, Candidate, Confirmation, JournalEntry, MoneyAudit};
 pub use safety::RedisSafety;
 pub use shares::{CandidateRecord, CandidateResult, PplnsNeed, ShareRecord, PPLNS_NEED_HEIGHTS};

@@ -274,7 +274,8 @@ impl Store {
         Ok(raw.into_iter().filter_map(|(k, v)| v.parse().ok().map(|v| (k, v))).collect())
     }
 
-    /// Credits a confirmed block: `credits` to balances, exactly once per block. Returns false
+    /// Credits a confirmed block: `credits` to balances, exactly once per block, with the
+    /// `terms` of its split (its window and credits expire after `terms.keep`). Returns false
     /// if it was no longer pending.
     #[allow(clippy::too_many_arguments)]
     pub async fn credit_block(
@@ -287,6 +288,7 @@ impl Store {
         finder_reward: u64,
         dust: u64,
         now: u64,
+        terms: &super::PayoutTerms,
     ) -> Result<bool, StoreError> {
         let total: u64 = credits.values().sum();
         let mut invocation = credit_block_script().prepare_invoke();
@@ -304,14 +306,23 @@ impl Store {
         for (address, amount) in credits {
             invocation.arg(address).arg(amount.to_string());
         }
+        invocation.arg(terms.fee_bps).arg(terms.finder_bps).arg(terms.keep.as_secs().max(1));
         let done: i64 = timed("credit_block", invocation.invoke_async(&mut self.conn())).await?;
         Ok(done == 1)
     }
 
     /// Marks a pending block orphaned. Returns false if it was no longer pending.
-    pub async fn orphan_block(&self, token: &str, hash: &str, height: u64, now: u64) -> Result<bool, StoreError> {
+    /// Its window snapshot is kept for `keep`.
+    pub async fn orphan_block(
+        &self,
+        token: &str,
+        hash: &str,
+        height: u64,
+        now: u64,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
         let mut invocation = orphan_block_script().prepare_invoke();
-        invocation.arg(&self.prefix).arg(token).arg(hash).arg(height).arg(now);
+        invocation.arg(&self.prefix).arg(token).arg(hash).arg(height).arg(now).arg(keep.as_secs().max(1));
         let done: i64 = timed("orphan_block", invocation.invoke_async(&mut self.conn())).await?;
         Ok(done == 1)
     }
@@ -655,7 +666,7 @@ impl Store {
     }
 
     /// Checks `blocks:matured`: every hash resolved once, and each confirmed block's credits
-    /// (`blocks:credits:<hash>`) adding up to its own `credited` record.
+    /// (`blocks:credits:<hash>`, until they expire) adding up to its own `credited` record.
     async fn audit_blocks(&self, audit: &mut MoneyAudit) -> Result<(), StoreError> {
         let matured: Vec<String> =
             timed("audit_matured", async { self.conn().zrange(self.key("blocks:matured"), 0, -1).await }).await?;
@@ -679,15 +690,19 @@ impl Store {
             return Ok(());
         }
         let recorded = self.block_info_field(&confirmed, "credited").await?;
+        let expires = self.block_info_field(&confirmed, "payoutExpiresAt").await?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut pipe = redis::pipe();
         for hash in &confirmed {
             pipe.cmd("HGETALL").arg(self.key(&format!("blocks:credits:{hash}")));
         }
         let credits: Vec<HashMap<String, String>> = timed("audit_credits", pipe.query_async(&mut self.conn())).await?;
-        for ((hash, recorded), credits) in confirmed.into_iter().zip(recorded).zip(credits) {
+        for (((hash, recorded), credits), expires) in confirmed.into_iter().zip(recorded).zip(credits).zip(expires) {
             let recorded: u64 = recorded.and_then(|v| v.parse().ok()).unwrap_or(0);
             let sum: u64 = credits.values().filter_map(|v| v.parse::<u64>().ok()).sum();
-            if sum != recorded {
+            // The per-block credits expire with the payout record (blockUnlocker.payoutRecordDays).
+            let expired = credits.is_empty() && expires.and_then(|e| e.parse::<u64>().ok()).is_some_and(|e| e <= now);
+            if sum != recorded && !expired {
                 audit.block_mismatch.push(hash);
             }
             audit.credited_by_blocks += recorded;

@@ -1,4 +1,5 @@
-// The pool's status page: reads `stats` and `stats_address` (relative URLs) and renders them.
+// The pool's status page: reads `stats`, `stats_address` and `get_block_payouts` (relative
+// URLs) and renders them.
 // Plain JavaScript, no libraries, nothing loaded from elsewhere.
 "use strict";
 
@@ -147,6 +148,10 @@ function render(stats) {
     cell(row, b.reward ? coins(b.reward) : "–");
     cell(row, ago(b.timestamp));
     cell(row, short(b.miner), "mono");
+    if (b.hash) {
+      row.dataset.hash = b.hash;
+      row.addEventListener("click", () => openBlock(b.hash));
+    }
   });
   fill("payments", p.payments.slice(0, 20), (row, pay) => {
     cell(row, ago(pay.timestamp));
@@ -194,12 +199,85 @@ async function lookup(address) {
       cell(row, number(w.hashes));
       cell(row, ago(w.lastShare));
     });
+    fill("miner-blocks", data.blocks, (row, b) => {
+      row.dataset.hash = b.hash;
+      row.addEventListener("click", () => openBlock(b.hash));
+      cell(row, number(b.height) + " (" + b.type + ")");
+      cell(row, b.status, "status-" + b.status);
+      cell(row, (Number(b.sharePercent) || 0).toFixed(2) + " %");
+      const credit = b.status === "orphaned" ? "nothing (orphaned)" : coins(b.minerReward) + (b.status === "confirmed" ? "" : " (estimate)");
+      cell(row, credit);
+    });
     $("miner").hidden = false;
     text("miner-message", data.payments.length + " payments, " + data.blocks.length + " recent blocks shared.");
     document.body.dataset.miner = "loaded";
   } catch (e) {
     text("miner-message", "Lookup failed: " + e.message);
   }
+}
+
+// The block detail view: `get_block_payouts` as the pool stored it when crediting the block.
+async function showBlock(hash) {
+  const section = $("block-detail");
+  try {
+    const response = await fetch("get_block_payouts?hash=" + encodeURIComponent(hash));
+    const b = await response.json();
+    if (b.error) {
+      section.hidden = false;
+      text("bd-height", "?");
+      text("bd-note", "No payout record for this block: " + b.error);
+      document.body.dataset.block = "missing";
+      return;
+    }
+    text("bd-height", number(b.height));
+    text("bd-status", b.type + ", " + b.status);
+    text("bd-hash", b.hash);
+    text("bd-reward", b.reward == null ? "unknown" : coins(b.reward));
+    text("bd-fee", coins(b.poolFee));
+    text("bd-fee-rate", b.feeBps == null ? "" : (b.feeBps / 100).toFixed(2) + " %");
+    text("bd-finder-reward", coins(b.finderReward));
+    text("bd-finder", short(b.finder));
+    text("bd-credited", coins(b.credited));
+    text("bd-dust", number(b.dust) + " atomic units");
+    text("bd-window", number(b.windowTotal) + " units, " + b.window.length + " address(es)");
+    text("bd-n", number(b.windowSize));
+    let note = b.note;
+    if (b.partial) {
+      note += " The oldest share record counted is " + short(b.partial.address) + "'s: " + number(b.partial.counted) +
+        " of its " + number(b.partial.recordDifficulty) + " units fit in the window.";
+    }
+    text("bd-note", note);
+    const credits = {};
+    for (const c of b.credits) credits[c.address] = c;
+    const rows = b.window.map((w) => ({ address: w.address, difficulty: w.difficulty, partial: w.partial, credit: credits[w.address] }));
+    for (const c of b.credits) if (!b.window.some((w) => w.address === c.address)) rows.push({ address: c.address, difficulty: 0, credit: c });
+    fill("bd-credits", rows, (row, r) => {
+      row.dataset.address = r.address;
+      cell(row, r.address, "mono");
+      cell(row, number(r.difficulty) + (r.partial ? " (partial: " + number(r.partial.counted) + " of " + number(r.partial.recordDifficulty) + ")" : ""));
+      cell(row, r.credit ? coins(r.credit.amount) : "nothing");
+      cell(row, r.credit && r.credit.finderReward ? coins(r.credit.finderReward) : "");
+    });
+    const sum = b.credits.reduce((s, c) => s + Number(c.amount), 0);
+    text("bd-check", b.status === "confirmed" && b.reward != null
+      ? "credits " + number(sum) + " + fee " + number(b.poolFee) + " + dust " + number(b.dust) + " = " +
+        number(sum + b.poolFee + b.dust) + " atomic units (reward " + number(b.reward) + "). Recompute it with: pastella-pool verify-block " + b.hash
+      : "");
+    section.hidden = false;
+    document.body.dataset.block = b.hash;
+  } catch (e) {
+    text("bd-note", "Loading the block failed: " + e.message);
+  }
+}
+
+function openBlock(hash) {
+  history.replaceState(null, "", "#block=" + encodeURIComponent(hash));
+  showBlock(hash);
+  $("block-detail").scrollIntoView();
+}
+
+function blockFromLocation() {
+  return new URLSearchParams(location.hash.replace(/^#/, "")).get("block") || "";
 }
 
 function addressFromLocation() {
@@ -214,7 +292,13 @@ $("lookup").addEventListener("submit", (e) => {
   history.replaceState(null, "", "#miner=" + encodeURIComponent(address));
   lookup(address);
 });
-window.addEventListener("hashchange", () => lookup(addressFromLocation()));
+window.addEventListener("hashchange", () => {
+  if (blockFromLocation()) showBlock(blockFromLocation());
+  else lookup(addressFromLocation());
+});
 
-loadStats().then(() => lookup(addressFromLocation()));
+loadStats().then(() => {
+  lookup(addressFromLocation());
+  if (blockFromLocation()) showBlock(blockFromLocation());
+});
 setInterval(loadStats, 15000);

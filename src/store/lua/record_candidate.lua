@@ -42,6 +42,8 @@ end
 -- list holds enough. Solo blocks pay the finder alone.
 local window = p .. ':blocks:window:' .. hash
 local window_total = 0
+-- The oldest record counted, when only part of it fits: address, its difficulty, the part counted.
+local partial = nil
 if typ == 'prop' then
   local wl = p .. ':pplns:window'
   local acc = {}
@@ -55,6 +57,9 @@ if typ == 'prop' then
       local score = tonumber(string.sub(rec, 1, sep - 1))
       local who = string.sub(rec, sep + 1)
       local take = math.min(score, n - window_total)
+      if take < score then
+        partial = {who, string.format('%d', score), string.format('%d', take)}
+      end
       if acc[who] == nil then
         acc[who] = 0
         order[#order + 1] = who
@@ -87,4 +92,7 @@ redis.call('HSET', info,
   'score', string.format('%d', total_score), 'finderScore', string.format('%d', finder_score),
   'windowSize', ARGV[11], 'windowTotal', string.format('%d', window_total),
   'status', 'pending')
+if partial then
+  redis.call('HSET', info, 'partialAddress', partial[1], 'partialRecord', partial[2], 'partialCounted', partial[3])
+end
 return {window_total, total_shares, total_score}
