@@ -615,3 +615,8 @@ pub fn request_refused(method: &'static str, reason: &'static str) {
 pub fn verification_cancelled() {
     counter!(VERIFY_CANCELLED_TOTAL).increment(1);
 }
+
+/// The store followed a Redis Sentinel failover to a new master.
+pub fn redis_failover() {
+    counter!("pastella_pool_redis_failovers_total").increment(1);
+}
