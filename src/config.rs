@@ -1532,7 +1532,10 @@ impl Check {
                 (!host.trim().is_empty()).then(|| port.parse::<u16>().ok()).flatten().filter(|p| *p != 0)
             });
             if port.is_none() {
-                self.fail(&format!("{path}[{i}]"), format!("must be \"host:port\" such as \"10.0.0.5:26379\", got {entry:?}"));
+                self.fail(
+                    &format!("{path}[{i}]"),
+                    format!("must be \"host:port\" such as \"10.0.0.5:26379\", got {entry:?}"),
+                );
             }
         }
         entries
@@ -2376,18 +2379,17 @@ mod tests {
 
     #[test]
     fn redis_url_encodes_the_password() {
-        let mut redis =
-            RedisConfig {
-                host: "127.0.0.1".into(),
-                port: 6379,
-                db: 2,
-                password: None,
-                allow_eviction: false,
-                sentinels: Vec::new(),
-                master_name: "mymaster".into(),
-                wait_replicas: 0,
-                wait_timeout: Duration::from_secs(2),
-            };
+        let mut redis = RedisConfig {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            db: 2,
+            password: None,
+            allow_eviction: false,
+            sentinels: Vec::new(),
+            master_name: "mymaster".into(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(2),
+        };
         assert_eq!(redis.url(), "redis://127.0.0.1:6379/2");
         redis.password = Some("p@ss:w/rd".into());
         assert_eq!(redis.url(), "redis://:p%40ss%3Aw%2Frd@127.0.0.1:6379/2");

@@ -126,7 +126,8 @@ impl Store {
             None
         } else {
             let urls: Vec<String> = target.sentinels.iter().map(|s| format!("redis://{s}")).collect();
-            let sentinel = redis::sentinel::Sentinel::build(urls).map_err(|source| StoreError { op: "open", source })?;
+            let sentinel =
+                redis::sentinel::Sentinel::build(urls).map_err(|source| StoreError { op: "open", source })?;
             Some((sentinel, master_node_info(&target.url)?))
         };
         let started = Instant::now();
@@ -193,7 +194,18 @@ impl Store {
             let mut conn = self.money_conn().await?;
             let value: T = invocation.invoke_async(&mut conn).await?;
             let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
-            let acked: u32 = redis::cmd("WAIT").arg(wait.replicas).arg(timeout_ms).query_async(&mut conn).await?;
+            // `WAIT` counts up to this client's last write, and a retried script that finds its
+            // work done writes nothing: a write of our own first makes the `WAIT` cover
+            // everything the master holds, the first attempt's writes included.
+            let (acked,): (u32,) = redis::pipe()
+                .cmd("INCR")
+                .arg(self.key("replication:acks"))
+                .ignore()
+                .cmd("WAIT")
+                .arg(wait.replicas)
+                .arg(timeout_ms)
+                .query_async(&mut conn)
+                .await?;
             if acked < wait.replicas {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::Io,
@@ -238,7 +250,8 @@ impl Store {
 
 /// The db and password to use on whichever master the sentinels name, from the `redis://` URL.
 fn master_node_info(url: &str) -> Result<redis::sentinel::SentinelNodeConnectionInfo, StoreError> {
-    let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|source| StoreError { op: "open", source })?;
+    let info =
+        redis::IntoConnectionInfo::into_connection_info(url).map_err(|source| StoreError { op: "open", source })?;
     Ok(redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(info.redis_settings().clone()))
 }
 
