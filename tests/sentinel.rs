@@ -100,11 +100,36 @@ fn wallet_sent(devnet: &pastella_pool::devnet::DevnetHandle, address: &str) -> u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_failover_under_load_loses_no_share_and_doubles_no_money() {
+    failover_under_load(Fault::MasterKilled).await;
+}
+
+/// The replica is frozen (SIGSTOP) while the pool keeps writing, then the master is killed and
+/// the replica thawed and promoted: it lacks what the master took meanwhile. With
+/// `waitReplicas: 1` none of it was acknowledged, so the pool writes it again on the new master.
+/// (With `waitReplicas: 0` the same run loses shares: see docs/REDIS-HA.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_to_a_lagging_replica_loses_no_acknowledged_write() {
+    failover_under_load(Fault::ReplicaLagging).await;
+}
+
+/// How the master is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL, the replica up to date.
+    MasterKilled,
+    /// SIGKILL after the replica missed the master's last writes (it was frozen).
+    ReplicaLagging,
+}
+
+/// `redis.waitReplicas` in these tests.
+const WAIT_REPLICAS: u32 = 1;
+
+async fn failover_under_load(fault: Fault) {
     let mut master = RedisServer::start();
     let old_master = master.port;
     let dir = tempfile::tempdir().unwrap();
     let replica_port = free_port();
-    let _replica = redis_node(dir.path(), replica_port, Some(old_master));
+    let replica = redis_node(dir.path(), replica_port, Some(old_master));
     let sentinel_ports = [free_port(), free_port(), free_port()];
     let _sentinels: Vec<Daemon> = sentinel_ports.iter().map(|p| sentinel(dir.path(), *p, old_master)).collect();
     // Ready: every sentinel knows the replica and the two other sentinels (quorum 2).
@@ -120,7 +145,7 @@ async fn sentinel_failover_under_load_loses_no_share_and_doubles_no_money() {
     let port = free_port();
     let sentinels: Vec<String> = sentinel_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let patch = json!({
-        "redis": {"sentinels": sentinels, "masterName": MASTER, "waitReplicas": 1, "waitTimeoutMs": 1000},
+        "redis": {"sentinels": sentinels, "masterName": MASTER, "waitReplicas": WAIT_REPLICAS, "waitTimeoutMs": 1000},
         "blockUnlocker": {"enabled": true, "interval": 1, "depth": 10, "leaseTtl": 2},
         "payments": {"enabled": true, "interval": 1, "minPayment": 100000, "transferFee": 1000, "maxAddresses": 1,
                      "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
@@ -187,9 +212,27 @@ async fn sentinel_failover_under_load_loses_no_share_and_doubles_no_money() {
     })
     .await;
     assert!(before.is_some(), "the pool found {} blocks before the kill", found.load(Ordering::Relaxed));
+    let signal = |name: &str| {
+        let _ = Command::new("kill").arg(format!("-{name}")).arg(replica.0.id().to_string()).status();
+    };
+    let mut unreplicated = 0;
+    if fault == Fault::ReplicaLagging {
+        // Shares reach the master that the frozen replica never sees.
+        signal("STOP");
+        let written = |con: &mut redis::Connection| -> u64 {
+            [MINER_A, MINER_B].iter().map(|a| con.hget(format!("pastella:workers:{a}"), "hashes").unwrap_or(0u64)).sum()
+        };
+        let at_freeze = written(&mut con);
+        let grew = eventually(Duration::from_secs(120), || (written(&mut con) > at_freeze).then_some(())).await;
+        assert!(grew.is_some(), "no shares written while the replica was frozen");
+        unreplicated = written(&mut con) - at_freeze;
+    }
     let found_at_kill = found.load(Ordering::Relaxed);
     let killed = Instant::now();
     master.kill();
+    if fault == Fault::ReplicaLagging {
+        signal("CONT");
+    }
 
     // The sentinels promote the replica.
     let promoted = eventually(Duration::from_secs(120), || {
@@ -243,12 +286,17 @@ async fn sentinel_failover_under_load_loses_no_share_and_doubles_no_money() {
     pool.stop();
 
     // Shares: every one answered OK is counted once.
-    let mut lost = 0i64;
-    for (i, login) in [MINER_A, MINER_B].iter().enumerate() {
-        let hashes: u64 = new_master.hget(format!("pastella:workers:{login}"), "hashes").unwrap();
-        assert_eq!(hashes, accepted[i], "{login}: Σ difficulty of shares answered OK == hashes in Redis");
-        lost += accepted[i] as i64 - hashes as i64;
-    }
+    let hashes: Vec<u64> = [MINER_A, MINER_B]
+        .iter()
+        .map(|login| new_master.hget(format!("pastella:workers:{login}"), "hashes").unwrap())
+        .collect();
+    let lost: i64 = accepted.iter().zip(&hashes).map(|(a, h)| *a as i64 - *h as i64).sum();
+    eprintln!(
+        "sentinel failover ({fault:?}, waitReplicas {WAIT_REPLICAS}): shares answered OK (Σ difficulty) {} + {}, in \
+         Redis {} + {}, lost {lost}; {unreplicated} written to the master while the replica lagged",
+        accepted[0], accepted[1], hashes[0], hashes[1]
+    );
+    assert_eq!(hashes, accepted, "Σ difficulty of shares answered OK == hashes in Redis, per miner");
     // Blocks: each found block credited exactly once.
     let matured: Vec<String> = new_master.zrange("pastella:blocks:matured", 0, -1).unwrap();
     let mut seen = HashSet::new();
@@ -289,11 +337,8 @@ async fn sentinel_failover_under_load_loses_no_share_and_doubles_no_money() {
         String::from_utf8_lossy(&audit.stderr)
     );
     eprintln!(
-        "sentinel failover: shares answered OK (Σ difficulty) {} + {}, lost {lost}; blocks found {found} ({found_at_kill} \
-         before the kill), credited {}, double credits 0; paid {paid_total} atomic units, double payments 0; \
-         failover seen by the sentinels {} ms after SIGKILL",
-        accepted[0],
-        accepted[1],
+        "sentinel failover ({fault:?}): blocks found {found} ({found_at_kill} before the kill), credited {}, double \
+         credits 0; paid {paid_total} atomic units, double payments 0; failover seen by the sentinels {} ms after SIGKILL",
         matured.len(),
         failover_took.as_millis()
     );
