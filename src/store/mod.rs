@@ -35,7 +35,7 @@ pub struct StoreError {
 }
 
 /// Where the pool's Redis is, and how sure a write must be before it counts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisTarget {
     /// `redis://[:password@]host:port/db`: the Redis itself, or (with `sentinels`) only the db
     /// and password used on the master they name. Contains the password: never log it.
@@ -46,6 +46,12 @@ pub struct RedisTarget {
     pub master_name: String,
     /// Replica acknowledgement of money writes and share flushes.
     pub wait: ReplicaWait,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisTarget({}, {:?})", self.describe(), self.wait)
+    }
 }
 
 /// `WAIT replicas timeout` after each money write and share flush; fewer acknowledgements fail
@@ -69,7 +75,7 @@ impl RedisTarget {
         }
     }
 
-    /// The target for logs and errors, password hidden.
+    /// The target for logs and errors, password hidden (also its `Debug`).
     pub fn describe(&self) -> String {
         if self.sentinels.is_empty() {
             redact(&self.url)
