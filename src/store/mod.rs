@@ -101,7 +101,9 @@ struct Master {
     client: ArcSwap<redis::Client>,
     /// The connection money writes use when `wait` is on: a plain multiplexed connection never
     /// reconnects silently, so the `WAIT` that follows a write runs on the connection that wrote
-    /// it (`WAIT` counts only that client's writes). `None` = open at the next money write.
+    /// it (`WAIT` counts only that client's writes). `WAIT` blocks this connection only, so
+    /// money steps queue behind it while stratum and the API keep `conn`. `None` = open at the
+    /// next money write.
     money: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// Replica acknowledgement of money writes.
     wait: ReplicaWait,
