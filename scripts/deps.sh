@@ -2,7 +2,7 @@
 # Installs the system packages the pool needs and that are missing: cmake and g++ (randomx-rs
 # builds RandomX with them), redis-server, and with --test also chromium (browser test),
 # prometheus (promtool), and for tests/ops.rs nginx, curl, openssl, fail2ban (fail2ban-regex),
-# systemd (systemd-analyze), python3 with jsonschema and yaml, plus the compose-spec JSON schema
+# systemd (systemd-analyze), redis-sentinel (tests/sentinel.rs), python3 with jsonschema and yaml, plus the compose-spec JSON schema
 # (from the docker-compose package on PyPI, into target/compose-spec/). Debian/Ubuntu; uses
 # sudo when not root. Also haproxy (PROXY protocol test).
 set -euo pipefail
@@ -19,6 +19,7 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v openssl >/dev/null || need+=(openssl)
   command -v fail2ban-regex >/dev/null || need+=(fail2ban)
   command -v systemd-analyze >/dev/null || need+=(systemd)
+  command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
   python3 -c 'import jsonschema, yaml' 2>/dev/null || need+=(python3-jsonschema python3-yaml python3-pip)
   command -v haproxy >/dev/null || need+=(haproxy)
 fi

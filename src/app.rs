@@ -88,10 +88,10 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
     let metrics = metrics_handle()?;
     let ports: Vec<u16> = config.ports.iter().map(|p| p.port).collect();
     crate::metrics::register_series(&ports);
-    let redis_url = config.redis.url();
-    let store = Store::connect(&redis_url, config.redis_prefix(), Duration::from_secs(30))
+    let redis = config.redis.target();
+    let store = Store::connect_to(&redis, config.redis_prefix(), Duration::from_secs(30))
         .await
-        .with_context(|| format!("connecting to Redis at {}", crate::store::redact(&redis_url)))?;
+        .with_context(|| format!("connecting to Redis at {}", redis.describe()))?;
     check_redis_safety(&store, &config, modules).await?;
     let current: Arc<ArcSwapOption<JobTemplate>> = Arc::new(ArcSwapOption::empty());
     let mut pool = Pool {
@@ -391,14 +391,14 @@ async fn start_http(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> {
     }
     let arbiter = Arbiter::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let (url, prefix) = (config.redis.url(), config.redis_prefix().to_string());
+    let (redis, prefix) = (config.redis.target(), config.redis_prefix().to_string());
     arbiter.spawn(async move {
-        let _ = tx.send(Store::connect(&url, &prefix, Duration::from_secs(30)).await);
+        let _ = tx.send(Store::connect_to(&redis, &prefix, Duration::from_secs(30)).await);
     });
     let store = rx
         .await
         .context("the API arbiter stopped")?
-        .with_context(|| format!("connecting the API to Redis at {}", crate::store::redact(&config.redis.url())))?;
+        .with_context(|| format!("connecting the API to Redis at {}", config.redis.target().describe()))?;
     let metrics = config.metrics.enabled.then(|| pool.metrics.clone());
     let state =
         crate::api::ApiState::new(config.clone(), store, metrics, pool.supervisors.clone(), pool.current.clone());

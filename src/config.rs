@@ -483,6 +483,17 @@ pub struct RedisConfig {
     /// `allowEviction`: run the unlocker and payments even when Redis's `maxmemory-policy` may
     /// evict keys (anything but `noeviction`), default false: evicted balances are lost money.
     pub allow_eviction: bool,
+    /// `sentinels`: `"host:port"` of Redis Sentinels; when set, the master is found (and found
+    /// again after a failover) through them and `host`/`port` are not used. Default empty.
+    pub sentinels: Vec<String>,
+    /// `masterName`: the master's name in the sentinels' configuration, default `mymaster`.
+    pub master_name: String,
+    /// `waitReplicas`: replicas that must acknowledge each money write and share flush (`WAIT`)
+    /// before it counts as done, default 0 (off, for a single Redis); 1 with Sentinel.
+    pub wait_replicas: u32,
+    /// `waitTimeoutMs`: how long a `WAIT` may take before the step fails (and is retried),
+    /// default 2000 ms.
+    pub wait_timeout: Duration,
 }
 
 /// `metrics`: the Prometheus exporter.
@@ -894,6 +905,16 @@ impl Config {
             c.redis.db,
             c.redis.password.as_deref().map_or("(none)", mask)
         )?;
+        if !c.redis.sentinels.is_empty() {
+            writeln!(
+                out,
+                "redis HA:      master \"{}\" via sentinels {}; WAIT {} replica(s), {} ms",
+                c.redis.master_name,
+                c.redis.sentinels.join(", "),
+                c.redis.wait_replicas,
+                c.redis.wait_timeout.as_millis()
+            )?;
+        }
         let m = &c.metrics;
         match m.port {
             Some(port) => writeln!(out, "metrics:       {}, {}:{}/metrics", on_off(m.enabled), m.bind_ip, port)?,
@@ -944,6 +965,17 @@ impl RedisConfig {
             self.host.clone()
         };
         format!("redis://{auth}{host}:{}/{}", self.port, self.db)
+    }
+
+    /// Where the store connects: this Redis, or the master the sentinels name, and how many
+    /// replicas must acknowledge money writes.
+    pub fn target(&self) -> crate::store::RedisTarget {
+        crate::store::RedisTarget {
+            url: self.url(),
+            sentinels: self.sentinels.clone(),
+            master_name: self.master_name.clone(),
+            wait: crate::store::ReplicaWait { replicas: self.wait_replicas, timeout: self.wait_timeout },
+        }
     }
 }
 
@@ -1304,6 +1336,10 @@ struct RawRedis {
     /// The old pool's spelling of `password`.
     auth: Option<String>,
     allow_eviction: Option<bool>,
+    sentinels: Option<Vec<String>>,
+    master_name: Option<String>,
+    wait_replicas: Option<u64>,
+    wait_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1596,6 +1632,31 @@ impl Check {
             self.fail(path, "must be a host name or IP address, got \"\"");
         }
         host
+    }
+
+    /// `redis.sentinels`: each entry `host:port` (IPv6 as `[::1]:26379`).
+    fn sentinels(&mut self, path: &str, entries: Vec<String>) -> Vec<String> {
+        for (i, entry) in entries.iter().enumerate() {
+            let port = entry.rsplit_once(':').and_then(|(host, port)| {
+                (!host.trim().is_empty()).then(|| port.parse::<u16>().ok()).flatten().filter(|p| *p != 0)
+            });
+            if port.is_none() {
+                self.fail(
+                    &format!("{path}[{i}]"),
+                    format!("must be \"host:port\" such as \"10.0.0.5:26379\", got {entry:?}"),
+                );
+            }
+        }
+        entries
+    }
+
+    /// `redis.masterName`: a Sentinel master name (no spaces).
+    fn master_name(&mut self, path: &str, name: Option<String>) -> String {
+        let name = name.unwrap_or_else(|| "mymaster".to_string());
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            self.fail(path, format!("must be the master's name from sentinel.conf (no spaces), got {name:?}"));
+        }
+        name
     }
 
     /// A percentage with at most two decimals as basis points (1 % = 100).
@@ -2296,6 +2357,16 @@ fn build_redis(raw: RawRedis, check: &mut Check, warnings: &mut Vec<String>) -> 
         db: check.at_least("redis.db", raw.db.unwrap_or(0), 0),
         password,
         allow_eviction: raw.allow_eviction.unwrap_or(false),
+        sentinels: check.sentinels("redis.sentinels", raw.sentinels.unwrap_or_default()),
+        master_name: check.master_name("redis.masterName", raw.master_name),
+        wait_replicas: u32::try_from(check.between("redis.waitReplicas", raw.wait_replicas.unwrap_or(0), 0, 16))
+            .unwrap_or(0),
+        wait_timeout: Duration::from_millis(check.between(
+            "redis.waitTimeoutMs",
+            raw.wait_timeout_ms.unwrap_or(2000),
+            1,
+            60_000,
+        )),
     }
 }
 
@@ -2478,8 +2549,17 @@ mod tests {
 
     #[test]
     fn redis_url_encodes_the_password() {
-        let mut redis =
-            RedisConfig { host: "127.0.0.1".into(), port: 6379, db: 2, password: None, allow_eviction: false };
+        let mut redis = RedisConfig {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            db: 2,
+            password: None,
+            allow_eviction: false,
+            sentinels: Vec::new(),
+            master_name: "mymaster".into(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(2),
+        };
         assert_eq!(redis.url(), "redis://127.0.0.1:6379/2");
         redis.password = Some("p@ss:w/rd".into());
         assert_eq!(redis.url(), "redis://:p%40ss%3Aw%2Frd@127.0.0.1:6379/2");

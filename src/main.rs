@@ -234,12 +234,12 @@ fn payments(args: &PaymentsArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let url = config.redis.url();
+    let redis = config.redis.target();
     runtime.block_on(async {
-        let store = match Store::connect(&url, config.redis_prefix(), Duration::from_secs(10)).await {
+        let store = match Store::connect_to(&redis, config.redis_prefix(), Duration::from_secs(10)).await {
             Ok(store) => store,
             Err(e) => {
-                eprintln!("error: Redis at {}: {e}", pastella_pool::store::redact(&url));
+                eprintln!("error: Redis at {}: {e}", redis.describe());
                 return ExitCode::FAILURE;
             }
         };
@@ -327,9 +327,9 @@ fn audit(args: &ConfigArg) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let url = config.redis.url();
+    let redis = config.redis.target();
     let result = runtime.block_on(async {
-        let store = Store::connect(&url, config.redis_prefix(), Duration::from_secs(10)).await?;
+        let store = Store::connect_to(&redis, config.redis_prefix(), Duration::from_secs(10)).await?;
         let audit = store.audit().await?;
         // The wallet is only the pool's business when it pays.
         let wallet = if config.payments.enabled {
@@ -342,7 +342,7 @@ fn audit(args: &ConfigArg) -> ExitCode {
     let (audit, wallet) = match result {
         Ok(audit) => audit,
         Err(e) => {
-            eprintln!("error: Redis at {}: {e}", pastella_pool::store::redact(&url));
+            eprintln!("error: Redis at {}: {e}", redis.describe());
             return ExitCode::FAILURE;
         }
     };

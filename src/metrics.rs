@@ -284,6 +284,7 @@ pub fn register_series(ports: &[u16]) {
         counter!(PAYOUT_LEVEL_REFUSED_TOTAL, "reason" => reason).increment(0);
     }
     counter!(VERIFY_CANCELLED_TOTAL).increment(0);
+    counter!(REDIS_FAILOVERS_TOTAL).increment(0);
     for call in ["balance", "prepare", "send_prepared", "transaction"] {
         histogram_zero(histogram!(WALLET_RPC_SECONDS, "call" => call));
         for kind in ["unreachable", "uncertain", "unauthorized", "decode"] {
@@ -633,4 +634,12 @@ pub fn request_refused(method: &'static str, reason: &'static str) {
 /// A queued verification was dropped before hashing.
 pub fn verification_cancelled() {
     counter!(VERIFY_CANCELLED_TOTAL).increment(1);
+}
+
+/// Redis Sentinel failovers the store followed to a new master.
+pub const REDIS_FAILOVERS_TOTAL: &str = "pastella_pool_redis_failovers_total";
+
+/// The store followed a Redis Sentinel failover to a new master.
+pub fn redis_failover() {
+    counter!(REDIS_FAILOVERS_TOTAL).increment(1);
 }

@@ -815,3 +815,30 @@ fn check_config_rejects_a_broken_file_with_code_2() {
     let output = check_config(&dir.path().join("missing.json"));
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn redis_sentinel_rules() {
+    let (config, _) = accepts(|_| {});
+    assert!(config.redis.sentinels.is_empty(), "no Sentinel unless configured");
+    assert_eq!(config.redis.wait_replicas, 0, "no WAIT for a single Redis");
+    rejects(
+        |v| v["redis"]["sentinels"] = json!(["10.0.0.1:26379", "10.0.0.2"]),
+        "redis.sentinels[1] must be \"host:port\" such as \"10.0.0.5:26379\", got \"10.0.0.2\"",
+    );
+    rejects(|v| v["redis"]["sentinels"] = json!([":26379"]), "redis.sentinels[0] must be \"host:port\"");
+    rejects(|v| v["redis"]["masterName"] = json!("my master"), "redis.masterName must be the master's name");
+    rejects(|v| v["redis"]["waitReplicas"] = json!(17), "redis.waitReplicas must be between 0 and 16, got 17");
+    rejects(|v| v["redis"]["waitTimeoutMs"] = json!(0), "redis.waitTimeoutMs must be between 1 and 60000, got 0");
+    let (config, _) = accepts(|v| {
+        v["redis"]["sentinels"] = json!(["10.0.0.1:26379", "[::1]:26380"]);
+        v["redis"]["masterName"] = json!("pastella");
+        v["redis"]["waitReplicas"] = json!(1);
+        v["redis"]["waitTimeoutMs"] = json!(500);
+    });
+    let target = config.redis.target();
+    assert_eq!(target.sentinels, ["10.0.0.1:26379", "[::1]:26380"]);
+    assert_eq!(target.master_name, "pastella");
+    assert_eq!(target.wait.replicas, 1);
+    assert_eq!(target.wait.timeout, std::time::Duration::from_millis(500));
+    assert_eq!(target.describe(), "master \"pastella\" via sentinels 10.0.0.1:26379, [::1]:26380");
+}

@@ -218,14 +218,14 @@ impl Store {
     pub async fn acquire_lease(&self, instance: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
         let mut invocation = lease_acquire().prepare_invoke();
         invocation.arg(&self.prefix).arg(instance).arg(ttl.as_millis() as u64);
-        timed("lease_acquire", invocation.invoke_async(&mut self.conn())).await
+        self.acked("lease_acquire", &invocation).await
     }
 
     /// Extends the lease; false if `token` no longer holds it.
     pub async fn renew_lease(&self, token: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut invocation = lease_renew().prepare_invoke();
         invocation.arg(&self.prefix).arg(token).arg(ttl.as_millis() as u64);
-        let renewed: i64 = timed("lease_renew", invocation.invoke_async(&mut self.conn())).await?;
+        let renewed: i64 = self.acked("lease_renew", &invocation).await?;
         Ok(renewed == 1)
     }
 
@@ -233,7 +233,7 @@ impl Store {
     pub async fn release_lease(&self, token: &str) -> Result<(), StoreError> {
         let mut invocation = lease_release().prepare_invoke();
         invocation.arg(&self.prefix).arg(token);
-        let _: i64 = timed("lease_release", invocation.invoke_async(&mut self.conn())).await?;
+        let _: i64 = self.acked("lease_release", &invocation).await?;
         Ok(())
     }
 
@@ -307,7 +307,7 @@ impl Store {
             invocation.arg(address).arg(amount.to_string());
         }
         invocation.arg(terms.fee_bps).arg(terms.finder_bps).arg(terms.keep.as_secs().max(1));
-        let done: i64 = timed("credit_block", invocation.invoke_async(&mut self.conn())).await?;
+        let done: i64 = self.acked("credit_block", &invocation).await?;
         Ok(done == 1)
     }
 
@@ -323,7 +323,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut invocation = orphan_block_script().prepare_invoke();
         invocation.arg(&self.prefix).arg(token).arg(hash).arg(height).arg(now).arg(keep.as_secs().max(1));
-        let done: i64 = timed("orphan_block", invocation.invoke_async(&mut self.conn())).await?;
+        let done: i64 = self.acked("orphan_block", &invocation).await?;
         Ok(done == 1)
     }
 
@@ -406,7 +406,7 @@ impl Store {
             // The old pool checked only length and prefix: a bad address is kept, never paid.
             let invalid = crate::chain::Address::parse(address).err().map(|e| e.to_string()).unwrap_or_default();
             invocation.arg(invalid);
-            let moved: redis::Value = timed("import_balance", invocation.invoke_async(&mut self.conn())).await?;
+            let moved: redis::Value = self.acked("import_balance", &invocation).await?;
             if !matches!(moved, redis::Value::Int(0)) {
                 imported += 1;
             }
@@ -448,7 +448,7 @@ impl Store {
             invocation.arg(&d.address).arg(d.reserved.to_string());
         }
         invocation.arg(fees.to_string());
-        let done: i64 = timed("reserve_batch", invocation.invoke_async(&mut self.conn())).await?;
+        let done: i64 = self.acked("reserve_batch", &invocation).await?;
         Ok(done == 1)
     }
 
@@ -491,7 +491,7 @@ impl Store {
         for (k, v) in fields {
             invocation.arg(*k).arg(*v);
         }
-        let done: i64 = timed("batch_state", invocation.invoke_async(&mut self.conn())).await?;
+        let done: i64 = self.acked("batch_state", &invocation).await?;
         Ok(done == 1)
     }
 
@@ -500,7 +500,7 @@ impl Store {
     pub async fn finalize_batch(&self, token: &str, id: &str, now_ms: u64, decided: &str) -> Result<bool, StoreError> {
         let mut invocation = finalize_batch_script().prepare_invoke();
         invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms / 1000).arg(now_ms).arg(decided);
-        let done: i64 = timed("finalize_batch", invocation.invoke_async(&mut self.conn())).await?;
+        let done: i64 = self.acked("finalize_batch", &invocation).await?;
         Ok(done == 1)
     }
 
@@ -509,7 +509,7 @@ impl Store {
     pub async fn release_batch(&self, token: &str, id: &str, now_ms: u64, reason: &str) -> Result<bool, StoreError> {
         let mut invocation = release_batch_script().prepare_invoke();
         invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms).arg(reason);
-        let done: i64 = timed("release_batch", invocation.invoke_async(&mut self.conn())).await?;
+        let done: i64 = self.acked("release_batch", &invocation).await?;
         Ok(done == 1)
     }
 
@@ -575,7 +575,7 @@ impl Store {
     ) -> Result<Option<u64>, StoreError> {
         let mut invocation = batch_unknown_script().prepare_invoke();
         invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms).arg(what).arg(if absent { "1" } else { "0" });
-        let rounds: i64 = timed("batch_unknown", invocation.invoke_async(&mut self.conn())).await?;
+        let rounds: i64 = self.acked("batch_unknown", &invocation).await?;
         Ok(u64::try_from(rounds).ok())
     }
 
@@ -583,7 +583,7 @@ impl Store {
     pub async fn hold_batch(&self, token: &str, id: &str, now_ms: u64, why: &str) -> Result<bool, StoreError> {
         let mut invocation = hold_batch_script().prepare_invoke();
         invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms).arg(why);
-        let done: i64 = timed("hold_batch", invocation.invoke_async(&mut self.conn())).await?;
+        let done: i64 = self.acked("hold_batch", &invocation).await?;
         Ok(done == 1)
     }
 
@@ -604,7 +604,7 @@ impl Store {
         };
         let mut invocation = batch_confirmation_script().prepare_invoke();
         invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms).arg(name).arg(limit).arg(height);
-        let done: i64 = timed("batch_confirmation", invocation.invoke_async(&mut self.conn())).await?;
+        let done: i64 = self.acked("batch_confirmation", &invocation).await?;
         Ok(done == 1)
     }
 
@@ -612,7 +612,7 @@ impl Store {
     pub async fn quarantine(&self, token: &str, address: &str, reason: &str, now_ms: u64) -> Result<bool, StoreError> {
         let mut invocation = quarantine_script().prepare_invoke();
         invocation.arg(&self.prefix).arg(token).arg(address).arg(reason).arg(now_ms);
-        let done: i64 = timed("quarantine", invocation.invoke_async(&mut self.conn())).await?;
+        let done: i64 = self.acked("quarantine", &invocation).await?;
         Ok(done == 1)
     }
 

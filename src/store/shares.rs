@@ -116,7 +116,7 @@ impl Store {
         for r in records {
             invocation.arg(&r.login).arg(&r.worker).arg(reward_type(r.solo)).arg(r.difficulty);
         }
-        let written: i64 = timed("flush_shares", invocation.invoke_async(&mut self.conn())).await?;
+        let written: i64 = self.acked("flush_shares", &invocation).await?;
         Ok(written == 1)
     }
 
@@ -137,7 +137,7 @@ impl Store {
             .arg(c.reward)
             .arg(c.window)
             .arg(c.share_difficulty);
-        let value: redis::Value = timed("record_candidate", invocation.invoke_async(&mut self.conn())).await?;
+        let value: redis::Value = self.acked("record_candidate", &invocation).await?;
         Ok(match value {
             redis::Value::Array(items) if items.len() == 3 => {
                 let num = |v: &redis::Value| match v {

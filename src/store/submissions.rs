@@ -101,7 +101,7 @@ impl Store {
         for (name, value) in &fields {
             invocation.arg(*name).arg(value);
         }
-        let saved: i64 = timed("save_submission", invocation.invoke_async(&mut self.conn())).await?;
+        let saved: i64 = self.acked("save_submission", &invocation).await?;
         Ok(saved == 1)
     }
 
@@ -147,7 +147,7 @@ impl Store {
             .arg(now_ms)
             .arg(detail)
             .arg(RESOLVED_SUBMISSION_TTL_SECS);
-        let resolved: i64 = timed("resolve_submission", invocation.invoke_async(&mut self.conn())).await?;
+        let resolved: i64 = self.acked("resolve_submission", &invocation).await?;
         Ok(resolved == 1)
     }
 }
