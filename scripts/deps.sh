@@ -20,7 +20,7 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v fail2ban-regex >/dev/null || need+=(fail2ban)
   command -v systemd-analyze >/dev/null || need+=(systemd)
   command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
-  python3 -c 'import jsonschema, yaml' 2>/dev/null || need+=(python3-jsonschema python3-yaml python3-pip)
+  python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
   command -v haproxy >/dev/null || need+=(haproxy)
 fi
 if ((${#need[@]})); then
@@ -31,6 +31,12 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
   # The Debian redis-server package starts a system service on 6379; the pool's scripts and
   # tests start their own, so leave the system one alone.
+fi
+if [[ "${1:-}" == "--test" ]] && ! python3 -c 'import jsonschema, yaml' 2>/dev/null; then
+  # For tests/ops.rs (compose.yml against the compose-spec schema), into the python3 on PATH.
+  pip=(python3 -m pip install --quiet --disable-pip-version-check jsonschema pyyaml)
+  "${pip[@]}" >&2 || "${pip[@]}" --break-system-packages >&2 ||
+    echo "warning: could not install jsonschema/pyyaml; compose.yml will not be validated" >&2
 fi
 if [[ "${1:-}" == "--test" && ! -f "$(dirname "$0")/../target/compose-spec/compose_spec.json" ]]; then
   # The compose-spec schema that docker-compose 1.29.2 ships (tests/ops.rs validates
