@@ -451,3 +451,19 @@ async fn a_pending_block_whose_height_another_block_took_is_not_submitted_any_mo
     let submitting: u64 = con.zcard("pastella:blocks:submitting").unwrap();
     assert_eq!(submitting, 0);
 }
+
+/// A fresh Redis has no pending submission: the start-up resume reads an empty list, not an
+/// error (an empty Redis pipeline is refused by the client, "empty command").
+#[tokio::test]
+async fn no_pending_submissions_on_a_fresh_redis() {
+    let redis = RedisServer::start();
+    let store = pastella_pool::store::Store::connect(
+        &format!("redis://127.0.0.1:{}/0", redis.port),
+        "pastella",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let pending = store.pending_submissions().await.expect("pending submissions of an empty Redis");
+    assert!(pending.is_empty(), "{} pending on a fresh Redis", pending.len());
+}

@@ -113,6 +113,10 @@ impl Store {
             redis::cmd("ZRANGE").arg(self.key("blocks:submitting")).arg(0).arg(-1).query_async(&mut self.conn()),
         )
         .await?;
+        // The client refuses an empty pipeline ("empty command").
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for hash in &hashes {
             pipe.hgetall(self.key(&format!("blocks:submit:{hash}")));
