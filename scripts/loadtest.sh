@@ -139,7 +139,7 @@ startup=(--repeat 3 --timeout 60)
 if [[ $mode == fast ]]; then startup=(--repeat 1 --timeout 600 --metrics "http://127.0.0.1:${api_ports[0]}/metrics"); fi
 echo "== start-up: process start -> first job served"
 "$lt" startup --pool "127.0.0.1:${stratum_ports[0]}" "${startup[@]}" --log "$work/startup-pool.log" \
-  --report "loadtest/reports/$stamp-startup-$mode.json" -- "$pool" run --config "$work/pool0.json"
+  --report "loadtest/reports/$stamp-startup-$variant.json" -- "$pool" run --config "$work/pool0.json"
 
 echo "== starting $pool_procs pool process(es) ($mode mode)"
 for k in $(seq 0 $((pool_procs - 1))); do
