@@ -14,6 +14,9 @@
 #   LOADTEST_BUILD=1           rebuild the release binaries even if present
 #   LOADTEST_PROFILE=debug     use the debug binaries (cargo build; for small smoke runs only)
 #   LOADTEST_ARGS="..."        extra flags for `pastella-loadtest run`
+#   LOADTEST_TLS=1             the pool port serves TLS too (`"tls": "auto"`, self-signed certificate
+#                              generated on the first start) and every miner connects over TLS,
+#                              pinning the certificate's SHA-256 (`--tls --tls-fingerprint`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +28,10 @@ per_process=19000
 procs=$(((miners + per_process - 1) / per_process))
 pool_procs="${LOADTEST_POOL_PROCS:-$procs}"
 case "$mode" in light | fast) ;; *) echo "LOADTEST_MODE must be light or fast, got $mode" >&2; exit 2 ;; esac
+tls="${LOADTEST_TLS:-}"
+case "$tls" in "" | 0 | 1) ;; *) echo "LOADTEST_TLS must be 1 (TLS) or empty/0 (plain), got $tls" >&2; exit 2 ;; esac
+variant=$mode
+if [[ $tls == 1 ]]; then variant="$mode-tls"; fi
 
 profile="${LOADTEST_PROFILE:-release}"
 case "$profile" in release | debug) ;; *) echo "LOADTEST_PROFILE must be release or debug, got $profile" >&2; exit 2 ;; esac
@@ -105,11 +112,15 @@ for k in $(seq 0 $((pool_procs - 1))); do
   stratum_ports+=("$(free_port)")
   api_ports+=("$(free_port)")
   python3 - "loadtest/configs/pool-$mode.json" "$work/pool$k.json" "${stratum_ports[$k]}" "${api_ports[$k]}" \
-    "$daemon_port" "$wallet_port" "$redis_port" <<'EOF'
+    "$daemon_port" "$wallet_port" "$redis_port" "$tls" "$work/tls" <<'EOF'
 import json, sys
-src, dst, stratum, api, daemon, wallet, redis = sys.argv[1:]
+src, dst, stratum, api, daemon, wallet, redis, tls, tls_dir = sys.argv[1:]
 c = json.load(open(src))
 port = next(iter(c["ports"].values()))
+if tls == "1":
+    # auto: the start-up timing (and an abuse flood) stay plain on the same port.
+    port["tls"] = "auto"
+    c["poolServer"]["tlsSelfSignedDir"] = tls_dir
 c["ports"] = {stratum: port}
 c["api"]["port"] = int(api)
 c["daemon"]["port"] = int(daemon)
@@ -121,14 +132,14 @@ done
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p loadtest/reports
-report="loadtest/reports/$stamp-$miners-$mode.json"
+report="loadtest/reports/$stamp-$miners-$variant.json"
 
 # Fast mode: one try, also timing the switch to fast-mode verification (dataset build).
 startup=(--repeat 3 --timeout 60)
 if [[ $mode == fast ]]; then startup=(--repeat 1 --timeout 600 --metrics "http://127.0.0.1:${api_ports[0]}/metrics"); fi
 echo "== start-up: process start -> first job served"
 "$lt" startup --pool "127.0.0.1:${stratum_ports[0]}" "${startup[@]}" --log "$work/startup-pool.log" \
-  --report "loadtest/reports/$stamp-startup-$mode.json" -- "$pool" run --config "$work/pool0.json"
+  --report "loadtest/reports/$stamp-startup-$variant.json" -- "$pool" run --config "$work/pool0.json"
 
 echo "== starting $pool_procs pool process(es) ($mode mode)"
 for k in $(seq 0 $((pool_procs - 1))); do
@@ -151,11 +162,17 @@ args=(run --miners "$miners" --processes "$procs" --ramp-rate "$ramp"
   --rate-per-miner "$rate_per_miner" --rate-seconds "$seconds"
   --ceiling-seconds "$seconds" --level-seconds "$seconds"
   --pool-metrics "http://127.0.0.1:${api_ports[0]}/metrics"
-  --report "$report" --label "scripts/loadtest.sh $miners miners, $mode")
+  --report "$report" --label "scripts/loadtest.sh $miners miners, $variant")
 for k in $(seq 0 $((pool_procs - 1))); do
   args+=(--pool "127.0.0.1:${stratum_ports[$k]}" --pool-pid "${pool_pids[$k]}")
 done
 if [[ $mode == fast ]]; then args+=(--wait-fast 600); fi
+if [[ $tls == 1 ]]; then
+  # The start-up timing's first start generated the certificate; every pool serves the same one.
+  fingerprint=$(python3 -c 'import hashlib, ssl, sys; print(hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())).hexdigest())' "$work/tls/cert.pem")
+  echo "== TLS: pool certificate SHA-256 $fingerprint"
+  args+=(--tls --tls-fingerprint "$fingerprint")
+fi
 # shellcheck disable=SC2206
 extra=(${LOADTEST_ARGS:-})
 echo "== $lt ${args[*]} ${extra[*]}"

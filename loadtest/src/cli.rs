@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::hashing::HashMode;
 use crate::mix::{Arrivals, Mix};
+use crate::tls::{self, Trust};
 
 /// Load generator for pastella-pool: simulated xmrig miners over real TCP.
 #[derive(Parser)]
@@ -167,12 +168,39 @@ pub struct RunArgs {
     /// Every n-th bogus submit claims a block (a result of 64 zeros); 0: none.
     #[arg(long, default_value_t = 10)]
     pub abuse_block_every: u32,
+    /// Every simulated miner connects over TLS (the pool port must serve TLS: `"tls": "on"` or
+    /// `"auto"`); needs --tls-fingerprint or --tls-no-verify. The abuse flood stays plain.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: accept only the certificate whose DER has this SHA-256 (64 hex digits; the pool
+    /// logs it at start, as `xmrig --tls-fingerprint` takes it).
+    #[arg(long, value_name = "HEX", requires = "tls", value_parser = tls::parse_fingerprint)]
+    pub tls_fingerprint: Option<String>,
+    /// With --tls: accept any certificate without checking it (load tests only).
+    #[arg(long, requires = "tls", conflicts_with = "tls_fingerprint")]
+    pub tls_no_verify: bool,
     /// Write the JSON report here.
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
     /// Free text stored in the report (e.g. "10k light").
     #[arg(long, default_value = "")]
     pub label: String,
+}
+
+impl RunArgs {
+    /// How sessions connect: `None` for plain TCP, else the certificate they accept.
+    pub fn tls_trust(&self) -> Result<Option<Trust>, String> {
+        match (self.tls, &self.tls_fingerprint, self.tls_no_verify) {
+            (false, _, _) => Ok(None),
+            (true, Some(pin), _) => Ok(Some(Trust::Fingerprint(pin.clone()))),
+            (true, None, true) => Ok(Some(Trust::Any)),
+            (true, None, false) => {
+                Err("--tls needs --tls-fingerprint HEX (the pool logs its certificate's SHA-256 at \
+                                        start) or --tls-no-verify"
+                    .into())
+            }
+        }
+    }
 }
 
 /// Flags of `raw`.
@@ -277,5 +305,21 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.fanout_rounds, 30);
         assert_eq!(args.pools.len(), 2);
+        assert_eq!(args.tls_trust(), Ok(None));
+    }
+
+    #[test]
+    fn tls_needs_a_pin_or_an_explicit_no_verify() {
+        let trust = |flags: &[&str]| {
+            let cli = Cli::try_parse_from(["pastella-loadtest", "run"].iter().chain(flags)).map_err(|e| e.kind())?;
+            let Command::Run(args) = cli.command else { panic!("not run") };
+            Ok::<_, clap::error::ErrorKind>(args.tls_trust())
+        };
+        let pin = "AB".repeat(32);
+        assert_eq!(trust(&["--tls", "--tls-fingerprint", &pin]), Ok(Ok(Some(Trust::Fingerprint("ab".repeat(32))))));
+        assert_eq!(trust(&["--tls", "--tls-no-verify"]), Ok(Ok(Some(Trust::Any))));
+        assert!(trust(&["--tls"]).unwrap().unwrap_err().contains("--tls-fingerprint"));
+        assert!(trust(&["--tls-no-verify"]).is_err(), "needs --tls");
+        assert!(trust(&["--tls", "--tls-no-verify", "--tls-fingerprint", &pin]).is_err(), "one or the other");
     }
 }

@@ -30,6 +30,7 @@ use crate::report::{
     RawReport, Report, Setup,
 };
 use crate::stats::{steady_rate, FanoutStats, FinalStats, PhaseStats, Prepared, Progress, RampStats, RawStats};
+use crate::tls::Trust;
 
 /// File descriptors a harness process keeps for itself (stdio, runtime, hashing, slack).
 const FD_RESERVE: u64 = 100;
@@ -153,6 +154,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         }
     }
     let sources = parse_sources(&args.source_ips).map_err(anyhow::Error::msg)?;
+    let tls = args.tls_trust().map_err(anyhow::Error::msg)?;
     let addresses = if args.addresses == 0 { args.miners } else { args.addresses };
     let started = Instant::now();
     let hard_deadline_us = mono_us() + ((args.max_seconds + 60.0) * 1e6) as u64;
@@ -179,6 +181,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
             hash_threads: args.hash_threads,
             runtime_threads: args.threads,
             hard_deadline_us,
+            tls: tls.clone(),
         };
         let link = if processes == 1 {
             local_shard(plan, shard, event_tx.clone())
@@ -209,6 +212,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
             ramp_rate: args.ramp_rate,
             hash_mode: format!("{:?}", args.hash_mode).to_lowercase(),
             hash_threads: args.hash_threads,
+            transport: match &tls {
+                None => "tcp".into(),
+                Some(Trust::Fingerprint(_)) => "tls (pinned fingerprint)".into(),
+                Some(Trust::Any) => "tls (certificate not verified)".into(),
+            },
         },
         ..Default::default()
     };

@@ -15,6 +15,7 @@
 //! - [`hashing`]: the harness's own RandomX, to precompute valid shares and measure raw speed.
 //! - [`histogram`], [`stats`], [`report`]: mergeable measurements and the summary.
 //! - [`net`], [`procfs`], [`identity`], [`devnet`]: sockets, /proc, miner addresses, devnet control.
+//! - [`tls`]: `--tls`, the rustls client of the simulated miners (pinned or unverified certificate).
 //! - [`startup`]: timing a pool's start to its first job.
 
 mod abuse;
@@ -33,6 +34,7 @@ mod report;
 mod shard;
 mod startup;
 mod stats;
+mod tls;
 mod wire;
 
 use std::process::ExitCode;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::hashing::HashMode;
 use crate::mix::{Arrivals, Mix};
 use crate::stats::{FanoutStats, FinalStats, PhaseStats, Prepared, Progress, RampStats, RawStats};
+use crate::tls::Trust;
 
 /// Everything a shard needs to know, fixed for the run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +47,9 @@ pub struct ShardPlan {
     pub runtime_threads: usize,
     /// The shard ends itself at this `mono_us` time whatever happens.
     pub hard_deadline_us: u64,
+    /// `--tls`: sessions connect over TLS and accept this certificate; `None`: plain TCP.
+    #[serde(default)]
+    pub tls: Option<Trust>,
 }
 
 /// How a share phase offers load.

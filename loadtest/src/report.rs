@@ -77,6 +77,9 @@ pub struct Setup {
     pub hash_mode: String,
     /// Hashing threads.
     pub hash_threads: usize,
+    /// How the miners connect: `tcp`, or `tls (...)` with `--tls`.
+    #[serde(default)]
+    pub transport: String,
 }
 
 /// Connecting and logging in.
@@ -385,8 +388,9 @@ pub fn summary(r: &Report) -> String {
     if let Some(idle) = &r.idle {
         let _ = writeln!(
             o,
-            "idle: {} sessions, pool RSS {:.1} -> {:.1} MiB = {:.0} bytes/session; pool CPU {:.1} %, harness CPU {:.1} %, other {:.1} % (over {:.0} s); harness RSS {:.1} MiB",
+            "idle: {} sessions{}, pool RSS {:.1} -> {:.1} MiB = {:.0} bytes/session; pool CPU {:.1} %, harness CPU {:.1} %, other {:.1} % (over {:.0} s); harness RSS {:.1} MiB",
             idle.sessions,
+            if r.setup.transport.starts_with("tls") { format!(" over {}", r.setup.transport) } else { String::new() },
             idle.pool_rss_before_kib as f64 / 1024.0,
             idle.pool_rss_after_kib as f64 / 1024.0,
             idle.rss_per_session_bytes,

@@ -5,6 +5,10 @@
 //! reader task that keeps no buffer while idle: reads go to a stack buffer and only a partial
 //! line is kept. Writes go through a per-session async mutex, so the ramp, the sweeper and the
 //! share scheduler can all send on the same connection.
+//!
+//! With `--tls` the same session runs over a rustls stream split in two halves; its reader then
+//! awaits `read` with its buffer, so an idle TLS session costs the harness that buffer and
+//! rustls's state too. The plain path is unchanged.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -13,9 +17,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use crate::hashing::{fake_result, HashEngine, HashMode, Work};
 use crate::identity;
@@ -25,6 +32,7 @@ use crate::net::{connect, io_reason};
 use crate::plan::{plan_open, SessionView};
 use crate::procfs::{mono_us, sample_self};
 use crate::stats::{FanoutStats, FinalStats, PhaseStats, Prepared, Progress, RampStats, RawStats};
+use crate::tls;
 use crate::wire::{self, Incoming, Job, Reason};
 
 /// Jobs a session keeps (the pool accepts shares for its last 4 jobs).
@@ -109,13 +117,25 @@ impl SessionState {
     }
 }
 
+/// The sending half of a session's connection.
+enum Writer {
+    Plain(OwnedWriteHalf),
+    Tls(WriteHalf<TlsStream<TcpStream>>),
+}
+
+/// The receiving half of a session's connection.
+enum Reader {
+    Plain(OwnedReadHalf),
+    Tls(ReadHalf<TlsStream<TcpStream>>),
+}
+
 /// One simulated miner.
 pub struct Session {
     miner: u64,
     pool: SocketAddr,
     source: Option<Ipv4Addr>,
     state: Mutex<SessionState>,
-    writer: tokio::sync::Mutex<Option<OwnedWriteHalf>>,
+    writer: tokio::sync::Mutex<Option<Writer>>,
     fanout_us: AtomicU64,
     close: Notify,
 }
@@ -124,7 +144,8 @@ impl Session {
     async fn write(&self, line: &str) -> bool {
         let mut w = self.writer.lock().await;
         match w.as_mut() {
-            Some(w) => w.write_all(line.as_bytes()).await.is_ok(),
+            Some(Writer::Plain(w)) => w.write_all(line.as_bytes()).await.is_ok(),
+            Some(Writer::Tls(w)) => w.write_all(line.as_bytes()).await.is_ok(),
             None => false,
         }
     }
@@ -176,6 +197,8 @@ pub struct Shard {
     sessions: Vec<Arc<Session>>,
     events: mpsc::UnboundedSender<Event>,
     in_process: bool,
+    /// `--tls`: the connector every session handshakes with; `None`: plain TCP.
+    tls: Option<TlsConnector>,
     c: Counters,
     ramp: Mutex<RampAcc>,
     phase: Mutex<Option<PhaseAcc>>,
@@ -209,11 +232,19 @@ pub async fn run(
         })
         .collect();
     let deadline = plan.hard_deadline_us;
+    let tls = match plan.tls.as_ref().map(tls::connector).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            let _ = events.send(Event::Fatal(e));
+            return;
+        }
+    };
     let shard = Arc::new(Shard {
         plan,
         sessions,
         events,
         in_process,
+        tls,
         c: Counters::default(),
         ramp: Mutex::new(RampAcc::default()),
         phase: Mutex::new(None),
@@ -393,6 +424,27 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Splits received bytes into lines for [`Shard::on_line`], keeping a partial line in
+    /// `partial`; `Some(reason)` ends the session.
+    fn on_bytes(&self, s: &Session, mut data: &[u8], partial: &mut Vec<u8>, out: &mut Vec<String>) -> Option<String> {
+        while let Some(pos) = data.iter().position(|&b| b == b'\n') {
+            if partial.is_empty() {
+                self.on_line(s, &data[..pos], out);
+            } else {
+                partial.extend_from_slice(&data[..pos]);
+                let line = std::mem::take(partial);
+                self.on_line(s, &line, out);
+            }
+            data = &data[pos + 1..];
+        }
+        partial.extend_from_slice(data);
+        if partial.is_empty() {
+            // Give back the capacity of a line that completed: idle sessions hold no buffer.
+            *partial = Vec::new();
+        }
+        (partial.len() > MAX_LINE).then(|| "line too long".to_string())
     }
 
     fn on_login_reply(&self, s: &Session, outcome: Result<String, String>, at_us: u64, now: u64) {
@@ -659,17 +711,39 @@ async fn run_session(shard: Arc<Shard>, s: Arc<Session>) {
             return;
         }
     };
+    let (read, write) = match &shard.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            (Reader::Plain(read), Writer::Plain(write))
+        }
+        Some(connector) => {
+            let handshake = tokio::time::timeout(timeout, tls::handshake(connector, s.pool, stream));
+            match handshake.await.unwrap_or_else(|_| Err("TLS: handshake timeout".into())) {
+                Ok(stream) => {
+                    let (read, write) = tokio::io::split(stream);
+                    (Reader::Tls(read), Writer::Tls(write))
+                }
+                Err(reason) => {
+                    shard.connect_failed(reason);
+                    return;
+                }
+            }
+        }
+    };
+    // With TLS, "connected" is after the handshake and the connect time includes it.
     let connected_us = mono_us();
     shard.c.connected.fetch_add(1, Ordering::Relaxed);
     lock(&shard.ramp).stats.connect_us.record(connected_us - t);
-    let (read, write) = stream.into_split();
     *s.writer.lock().await = Some(write);
     let plan = &shard.plan;
     let login = identity::address(plan.address_salt, s.miner % plan.addresses.max(1));
     let worker = identity::worker(&plan.worker_prefix, s.miner);
     let id = lock(&s.state).register(PendingKind::Login, mono_us());
     let reason = if s.write(&wire::login_line(id, &login, &worker, &plan.agent)).await {
-        read_loop(&shard, &s, read).await
+        match read {
+            Reader::Plain(read) => read_loop(&shard, &s, read).await,
+            Reader::Tls(read) => read_loop_tls(&shard, &s, read).await,
+        }
     } else {
         "write failed".to_string()
     };
@@ -694,31 +768,33 @@ async fn read_loop(shard: &Shard, s: &Session, read: OwnedReadHalf) -> String {
             let mut buf = [0u8; 4096];
             match read.try_read(&mut buf) {
                 Ok(0) => Some("closed by the pool".to_string()),
-                Ok(n) => {
-                    let mut data = &buf[..n];
-                    let mut too_long = false;
-                    while let Some(pos) = data.iter().position(|&b| b == b'\n') {
-                        if partial.is_empty() {
-                            shard.on_line(s, &data[..pos], &mut out);
-                        } else {
-                            partial.extend_from_slice(&data[..pos]);
-                            let line = std::mem::take(&mut partial);
-                            shard.on_line(s, &line, &mut out);
-                        }
-                        data = &data[pos + 1..];
-                    }
-                    partial.extend_from_slice(data);
-                    if partial.len() > MAX_LINE {
-                        too_long = true;
-                    }
-                    if partial.is_empty() {
-                        partial = Vec::new();
-                    }
-                    too_long.then(|| "line too long".to_string())
-                }
+                Ok(n) => shard.on_bytes(s, &buf[..n], &mut partial, &mut out),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                 Err(e) => Some(io_reason(&e)),
             }
+        };
+        for line in out.drain(..) {
+            s.write(&line).await;
+        }
+        if let Some(reason) = ended {
+            return reason;
+        }
+    }
+}
+
+/// [`read_loop`] over TLS: rustls decrypts inside `read`, so the buffer is held while waiting.
+async fn read_loop_tls(shard: &Shard, s: &Session, mut read: ReadHalf<TlsStream<TcpStream>>) -> String {
+    let mut partial: Vec<u8> = Vec::new();
+    let mut out: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let ended = tokio::select! {
+            r = read.read(&mut buf) => match r {
+                Ok(0) => Some("closed by the pool".to_string()),
+                Ok(n) => shard.on_bytes(s, &buf[..n], &mut partial, &mut out),
+                Err(e) => Some(io_reason(&e)),
+            },
+            _ = s.close.notified() => return "closed by the harness".into(),
         };
         for line in out.drain(..) {
             s.write(&line).await;
