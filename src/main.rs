@@ -134,18 +134,11 @@ const EXIT_UNVERIFIABLE: u8 = 2;
 
 fn verify_block(args: &VerifyBlockArgs) -> ExitCode {
     use pastella_pool::accounting::verify;
-    let (config, _) = match load(&args.config) {
+    let (config, runtime) = match load_with_runtime(&args.config, ExitCode::from(EXIT_UNVERIFIABLE)) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_UNVERIFIABLE);
-        }
-    };
-    let url = config.redis.url();
+    let redis = config.redis.target();
     let is_hash = args.block.len() == 64 && args.block.bytes().all(|b| b.is_ascii_hexdigit());
     let height = args.block.parse::<u64>().ok().filter(|_| !is_hash);
     if !is_hash && height.is_none() {
@@ -153,7 +146,7 @@ fn verify_block(args: &VerifyBlockArgs) -> ExitCode {
         return ExitCode::from(EXIT_UNVERIFIABLE);
     }
     let result = runtime.block_on(async {
-        let store = Store::connect(&url, config.redis_prefix(), Duration::from_secs(10)).await?;
+        let store = Store::connect_to(&redis, config.redis_prefix(), Duration::from_secs(10)).await?;
         let hash = match height {
             Some(height) => store.block_hashes_at(height).await?.into_iter().next(),
             None => Some(args.block.to_ascii_lowercase()),
@@ -170,7 +163,7 @@ fn verify_block(args: &VerifyBlockArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNVERIFIABLE);
         }
         Err(e) => {
-            eprintln!("error: Redis at {}: {e}", pastella_pool::store::redact(&url));
+            eprintln!("error: Redis at {}: {e}", redis.describe());
             return ExitCode::from(EXIT_UNVERIFIABLE);
         }
     };
@@ -223,16 +216,9 @@ fn wallet_client(config: &Config) -> pastella_pool::node::WalletClient {
 
 fn payments(args: &PaymentsArgs) -> ExitCode {
     use pastella_pool::accounting::payments::{resolve_held, Resolution};
-    let (config, _) = match load(&args.config) {
+    let (config, runtime) = match load_with_runtime(&args.config, ExitCode::FAILURE) {
         Ok(loaded) => loaded,
         Err(code) => return code,
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     let redis = config.redis.target();
     runtime.block_on(async {
@@ -316,16 +302,9 @@ fn coins(atomic: u64, coin_units: u64) -> String {
 }
 
 fn audit(args: &ConfigArg) -> ExitCode {
-    let (config, _) = match load(args) {
+    let (config, runtime) = match load_with_runtime(args, ExitCode::FAILURE) {
         Ok(loaded) => loaded,
         Err(code) => return code,
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     let redis = config.redis.target();
     let result = runtime.block_on(async {
@@ -405,6 +384,17 @@ fn load(args: &ConfigArg) -> Result<(Config, Vec<String>), ExitCode> {
         eprintln!("{error}");
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+/// The config and a one-thread runtime, for the commands that ask Redis (and the wallet) once;
+/// `failure` is the exit code when no runtime can be built.
+fn load_with_runtime(args: &ConfigArg, failure: ExitCode) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+    let (config, _) = load(args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: {e}");
+        failure
+    })?;
+    Ok((config, runtime))
 }
 
 fn check_config(args: &ConfigArg) -> ExitCode {
