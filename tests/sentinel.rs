@@ -176,14 +176,22 @@ async fn failover_under_load(fault: Fault) {
             let mut accepted = [0u64; 2];
             let mut nonce = rand::random::<u32>() >> 4;
             let mut tip = devnet.block_count();
+            let mut in_flight = BlocksInFlight::default();
             while !stop.load(Ordering::Relaxed) {
                 for (i, miner) in miners.iter_mut().enumerate() {
-                    let (reply, n, _) = miner.mine_and_submit(&hasher, 0, nonce).await;
+                    let (reply, n, result) = miner.mine_and_submit(&hasher, 0, nonce).await;
                     nonce = u32::from_le_bytes(n).wrapping_add(1);
+                    let job = miner.job.as_ref().unwrap();
                     if reply["result"]["status"] == "OK" {
-                        accepted[i] += miner.job.as_ref().unwrap().difficulty;
+                        accepted[i] += job.difficulty;
                     }
+                    in_flight.note(&devnet, job, &reply, &result);
                 }
+                // A block answered OK may still be on its way to the daemon (its candidate is
+                // written with WAIT first): on the chain before the devnet mines or the miners
+                // stop, or the devnet's blocks (or the final `mine(12)`) orphan it.
+                let landed = in_flight.landed(&devnet, Duration::from_secs(300)).await;
+                assert!(landed, "a block the pool answered OK never reached the daemon: {in_flight:?}");
                 if devnet.block_count() != tip {
                     found.fetch_add(devnet.block_count() - tip, Ordering::Relaxed);
                     devnet.mine(3);
