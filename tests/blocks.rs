@@ -300,6 +300,17 @@ async fn sigterm_books_every_ok_share_and_no_accepted_block_is_lost_to_sigterm_o
     // A last run with the unlocker: every pool block booked, confirmed and credited.
     let mut child = spawn_pool(&config, &dir.join("final.log"), &["stratum", "unlocker"]);
     wait_for_port(port).await;
+    // A block a SIGKILLed run left pending is resubmitted by this run, after its ports open:
+    // on the chain before the devnet mines, or a devnet block takes its height and orphans it.
+    let resubmitted = eventually(Duration::from_secs(300), || {
+        (con.zcard::<_, u64>("pastella:blocks:submitting").ok()? == 0).then_some(())
+    })
+    .await;
+    assert!(
+        resubmitted.is_some(),
+        "pending submissions left: {:?}",
+        con.zrange::<_, Vec<String>>("pastella:blocks:submitting", 0, -1)
+    );
     let hashes = every_block_booked(&mut con, &devnet, first_height..devnet.block_count()).await;
     let ours: HashSet<String> = hashes.into_iter().collect();
     mine_until(&devnet, "every pool block confirmed", || {
@@ -466,4 +477,32 @@ async fn no_pending_submissions_on_a_fresh_redis() {
     .unwrap();
     let pending = store.pending_submissions().await.expect("pending submissions of an empty Redis");
     assert!(pending.is_empty(), "{} pending on a fresh Redis", pending.len());
+}
+
+/// The pool answers a block's share before the block reaches the daemon (here the daemon
+/// refuses, elsewhere the candidate's `WAIT` is slow), so a test whose devnet mines "only
+/// between pool blocks" must wait for it with [`BlocksInFlight`]: mining at once makes the
+/// pool's block an orphan, as tests/sentinel.rs once saw after its miners stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_answered_ok_is_on_the_chain_before_the_devnet_mines() {
+    let port = free_port();
+    let stack = Stack::start(20, &[(port, 20)], json!({}), &[Module::Stratum]).await;
+    let mut miner = TestMiner::connect(addr(port)).await;
+    miner.login(MINER_A, "rig").await;
+    let start = stack.devnet.block_count();
+    stack.devnet.set_daemon_mode(DaemonMode::Refuse, None);
+    let (reply, _, result) = miner.mine_and_submit(&stack.hasher, 20, 0).await;
+    assert!(ok(&reply), "{reply}");
+    let mut in_flight = BlocksInFlight::default();
+    in_flight.note(&stack.devnet, miner.job.as_ref().unwrap(), &reply, &result);
+    assert_eq!(stack.devnet.block_count(), start, "answered OK, not on the chain yet");
+    assert!(!in_flight.landed(&stack.devnet, Duration::ZERO).await, "noted as in flight");
+
+    stack.devnet.set_daemon_mode(DaemonMode::Normal, None);
+    assert!(in_flight.landed(&stack.devnet, Duration::from_secs(300)).await, "resubmitted once the daemon is back");
+    stack.devnet.mine(3);
+    let state = stack.devnet.state();
+    assert!(state.alt_blocks.is_empty(), "the pool's block is not an orphan: {:?}", state.alt_blocks);
+    let mut con = stack.redis.conn();
+    every_block_booked(&mut con, &stack.devnet, start..start + 1).await;
 }

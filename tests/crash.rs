@@ -126,8 +126,9 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
             b.login(MINER_B, "b").await;
             let mut miners = [a, b];
             while !stop.load(Ordering::Relaxed) {
-                if mine_blocks(&devnet, &mut miners, &hasher, 1, Duration::from_secs(5)).await > 0 {
-                    found.fetch_add(1, Ordering::Relaxed);
+                let landed = mine_blocks(&devnet, &mut miners, &hasher, 1, Duration::from_secs(5)).await;
+                if landed > 0 {
+                    found.fetch_add(landed, Ordering::Relaxed);
                     devnet.mine(3);
                 }
                 let tip = devnet.block_count();

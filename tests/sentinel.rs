@@ -134,7 +134,8 @@ async fn failover_under_load(fault: Fault) {
     let _sentinels: Vec<Daemon> = sentinel_ports.iter().map(|p| sentinel(dir.path(), *p, old_master)).collect();
     // Ready: every sentinel knows the replica and the two other sentinels (quorum 2).
     for port in sentinel_ports {
-        let ready = eventually(Duration::from_secs(60), || {
+        // Sentinels find each other by hello messages every 2 s; a loaded machine can take long.
+        let ready = eventually(Duration::from_secs(300), || {
             sentinel_view(port).filter(|&(m, replicas, others)| m == old_master && replicas == 1 && others == 2)
         })
         .await;
@@ -176,14 +177,22 @@ async fn failover_under_load(fault: Fault) {
             let mut accepted = [0u64; 2];
             let mut nonce = rand::random::<u32>() >> 4;
             let mut tip = devnet.block_count();
+            let mut in_flight = BlocksInFlight::default();
             while !stop.load(Ordering::Relaxed) {
                 for (i, miner) in miners.iter_mut().enumerate() {
-                    let (reply, n, _) = miner.mine_and_submit(&hasher, 0, nonce).await;
+                    let (reply, n, result) = miner.mine_and_submit(&hasher, 0, nonce).await;
                     nonce = u32::from_le_bytes(n).wrapping_add(1);
+                    let job = miner.job.as_ref().unwrap();
                     if reply["result"]["status"] == "OK" {
-                        accepted[i] += miner.job.as_ref().unwrap().difficulty;
+                        accepted[i] += job.difficulty;
                     }
+                    in_flight.note(&devnet, job, &reply, &result);
                 }
+                // A block answered OK may still be on its way to the daemon (its candidate is
+                // written with WAIT first): on the chain before the devnet mines or the miners
+                // stop, or the devnet's blocks (or the final `mine(12)`) orphan it.
+                let landed = in_flight.landed(&devnet, Duration::from_secs(300)).await;
+                assert!(landed, "a block the pool answered OK never reached the daemon: {in_flight:?}");
                 if devnet.block_count() != tip {
                     found.fetch_add(devnet.block_count() - tip, Ordering::Relaxed);
                     devnet.mine(3);
@@ -271,9 +280,12 @@ async fn failover_under_load(fault: Fault) {
     let settled = eventually(Duration::from_secs(120), || {
         let journal: u64 = new_master.zcard("pastella:payments:journal").unwrap_or(1);
         let candidates: u64 = new_master.zcard("pastella:blocks:candidates").unwrap_or(1);
+        // Read after the journal: a batch reserved meanwhile moved `balance` to `pending`
+        // (one script), so it shows here.
         let payable = [MINER_A, MINER_B].iter().any(|a| {
             let balance: Option<u64> = new_master.hget(format!("pastella:balances:{a}"), "balance").unwrap_or(None);
-            balance.unwrap_or(0) >= 100_000
+            let pending: Option<u64> = new_master.hget(format!("pastella:balances:{a}"), "pending").unwrap_or(None);
+            balance.unwrap_or(0) >= 100_000 || pending.unwrap_or(0) > 0
         });
         polls += 1;
         if polls % 5 == 0 {

@@ -465,7 +465,9 @@ pub fn temp_path(name: &str) -> PathBuf {
 }
 
 /// Mines with `miners` in turn until the devnet's chain grew by `blocks` blocks found by the
-/// pool (the devnet's own miners must be off), or `timeout`. Returns the blocks found.
+/// pool (the devnet's own miners must be off), or `timeout`. Returns the blocks found. Every
+/// block answered OK is on the chain when it returns (see [`BlocksInFlight`]), so the caller
+/// may let the devnet mine right after.
 pub async fn mine_blocks(
     devnet: &DevnetHandle,
     miners: &mut [TestMiner],
@@ -476,12 +478,16 @@ pub async fn mine_blocks(
     let start = devnet.block_count();
     let deadline = Instant::now() + timeout;
     let mut nonce = rand::random::<u32>() >> 4;
+    let mut in_flight = BlocksInFlight::default();
     while devnet.block_count() < start + blocks && Instant::now() < deadline {
         for miner in miners.iter_mut() {
-            let (_, n, _) = miner.mine_and_submit(hasher, 0, nonce).await;
+            let (reply, n, result) = miner.mine_and_submit(hasher, 0, nonce).await;
             nonce = u32::from_le_bytes(n).wrapping_add(1);
+            in_flight.note(devnet, miner.job.as_ref().expect("the job mined"), &reply, &result);
         }
     }
+    let landed = in_flight.landed(devnet, Duration::from_secs(300)).await;
+    assert!(landed, "a block the pool answered OK never reached the daemon: {in_flight:?}");
     devnet.block_count() - start
 }
 
@@ -531,5 +537,43 @@ impl RedisServer {
     /// Thaws a paused server (SIGCONT).
     pub fn resume(&self) {
         let _ = Command::new("kill").arg("-CONT").arg(self.child.id().to_string()).status();
+    }
+}
+
+/// Blocks the test miners found that may not be on the devnet's chain yet. The pool answers a
+/// block's share before the block reaches the daemon (the candidate is written to Redis first,
+/// with `WAIT` under `redis.waitReplicas`, and a daemon outage delays it further), so a test
+/// that lets the devnet mine "only between pool blocks" must wait for these first: a devnet
+/// block mined meanwhile takes the height and the pool's block ends an orphan.
+#[derive(Debug, Default)]
+pub struct BlocksInFlight {
+    /// The highest height at which a block was found and not seen on the chain.
+    highest: Option<u64>,
+}
+
+impl BlocksInFlight {
+    /// Notes the share `result` that `job` got `reply` for: a block if it was answered OK, meets
+    /// the network difficulty of the job's height and that height is not on the chain yet. (A
+    /// block at a height already taken is the pool's second one there, which it never submits.)
+    pub fn note(&mut self, devnet: &DevnetHandle, job: &Job, reply: &Value, result: &Hash) {
+        if reply["result"]["status"] != "OK" {
+            return;
+        }
+        // One snapshot: while the chain is below the job's height, `difficulty` is its height's.
+        let state = devnet.state();
+        if state.block_count <= job.height && hash_difficulty(result) >= state.difficulty {
+            self.highest = Some(self.highest.map_or(job.height, |h| h.max(job.height)));
+        }
+    }
+
+    /// Waits until the chain holds every noted height (the devnet mines only on request, so
+    /// the block there is the pool's), at most `timeout`. False if one is still missing.
+    pub async fn landed(&mut self, devnet: &DevnetHandle, timeout: Duration) -> bool {
+        let Some(highest) = self.highest else { return true };
+        let landed = eventually(timeout, || (devnet.block_count() > highest).then_some(())).await.is_some();
+        if landed {
+            self.highest = None;
+        }
+        landed
     }
 }
