@@ -345,10 +345,13 @@ impl MinerSession {
             return;
         }
         if !self.within_rate(method.as_ref(), read_at) {
+            let banned = method.as_ref() == "submit" && self.record_for_ban(false);
             self.reply_error(id, msg::RATE_LIMITED, ctx);
             if method.as_ref() == "submit" {
                 crate::metrics::share("rate_limited", read_at.elapsed());
-                self.count_for_ban(false, ctx);
+            }
+            if banned {
+                self.close_banned(ctx);
             }
             return;
         }
@@ -612,26 +615,36 @@ impl MinerSession {
         counts_against_ip: bool,
         ctx: &mut Context<Self>,
     ) {
+        // The ban is in force before the miner reads the answer: a connection it opens next is
+        // refused (the reply is written first otherwise, and another arbiter may serve it first).
+        let banned = counts_against_ip && self.record_for_ban(false);
         self.reply_error(id, message, ctx);
         crate::metrics::share(result, read_at.elapsed());
-        if counts_against_ip {
-            self.count_for_ban(false, ctx);
+        if banned {
+            self.close_banned(ctx);
         }
     }
 
-    fn count_for_ban(&mut self, valid: bool, ctx: &mut Context<Self>) {
-        if self.shared.bans.record(self.ip, valid).is_some() {
-            crate::metrics::disconnect("banned");
-            self.close_after_flush(ctx);
-        }
+    /// Counts a share toward the IP's ban score; true if that banned the IP.
+    fn record_for_ban(&mut self, valid: bool) -> bool {
+        self.shared.bans.record(self.ip, valid).is_some()
+    }
+
+    /// Closes the session of a just-banned IP once its last answer is written.
+    fn close_banned(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::disconnect("banned");
+        self.close_after_flush(ctx);
     }
 
     fn on_verdict(&mut self, v: Verdict, ctx: &mut Context<Self>) {
         match v.outcome {
             Outcome::Accepted => {
+                let banned = self.record_for_ban(true);
                 self.reply_result(&v.reply_id, "{\"status\":\"OK\"}", ctx);
                 crate::metrics::share(if v.block { "block" } else { "accepted" }, v.read_at.elapsed());
-                self.count_for_ban(true, ctx);
+                if banned {
+                    self.close_banned(ctx);
+                }
                 let shared = self.shared.clone();
                 let Some(miner) = self.miner.as_mut() else { return };
                 if let (Some(trust), false) = (miner.trust.as_mut(), v.trusted) {
