@@ -186,6 +186,29 @@ async fn mine_until_closed(
     }
 }
 
+/// A directory under the test target dir and the pool's config file in it (API off).
+fn pool_files(
+    name: &str,
+    redis: &RedisServer,
+    devnet: &DevnetHandle,
+    port: (u16, u64),
+    patch: Value,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("pool.json");
+    let mut json = pool_config_json(redis, devnet, &[port], patch);
+    merge(&mut json, &json!({"api": {"enabled": false}}));
+    std::fs::write(&config, json.to_string()).unwrap();
+    (dir, config)
+}
+
+/// SIGTERM, and the pool exits cleanly.
+fn stop_cleanly(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(child.wait().unwrap().success());
+}
+
 fn spawn_pool(config: &std::path::Path, log: &std::path::Path, modules: &[&str]) -> Child {
     let log = std::fs::File::create(log).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pastella-pool"));
@@ -223,12 +246,7 @@ async fn sigterm_books_every_ok_share_and_no_accepted_block_is_lost_to_sigterm_o
     let redis = RedisServer::start();
     let devnet = devnet(20).await;
     let port = free_port();
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blocks-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("pool.json");
-    let mut json = pool_config_json(&redis, &devnet, &[(port, 5)], unlocker_patch());
-    merge(&mut json, &json!({"api": {"enabled": false}}));
-    std::fs::write(&config, json.to_string()).unwrap();
+    let (dir, config) = pool_files("blocks-test", &redis, &devnet, (port, 5), unlocker_patch());
     let hasher = SharedHasher::new();
     let mut con = redis.conn();
     let first_height = devnet.block_count();
@@ -322,8 +340,7 @@ async fn sigterm_books_every_ok_share_and_no_accepted_block_is_lost_to_sigterm_o
     .await;
     let orphaned: u64 = con.hget::<_, _, Option<u64>>("pastella:totals", "blocksOrphaned").unwrap().unwrap_or(0);
     assert_eq!(orphaned, 0, "no block of this run was orphaned");
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    assert!(child.wait().unwrap().success());
+    stop_cleanly(&mut child);
     let audit =
         Command::new(env!("CARGO_BIN_EXE_pastella-pool")).args(["audit", "--config"]).arg(&config).output().unwrap();
     let report = String::from_utf8_lossy(&audit.stdout);
@@ -335,12 +352,8 @@ async fn a_block_is_in_redis_before_the_daemon_sees_it_so_sigkill_never_loses_on
     let redis = RedisServer::start();
     let devnet = devnet(20).await;
     let port = free_port();
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blocks-stall-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("pool.json");
-    let mut json = pool_config_json(&redis, &devnet, &[(port, 20)], json!({"logging": {"level": "info"}}));
-    merge(&mut json, &json!({"api": {"enabled": false}}));
-    std::fs::write(&config, json.to_string()).unwrap();
+    let (dir, config) =
+        pool_files("blocks-stall-test", &redis, &devnet, (port, 20), json!({"logging": {"level": "info"}}));
     let hasher = SharedHasher::new();
     let start = devnet.block_count();
 
@@ -363,8 +376,7 @@ async fn a_block_is_in_redis_before_the_daemon_sees_it_so_sigkill_never_loses_on
     wait_for_port(port).await;
     let mut con = redis.conn();
     every_block_booked(&mut con, &devnet, start..devnet.block_count()).await;
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    assert!(child.wait().unwrap().success());
+    stop_cleanly(&mut child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,12 +384,8 @@ async fn a_block_still_pending_at_shutdown_is_submitted_by_the_next_run() {
     let redis = RedisServer::start();
     let devnet = devnet(20).await;
     let port = free_port();
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blocks-restart-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("pool.json");
-    let mut json = pool_config_json(&redis, &devnet, &[(port, 20)], json!({"logging": {"level": "info"}}));
-    merge(&mut json, &json!({"api": {"enabled": false}}));
-    std::fs::write(&config, json.to_string()).unwrap();
+    let (dir, config) =
+        pool_files("blocks-restart-test", &redis, &devnet, (port, 20), json!({"logging": {"level": "info"}}));
     let hasher = SharedHasher::new();
     let start = devnet.block_count();
 
@@ -396,8 +404,7 @@ async fn a_block_still_pending_at_shutdown_is_submitted_by_the_next_run() {
     .await
     .expect("the candidate is written to Redis while the daemon refuses");
     // The pool stops while the daemon is still away.
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    assert!(child.wait().unwrap().success());
+    stop_cleanly(&mut child);
     let info: bool = con.exists(format!("pastella:blocks:info:{pending}")).unwrap();
     assert!(info, "the candidate was booked before the exit");
     devnet.set_daemon_mode(DaemonMode::Normal, None);
@@ -415,8 +422,7 @@ async fn a_block_still_pending_at_shutdown_is_submitted_by_the_next_run() {
     })
     .await;
     assert_eq!(status.as_deref(), Some("accepted"));
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    assert!(child.wait().unwrap().success());
+    stop_cleanly(&mut child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
