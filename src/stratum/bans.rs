@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use crate::config::BanningConfig;
@@ -22,7 +24,7 @@ struct State {
 
 /// The shared ban list of all ports.
 pub struct BanList {
-    config: BanningConfig,
+    config: ArcSwap<BanningConfig>,
     state: Mutex<State>,
     /// Fast path: no lock while nobody is banned.
     active: AtomicUsize,
@@ -44,7 +46,17 @@ pub struct Ban {
 impl BanList {
     /// An empty ban list.
     pub fn new(config: BanningConfig) -> BanList {
-        BanList { config, state: Mutex::new(State::default()), active: AtomicUsize::new(0) }
+        BanList {
+            config: ArcSwap::from_pointee(config),
+            state: Mutex::new(State::default()),
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    /// Applies a reloaded `banning` section to the shares counted from now on; bans already
+    /// issued keep their end time.
+    pub fn set_config(&self, config: BanningConfig) {
+        self.config.store(Arc::new(config));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -70,7 +82,8 @@ impl BanList {
 
     /// Counts a share result from `ip`; returns the ban if this share triggered one.
     pub fn record(&self, ip: IpAddr, valid: bool) -> Option<Ban> {
-        if !self.config.enabled {
+        let config = self.config.load();
+        if !config.enabled {
             return None;
         }
         let mut state = self.lock();
@@ -82,24 +95,24 @@ impl BanList {
         }
         let (good, bad) = *counters;
         let total = good + bad;
-        if total < self.config.check_threshold {
+        if total < config.check_threshold {
             return None;
         }
         state.counters.remove(&ip);
-        if f64::from(bad) * 100.0 < self.config.invalid_percent * f64::from(total) {
+        if f64::from(bad) * 100.0 < config.invalid_percent * f64::from(total) {
             return None;
         }
-        state.banned.insert(ip, Instant::now() + self.config.time);
+        state.banned.insert(ip, Instant::now() + config.time);
         self.active.store(state.banned.len(), Ordering::Relaxed);
-        let ban = Ban { ip, invalid: bad, total, duration: self.config.time };
+        let ban = Ban { ip, invalid: bad, total, duration: config.time };
         let reason = format!(
             "{} of {} shares invalid ({:.0} % >= {} %)",
             bad,
             total,
             f64::from(bad) * 100.0 / f64::from(total),
-            self.config.invalid_percent
+            config.invalid_percent
         );
-        log_ban(ip, &reason, self.config.time);
+        log_ban(ip, &reason, config.time);
         crate::metrics::ban(state.banned.len());
         Some(ban)
     }
@@ -107,13 +120,14 @@ impl BanList {
     /// Bans `ip` now for `banning.time`, whatever its counters say (a claimed block that was
     /// not one: never an honest mistake). Applies even with `banning.enabled` false.
     pub fn ban_now(&self, ip: IpAddr, reason: &str) -> Ban {
+        let config = self.config.load();
         let mut state = self.lock();
         state.counters.remove(&ip);
-        state.banned.insert(ip, Instant::now() + self.config.time);
+        state.banned.insert(ip, Instant::now() + config.time);
         self.active.store(state.banned.len(), Ordering::Relaxed);
-        log_ban(ip, reason, self.config.time);
+        log_ban(ip, reason, config.time);
         crate::metrics::ban(state.banned.len());
-        Ban { ip, invalid: 1, total: 1, duration: self.config.time }
+        Ban { ip, invalid: 1, total: 1, duration: config.time }
     }
 
     /// Drops expired bans and counters of IPs gone quiet; returns the number of active bans.

@@ -17,6 +17,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+
 use crate::config::SharesInFlightConfig;
 
 /// Which cap refused a share.
@@ -71,7 +73,7 @@ impl SessionWork {
 
 /// The per-IP counts shared by all sessions.
 pub struct InFlight {
-    config: SharesInFlightConfig,
+    config: ArcSwap<SharesInFlightConfig>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -98,7 +100,12 @@ impl Permit {
 impl InFlight {
     /// Caps from the config.
     pub fn new(config: SharesInFlightConfig) -> Arc<InFlight> {
-        Arc::new(InFlight { config, per_ip: Mutex::new(HashMap::new()) })
+        Arc::new(InFlight { config: ArcSwap::from_pointee(config), per_ip: Mutex::new(HashMap::new()) })
+    }
+
+    /// Applies reloaded caps to the shares submitted from now on.
+    pub fn set_config(&self, config: SharesInFlightConfig) {
+        self.config.store(Arc::new(config));
     }
 
     /// Takes a slot for one share of `session` from `ip`. `block` asks for the urgent lane
@@ -111,7 +118,8 @@ impl InFlight {
         block: bool,
         exempt: bool,
     ) -> Result<Permit, CapHit> {
-        if session.shares.fetch_add(1, Ordering::AcqRel) >= self.config.per_session {
+        let config = **self.config.load();
+        if session.shares.fetch_add(1, Ordering::AcqRel) >= config.per_session {
             session.shares.fetch_sub(1, Ordering::AcqRel);
             return Err(CapHit::Session);
         }
@@ -120,7 +128,7 @@ impl InFlight {
         } else {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let count = per_ip.entry(ip).or_insert(0);
-            if *count >= self.config.per_ip {
+            if *count >= config.per_ip {
                 if *count == 0 {
                     per_ip.remove(&ip);
                 }

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Recipient;
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::accounting::ledger::RecordShare;
 use crate::config::Config;
@@ -51,10 +51,11 @@ pub const MAX_OUTBOX: usize = 256 * 1024;
 
 /// What every session of every port shares.
 pub struct StratumContext {
-    /// The whole config.
-    pub config: Arc<Config>,
-    /// Vardiff parameters derived from the config.
-    pub vardiff: vardiff::Params,
+    /// The whole config; replaced by a reload ([`StratumContext::apply`]), so read it where it
+    /// is used rather than copying it.
+    pub config: ArcSwap<Config>,
+    /// Vardiff parameters derived from the config (replaced with it).
+    pub vardiff: ArcSwap<vardiff::Params>,
     /// The verifier pool.
     pub engine: PowEngine,
     /// The template being mined (None until the daemon answered once).
@@ -88,7 +89,7 @@ impl StratumContext {
         jobs: Recipient<SubmitBlock>,
     ) -> StratumContext {
         StratumContext {
-            vardiff: vardiff::Params::new(&config.var_diff),
+            vardiff: ArcSwap::from_pointee(vardiff::Params::new(&config.var_diff)),
             bans: bans::BanList::new(config.banning.clone()),
             limits: ConnectionLimits::new(
                 config.pool_server.max_connections,
@@ -98,7 +99,7 @@ impl StratumContext {
             rates: ratelimit::RateLimiter::new(config.limits.rate_limits),
             in_flight: inflight::InFlight::new(config.limits.shares_in_flight),
             transport: transport::Transport::new(&config.pool_server, None),
-            config,
+            config: ArcSwap::new(config),
             engine,
             current,
             ledger,
@@ -116,9 +117,27 @@ impl StratumContext {
     }
 
     /// Serves TLS ports with `acceptor`.
-    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> StratumContext {
-        self.transport = transport::Transport::new(&self.config.pool_server, Some(acceptor));
+    pub fn with_tls(self, acceptor: tokio_rustls::TlsAcceptor) -> StratumContext {
+        self.transport.set_tls(acceptor);
         self
+    }
+
+    /// Applies a reloaded config to everything the sessions share: vardiff and fixed-diff
+    /// rules, share trust, bans, rate limits, in-flight caps, connection caps, allow/deny and
+    /// the timeouts. Sessions read these where they use them, so open connections are not
+    /// touched; per-port settings go to each [`PortSupervisor`].
+    pub fn apply(&self, config: Arc<Config>) {
+        self.vardiff.store(Arc::new(vardiff::Params::new(&config.var_diff)));
+        self.bans.set_config(config.banning.clone());
+        self.limits.set_caps(
+            config.pool_server.max_connections,
+            config.pool_server.max_connections_per_ip,
+            config.limits.max_connections_per_subnet,
+        );
+        self.rates.set_config(config.limits.rate_limits);
+        self.in_flight.set_config(config.limits.shares_in_flight);
+        self.transport.set_policy(&config.pool_server);
+        self.config.store(config);
     }
 
     /// A process-unique job id.
@@ -129,9 +148,9 @@ impl StratumContext {
 
 /// Global, per-IP and per-subnet connection caps, shared by all ports.
 pub struct ConnectionLimits {
-    max_total: usize,
-    max_per_ip: usize,
-    max_per_subnet: usize,
+    max_total: AtomicUsize,
+    max_per_ip: AtomicUsize,
+    max_per_subnet: AtomicUsize,
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     per_subnet: Mutex<HashMap<IpAddr, usize>>,
@@ -152,19 +171,27 @@ impl ConnectionLimits {
     /// Caps of `max_total` connections, `max_per_ip` per IP and `max_per_subnet` per /24 or /64.
     pub fn new(max_total: usize, max_per_ip: usize, max_per_subnet: usize) -> ConnectionLimits {
         ConnectionLimits {
-            max_total,
-            max_per_ip,
-            max_per_subnet,
+            max_total: AtomicUsize::new(max_total),
+            max_per_ip: AtomicUsize::new(max_per_ip),
+            max_per_subnet: AtomicUsize::new(max_per_subnet),
             total: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             per_subnet: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Applies reloaded caps to the connections accepted from now on; open connections above
+    /// a lowered cap stay (they are not kicked).
+    pub fn set_caps(&self, max_total: usize, max_per_ip: usize, max_per_subnet: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_ip.store(max_per_ip, Ordering::Relaxed);
+        self.max_per_subnet.store(max_per_subnet, Ordering::Relaxed);
+    }
+
     /// Takes a connection slot for `ip`, or says which cap refused it. An `exempt` address
     /// (`poolServer.allow`) is held only by the global cap, and not counted per IP or subnet.
     pub fn acquire(&self, ip: IpAddr, exempt: bool) -> Result<(), &'static str> {
-        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total.load(Ordering::Relaxed) {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err("limit_global");
         }
@@ -175,9 +202,9 @@ impl ConnectionLimits {
         let mut per_subnet = self.per_subnet.lock().unwrap_or_else(|e| e.into_inner());
         let ip_count = per_ip.get(&ip).copied().unwrap_or(0);
         let net_count = per_subnet.get(&subnet(ip)).copied().unwrap_or(0);
-        let refused = if ip_count >= self.max_per_ip {
+        let refused = if ip_count >= self.max_per_ip.load(Ordering::Relaxed) {
             Some("limit_ip")
-        } else if net_count >= self.max_per_subnet {
+        } else if net_count >= self.max_per_subnet.load(Ordering::Relaxed) {
             Some("limit_subnet")
         } else {
             None

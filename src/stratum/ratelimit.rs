@@ -7,8 +7,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use crate::config::{RateLimitConfig, RateLimitsConfig};
 
@@ -94,7 +96,7 @@ pub enum Decision {
 
 /// The per-IP buckets of every method, shared by all ports.
 pub struct RateLimiter {
-    config: RateLimitsConfig,
+    config: ArcSwap<RateLimitsConfig>,
     ips: Mutex<HashMap<IpAddr, IpBuckets>>,
 }
 
@@ -104,21 +106,28 @@ const SWEEP_AT: usize = 100_000;
 impl RateLimiter {
     /// Limits from the config.
     pub fn new(config: RateLimitsConfig) -> RateLimiter {
-        RateLimiter { config, ips: Mutex::new(HashMap::new()) }
+        RateLimiter { config: ArcSwap::from_pointee(config), ips: Mutex::new(HashMap::new()) }
     }
 
-    fn limit(&self, method: Method) -> &RateLimitConfig {
+    /// Applies reloaded limits from now on; each IP's buckets keep their tokens (capped by the
+    /// new burst at the next request).
+    pub fn set_config(&self, config: RateLimitsConfig) {
+        self.config.store(Arc::new(config));
+    }
+
+    fn limit(config: &RateLimitsConfig, method: Method) -> &RateLimitConfig {
         match method {
-            Method::Login => &self.config.login,
-            Method::Submit => &self.config.submit,
-            Method::GetJob => &self.config.getjob,
-            Method::Keepalived => &self.config.keepalived,
+            Method::Login => &config.login,
+            Method::Submit => &config.submit,
+            Method::GetJob => &config.getjob,
+            Method::Keepalived => &config.keepalived,
         }
     }
 
     /// Counts one `method` request from `ip` at `now`.
     pub fn check(&self, ip: IpAddr, method: Method, now: Instant, exempt: bool) -> Decision {
-        if exempt || !self.config.enabled {
+        let config = self.config.load();
+        if exempt || !config.enabled {
             return Decision::Allowed;
         }
         let mut ips = self.ips.lock().unwrap_or_else(|e| e.into_inner());
@@ -127,15 +136,15 @@ impl RateLimiter {
         }
         let entry = ips.entry(ip).or_insert_with(|| IpBuckets {
             buckets: [
-                TokenBucket::full(&self.config.login, now),
-                TokenBucket::full(&self.config.submit, now),
-                TokenBucket::full(&self.config.getjob, now),
-                TokenBucket::full(&self.config.keepalived, now),
+                TokenBucket::full(&config.login, now),
+                TokenBucket::full(&config.submit, now),
+                TokenBucket::full(&config.getjob, now),
+                TokenBucket::full(&config.keepalived, now),
             ],
             refusing: [false; 4],
         });
         let i = method.index();
-        if entry.buckets[i].take(self.limit(method), now) {
+        if entry.buckets[i].take(Self::limit(&config, method), now) {
             entry.refusing[i] = false;
             Decision::Allowed
         } else {
@@ -154,7 +163,8 @@ impl RateLimiter {
 
     fn sweep_locked(&self, ips: &mut HashMap<IpAddr, IpBuckets>, now: Instant) {
         let methods = [Method::Login, Method::Submit, Method::GetJob, Method::Keepalived];
-        ips.retain(|_, b| !methods.iter().all(|m| b.buckets[m.index()].is_full(self.limit(*m), now)));
+        let config = self.config.load();
+        ips.retain(|_, b| !methods.iter().all(|m| b.buckets[m.index()].is_full(Self::limit(&config, *m), now)));
     }
 }
 

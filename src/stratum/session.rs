@@ -166,7 +166,7 @@ impl MinerSession {
     pub fn start(accepted: Accepted, shared: Arc<StratumContext>, supervisor: Addr<PortSupervisor>) -> Addr<Self> {
         let (read, write) = accepted.stream.into_split();
         let exempt = shared.exempt(accepted.ip);
-        let line_timeout = shared.config.limits.line_timeout;
+        let line_timeout = shared.config.load().limits.line_timeout;
         MinerSession::create(move |ctx| {
             ctx.add_stream(LineReader::new(read, MAX_LINE).with_line_timeout(line_timeout));
             MinerSession {
@@ -407,7 +407,7 @@ impl MinerSession {
             self.reply_error(id, msg::INVALID_PARAMS, ctx);
             return;
         };
-        let config = &self.shared.config;
+        let config = self.shared.config.load();
         let parsed = match p.login.as_deref() {
             None => Err(login::LoginError::Missing),
             Some(text) => {
@@ -433,7 +433,7 @@ impl MinerSession {
     }
 
     fn start_mining(&mut self, login: Login, ctx: &mut Context<Self>) {
-        let config = &self.shared.config;
+        let config = self.shared.config.load();
         let difficulty = login.fixed_diff.unwrap_or(self.port_difficulty);
         let mut miner = Box::new(Miner {
             login: Arc::from(login.login.as_str()),
@@ -580,7 +580,7 @@ impl MinerSession {
         let claimed_difficulty = hash_difficulty(&claimed);
         if claimed_difficulty < job.difficulty {
             if let Some(trust) = trust.as_mut() {
-                trust.on_invalid(&self.shared.config.share_trust);
+                trust.on_invalid(&self.shared.config.load().share_trust);
             }
             return Err(Rejection::new(msg::LOW_DIFFICULTY, "low_difficulty", true));
         }
@@ -648,12 +648,15 @@ impl MinerSession {
                 let shared = self.shared.clone();
                 let Some(miner) = self.miner.as_mut() else { return };
                 if let (Some(trust), false) = (miner.trust.as_mut(), v.trusted) {
-                    trust.on_valid(&shared.config.share_trust);
+                    trust.on_valid(&shared.config.load().share_trust);
                 }
                 let now = unix_ms();
                 miner.vardiff.on_share(now);
-                let retarget =
-                    if miner.fixed { None } else { miner.vardiff.retarget(now, miner.difficulty, &shared.vardiff) };
+                let retarget = if miner.fixed {
+                    None
+                } else {
+                    miner.vardiff.retarget(now, miner.difficulty, &shared.vardiff.load())
+                };
                 if let Some(new) = retarget {
                     self.retarget(new, ctx);
                 }
@@ -667,7 +670,7 @@ impl MinerSession {
             }
             Outcome::Invalid => {
                 if let Some(trust) = self.miner.as_mut().and_then(|m| m.trust.as_mut()) {
-                    trust.on_invalid(&self.shared.config.share_trust);
+                    trust.on_invalid(&self.shared.config.load().share_trust);
                 }
                 self.reject(&v.reply_id, msg::INVALID_RESULT, "invalid", v.read_at, true, ctx);
             }
@@ -699,7 +702,7 @@ impl MinerSession {
         if self.closing {
             return;
         }
-        let miner_timeout = self.shared.config.pool_server.miner_timeout;
+        let miner_timeout = self.shared.config.load().pool_server.miner_timeout;
         if self.shared.bans.is_banned(self.ip) {
             crate::metrics::disconnect("banned");
             ctx.stop();
@@ -719,9 +722,9 @@ impl MinerSession {
             self.ip_recorded = Instant::now();
         }
         let idle = self.last_active.elapsed();
-        let vardiff = self.shared.vardiff;
+        let vardiff = **self.shared.vardiff.load();
         let retarget = match &mut self.miner {
-            None if self.accepted_at.elapsed() >= self.shared.config.limits.login_timeout
+            None if self.accepted_at.elapsed() >= self.shared.config.load().limits.login_timeout
                 && self.waiting_login.is_none() =>
             {
                 self.login_timed_out(ctx);
@@ -748,7 +751,7 @@ const IP_RECORD_REFRESH: std::time::Duration = std::time::Duration::from_secs(36
 impl MinerSession {
     fn login_timed_out(&mut self, ctx: &mut Context<Self>) {
         crate::metrics::disconnect("login_timeout");
-        tracing::info!(ip = %self.ip, "no valid login within {} s; closing", self.shared.config.limits.login_timeout.as_secs());
+        tracing::info!(ip = %self.ip, "no valid login within {} s; closing", self.shared.config.load().limits.login_timeout.as_secs());
         ctx.stop();
     }
 }
@@ -912,7 +915,7 @@ impl ShareCheck {
                     &self.worker,
                     self.solo,
                     self.difficulty,
-                    shared.config.pplns.window_factor,
+                    shared.config.load().pplns.window_factor,
                 ),
             };
             match shared.jobs.send(submit).await {
@@ -949,7 +952,7 @@ impl Actor for MinerSession {
         crate::metrics::connection_opened(self.port);
         self.supervisor.do_send(Register { id: self.id, addr: ctx.address() });
         // Exact, rather than at the next housekeeping tick.
-        ctx.run_later(self.shared.config.limits.login_timeout, |act, ctx| {
+        ctx.run_later(self.shared.config.load().limits.login_timeout, |act, ctx| {
             if act.miner.is_none() && act.waiting_login.is_none() && !act.closing {
                 act.login_timed_out(ctx);
             }

@@ -104,7 +104,7 @@ impl PortSupervisor {
         shared: Arc<StratumContext>,
         arbiters: Arc<Vec<ArbiterHandle>>,
     ) -> PortSupervisor {
-        let tick_every = Duration::from_secs(shared.config.var_diff.retarget_time.clamp(1, 15));
+        let tick_every = Duration::from_secs(shared.config.load().var_diff.retarget_time.clamp(1, 15));
         PortSupervisor {
             port,
             shared,

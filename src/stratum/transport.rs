@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
@@ -97,30 +98,58 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The accept policy and TLS setup shared by every port.
+/// The accept policy and TLS setup shared by every port. Both can be replaced while the pool
+/// runs (a config reload): connections already accepted keep what they were accepted with.
 pub struct Transport {
+    policy: ArcSwap<Policy>,
+    tls: ArcSwapOption<TlsAcceptor>,
+}
+
+/// The parts of `poolServer` the transport applies.
+struct Policy {
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
     proxy: ProxyProtocolConfig,
-    tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+}
+
+impl Policy {
+    fn of(server: &PoolServerConfig) -> Policy {
+        Policy {
+            allow: server.allow.clone(),
+            deny: server.deny.clone(),
+            proxy: server.proxy_protocol.clone(),
+            handshake_timeout: server.tls.handshake_timeout,
+        }
+    }
 }
 
 impl Transport {
     /// The policy of `server`; `tls` serves the ports whose mode is `on` or `auto`.
     pub fn new(server: &PoolServerConfig, tls: Option<TlsAcceptor>) -> Transport {
-        Transport {
-            allow: server.allow.clone(),
-            deny: server.deny.clone(),
-            proxy: server.proxy_protocol.clone(),
-            tls,
-            handshake_timeout: server.tls.handshake_timeout,
-        }
+        Transport { policy: ArcSwap::from_pointee(Policy::of(server)), tls: ArcSwapOption::from_pointee(tls) }
+    }
+
+    /// Applies a reloaded `poolServer` (allow/deny, PROXY protocol, handshake timeout) to the
+    /// connections accepted from now on.
+    pub fn set_policy(&self, server: &PoolServerConfig) {
+        self.policy.store(Arc::new(Policy::of(server)));
+    }
+
+    /// Serves TLS with `acceptor` from now on (a reloaded certificate, or a first TLS port).
+    pub fn set_tls(&self, acceptor: TlsAcceptor) {
+        self.tls.store(Some(Arc::new(acceptor)));
+    }
+
+    /// True once a TLS acceptor is set.
+    pub fn has_tls(&self) -> bool {
+        self.tls.load().is_some()
     }
 
     /// What `poolServer.allow`/`deny` say about `ip`.
     pub fn access(&self, ip: IpAddr) -> Access {
-        access(&self.allow, &self.deny, ip)
+        let policy = self.policy.load();
+        access(&policy.allow, &policy.deny, ip)
     }
 
     /// True for addresses in `poolServer.allow` (trusted farm NATs and proxies), which per-IP
@@ -131,24 +160,25 @@ impl Transport {
 
     /// True when connections may start with a PROXY header (`proxyProtocol.enabled`).
     pub fn reads_proxy_header(&self) -> bool {
-        self.proxy.enabled
+        self.policy.load().proxy.enabled
     }
 
     /// True when a connection on a port in `mode` needs [`Transport::identify`] or
     /// [`Transport::secure`] before its session starts; false is the plain fast path.
     pub fn needs_handshake(&self, mode: TlsMode) -> bool {
-        self.proxy.enabled || mode != TlsMode::Off
+        self.policy.load().proxy.enabled || mode != TlsMode::Off
     }
 
     /// The client's address: the one in a PROXY header from a trusted load balancer, else the
     /// socket's. Consumes exactly the header's bytes. Refuses a header from an untrusted
     /// address, a missing one when required, and a malformed one.
     pub async fn identify(&self, stream: &mut TcpStream, peer: IpAddr) -> Result<IpAddr, Refusal> {
-        if !self.proxy.enabled {
+        let policy = self.policy.load_full();
+        if !policy.proxy.enabled {
             return Ok(peer);
         }
-        let trusted = self.proxy.trusted.iter().any(|n| n.contains(&peer));
-        let deadline = Instant::now() + self.proxy.timeout;
+        let trusted = policy.proxy.trusted.iter().any(|n| n.contains(&peer));
+        let deadline = Instant::now() + policy.proxy.timeout;
         let mut buf = vec![0u8; V2_MAX];
         loop {
             let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
@@ -158,7 +188,7 @@ impl Transport {
             };
             let seen = &buf[..n];
             match proxy_header::sniff(seen) {
-                Sniff::Tls | Sniff::Plain if trusted && self.proxy.required => return Err(Refusal::ProxyMissing),
+                Sniff::Tls | Sniff::Plain if trusted && policy.proxy.required => return Err(Refusal::ProxyMissing),
                 Sniff::Tls | Sniff::Plain => return Ok(peer),
                 Sniff::ProxyV1 | Sniff::ProxyV2 if !trusted => return Err(Refusal::ProxyUntrusted),
                 Sniff::NeedMore | Sniff::ProxyV1 | Sniff::ProxyV2 => {}
@@ -184,7 +214,7 @@ impl Transport {
     /// The session's stream on a port in `mode`: plain, or TLS after the handshake (`auto`
     /// decides by the first byte).
     pub async fn secure(&self, stream: TcpStream, mode: TlsMode) -> Result<MinerStream, Refusal> {
-        let deadline = Instant::now() + self.handshake_timeout;
+        let deadline = Instant::now() + self.policy.load().handshake_timeout;
         let tls = match mode {
             TlsMode::Off => false,
             TlsMode::On => true,
@@ -201,7 +231,7 @@ impl Transport {
             return Ok(MinerStream::Plain(stream));
         }
         // Config loading builds an acceptor whenever a port is not `off`.
-        let Some(acceptor) = &self.tls else { return Err(Refusal::TlsHandshake) };
+        let Some(acceptor) = self.tls.load_full() else { return Err(Refusal::TlsHandshake) };
         match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Err(_) => Err(Refusal::TlsTimeout),
             Ok(Err(_)) => Err(Refusal::TlsHandshake),

@@ -71,6 +71,13 @@ impl VarDiff {
         if now_ms.saturating_sub(self.last_retarget_ms) < p.retarget_ms {
             return None;
         }
+        if current < p.min || current > p.max {
+            // The bounds changed under this session (a config reload): step inside them.
+            self.last_retarget_ms = now_ms;
+            self.len = 0;
+            self.next = 0;
+            return Some(current.clamp(p.min, p.max));
+        }
         let since_last = now_ms.saturating_sub(self.last_share_ms) as f64;
         let silent = since_last > p.high_ms;
         let mut sum: f64 = self.intervals_ms[..self.len as usize].iter().map(|&i| f64::from(i)).sum();
@@ -112,6 +119,37 @@ impl VarDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_difficulty_outside_reloaded_bounds_is_clamped_at_the_next_retarget() {
+        let narrowed = Params::new(&VarDiffConfig { min_diff: 5_000, max_diff: 20_000, ..params_config() });
+        let mut v = VarDiff::new(0);
+        // Shares right on target: without the new bounds nothing would change.
+        for t in 1..=4 {
+            v.on_share(t * 30_000);
+        }
+        assert_eq!(v.retarget(120_000, 100_000, &narrowed), Some(20_000), "above the new max");
+        let mut low = VarDiff::new(0);
+        assert_eq!(low.retarget(14_999, 1_000, &narrowed), None, "not due before retargetTime");
+        assert_eq!(low.retarget(15_000, 1_000, &narrowed), Some(5_000), "below the new min");
+        let mut inside = VarDiff::new(0);
+        for t in 1..=4 {
+            inside.on_share(t * 30_000);
+        }
+        assert_eq!(inside.retarget(120_000, 10_000, &narrowed), None, "on target and inside: unchanged");
+    }
+
+    fn params_config() -> VarDiffConfig {
+        VarDiffConfig {
+            enabled: true,
+            min_diff: 100,
+            max_diff: 100_000_000,
+            target_time: 30,
+            retarget_time: 15,
+            variance_percent: 30.0,
+            max_jump: 50.0,
+        }
+    }
 
     fn params() -> Params {
         Params::new(&VarDiffConfig {
