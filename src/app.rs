@@ -56,6 +56,12 @@ pub struct Pool {
     stratum: Option<Arc<StratumContext>>,
     /// Submits block candidates (shutdown waits until each is written to Redis).
     distributor: Option<Addr<JobDistributor>>,
+    /// The session arbiters, where a port added by a reload starts its sessions.
+    session_arbiters: Option<Arc<Vec<ArbiterHandle>>>,
+    /// The block unlocker, if it runs here (a reload sends it new settings).
+    unlocker: Option<Addr<BlockUnlocker>>,
+    /// The payment processor, if it runs here (a reload sends it new settings).
+    payments: Option<Addr<PaymentProcessor>>,
 }
 
 /// Installs the metrics recorder once per process (tests start several pools, concurrently).
@@ -88,6 +94,7 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
     let metrics = metrics_handle()?;
     let ports: Vec<u16> = config.ports.iter().map(|p| p.port).collect();
     crate::metrics::register_series(&ports);
+    crate::metrics::register_reload_series();
     let redis = config.redis.target();
     let store = Store::connect_to(&redis, config.redis_prefix(), Duration::from_secs(30))
         .await
@@ -109,6 +116,9 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
         http: None,
         stratum: None,
         distributor: None,
+        session_arbiters: None,
+        unlocker: None,
+        payments: None,
     };
     if modules.contains(&Module::Stratum) && config.pool_server.enabled {
         start_stratum(&mut pool).await?;
@@ -248,6 +258,7 @@ async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
     pool.ledger = Some(ledger);
     pool.stratum = Some(shared);
     pool.distributor = Some(distributor);
+    pool.session_arbiters = Some(handles);
     Ok(())
 }
 
@@ -296,45 +307,58 @@ async fn start_money(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> 
     let daemon = DaemonClient::new(&config.daemon.host, config.daemon.port, config.daemon.timeout);
     let u = &config.block_unlocker;
     if modules.contains(&Module::Unlocker) && u.enabled {
-        let settings = UnlockerSettings {
-            interval: u.interval,
-            depth: u.depth,
-            pool_fee_bps: u.pool_fee_bps,
-            finder_reward_bps: u.finder_reward_bps,
-            solo_fee_bps: u.solo_fee_bps.unwrap_or(u.pool_fee_bps),
-            payout_keep: Duration::from_secs(u.payout_record_days * 86_400),
-        };
-        BlockUnlocker::new(pool.store.clone(), daemon, lease.clone(), settings).start();
+        let settings = unlocker_settings(&config);
+        pool.unlocker = Some(BlockUnlocker::new(pool.store.clone(), daemon, lease.clone(), settings).start());
     }
     let p = &config.payments;
     if modules.contains(&Module::Payments) && p.enabled {
         let w = &config.wallet_api;
         let wallet = WalletClient::new(&w.host, w.port, &w.api_key, w.timeout);
-        let settings = PaymentSettings {
-            interval: p.interval,
-            policy: PayoutPolicy {
-                min_payment: p.min_payment,
-                max_payment: p.max_payment,
-                denomination: p.denomination,
-                transfer_fee: p.transfer_fee,
-                dynamic_transfer_fee: p.dynamic_transfer_fee,
-                miner_pay_fee: p.miner_pay_fee,
-                max_addresses: p.max_addresses,
-                max_transaction_amount: p.max_transaction_amount,
-            },
-            blocked_file: p.blocked_addresses_file.clone(),
-            wallet_file: w.wallet_file.clone(),
-            wallet_password: w.wallet_password.clone(),
-            daemon_host: config.daemon.host.clone(),
-            daemon_port: config.daemon.port,
-            pool_address: config.pool_address.encode(),
-            settle_after: ttl + w.timeout + Duration::from_secs(2),
-            lookup_rounds: p.lookup_rounds,
-            hold_after: p.hold_after,
-        };
-        PaymentProcessor::new(pool.store.clone(), wallet, lease, settings).start();
+        let settings = payment_settings(&config);
+        pool.payments = Some(PaymentProcessor::new(pool.store.clone(), wallet, lease, settings).start());
     }
     Ok(())
+}
+
+/// The unlocker's settings from `blockUnlocker` (at start and at a reload).
+pub(crate) fn unlocker_settings(config: &Config) -> UnlockerSettings {
+    let u = &config.block_unlocker;
+    UnlockerSettings {
+        interval: u.interval,
+        depth: u.depth,
+        pool_fee_bps: u.pool_fee_bps,
+        finder_reward_bps: u.finder_reward_bps,
+        solo_fee_bps: u.solo_fee_bps.unwrap_or(u.pool_fee_bps),
+        payout_keep: Duration::from_secs(u.payout_record_days * 86_400),
+    }
+}
+
+/// The payment processor's settings from `payments` (at start and at a reload).
+pub(crate) fn payment_settings(config: &Config) -> PaymentSettings {
+    let (p, w) = (&config.payments, &config.wallet_api);
+    let ttl = config.block_unlocker.lease_ttl;
+    PaymentSettings {
+        interval: p.interval,
+        policy: PayoutPolicy {
+            min_payment: p.min_payment,
+            max_payment: p.max_payment,
+            denomination: p.denomination,
+            transfer_fee: p.transfer_fee,
+            dynamic_transfer_fee: p.dynamic_transfer_fee,
+            miner_pay_fee: p.miner_pay_fee,
+            max_addresses: p.max_addresses,
+            max_transaction_amount: p.max_transaction_amount,
+        },
+        blocked_file: p.blocked_addresses_file.clone(),
+        wallet_file: w.wallet_file.clone(),
+        wallet_password: w.wallet_password.clone(),
+        daemon_host: config.daemon.host.clone(),
+        daemon_port: config.daemon.port,
+        pool_address: config.pool_address.encode(),
+        settle_after: ttl + w.timeout + Duration::from_secs(2),
+        lookup_rounds: p.lookup_rounds,
+        hold_after: p.hold_after,
+    }
 }
 
 /// Periodic figures: verifier state (metrics) and connection counts (Redis, for the API).
@@ -511,32 +535,34 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
-/// Runs until SIGINT or SIGTERM, then shuts down cleanly.
+/// Runs until SIGINT or SIGTERM, then shuts down cleanly; SIGHUP reloads the config
+/// ([`crate::reload`]).
 pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
-    keep_running_on_sighup();
-    let pool = start(config, &modules).await?;
+    let hangups = crate::reload::hangups();
+    let mut pool = start(config, &modules).await?;
+    let reloader = pool.reloader();
+    let supervisors = reloader.supervisors();
+    if let Some(hangups) = hangups {
+        crate::reload::spawn(hangups, reloader);
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
+    // Ports added by a reload stop accepting too.
+    pool.supervisors = supervisors.lock().unwrap_or_else(|e| e.into_inner()).clone();
     pool.shutdown().await;
     Ok(())
 }
 
-/// SIGHUP (`systemctl reload`) would end the process by default. Live reload is not
-/// implemented: the signal is logged and the running configuration kept.
-fn keep_running_on_sighup() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::hangup()) {
-        Ok(mut hup) => {
-            actix::spawn(async move {
-                while hup.recv().await.is_some() {
-                    tracing::warn!(
-                        "SIGHUP: live reload is not implemented; the running configuration is kept (restart the pool \
-                         to apply config changes)"
-                    );
-                }
-            });
-        }
-        Err(e) => tracing::warn!("cannot handle SIGHUP ({e}): a reload signal would stop the pool"),
+impl Pool {
+    /// What a config reload needs to reach the running actors.
+    fn reloader(&self) -> crate::reload::Reloader {
+        let stratum = match (&self.stratum, &self.session_arbiters, &self.distributor) {
+            (Some(shared), Some(arbiters), Some(distributor)) => {
+                Some((shared.clone(), arbiters.clone(), distributor.clone(), self.supervisors.clone()))
+            }
+            _ => None,
+        };
+        crate::reload::Reloader::new(self.config.clone(), stratum, self.unlocker.clone(), self.payments.clone())
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`api`]: the stats API, admin routes, status page, `/metrics`, `/health`.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`app`]: wiring; builds every actor from the config.
+//! - [`reload`]: SIGHUP reload: re-reads the config, applies what can change live, names the rest.
 //! - [`log_format`]: the log line format (ban lines that fail2ban can read).
 //! - [`fuzz`]: fuzz harnesses (stable toolchain) for every parser fed by the network.
 //! - [`devnet`]: a simulated Pastellad and wallet API on loopback, real wire formats, for tests and trials.
@@ -36,5 +37,6 @@ pub mod log_format;
 pub mod metrics;
 pub mod node;
 pub mod pow;
+pub mod reload;
 pub mod store;
 pub mod stratum;

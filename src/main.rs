@@ -415,12 +415,25 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
-    tracing_subscriber::fmt()
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed_by_env = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&config.logging.level));
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
         .event_format(pastella_pool::log_format::PoolFormat::default())
-        .init();
+        .with_filter_reloading();
+    let filter_handle = subscriber.reload_handle();
+    subscriber.init();
+    // A reload may change the level unless RUST_LOG fixed it.
+    let set_level: Option<pastella_pool::reload::LogLevelSetter> = (!fixed_by_env).then(|| {
+        Box::new(move |level: &str| {
+            let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            filter_handle.reload(filter).map_err(|e| e.to_string())
+        }) as pastella_pool::reload::LogLevelSetter
+    });
+    let path = std::fs::canonicalize(&args.config.config).unwrap_or_else(|_| args.config.config.clone());
+    pastella_pool::reload::install(path, set_level);
     for warning in &warnings {
         tracing::warn!("{}: {warning}", args.config.config.display());
     }

@@ -643,3 +643,27 @@ pub const REDIS_FAILOVERS_TOTAL: &str = "pastella_pool_redis_failovers_total";
 pub fn redis_failover() {
     counter!(REDIS_FAILOVERS_TOTAL).increment(1);
 }
+
+/// Config reloads (SIGHUP), by result: `applied` or `rejected`.
+pub const CONFIG_RELOADS_TOTAL: &str = "pastella_pool_config_reloads_total";
+/// Unix time of the last applied config reload (0 until one is).
+pub const CONFIG_LAST_RELOAD_SECONDS: &str = "pastella_pool_config_last_reload_timestamp_seconds";
+
+/// Registers the reload series with zero values (called at start-up).
+pub fn register_reload_series() {
+    describe_counter!(CONFIG_RELOADS_TOTAL, "Config reloads (SIGHUP), by result: applied or rejected.");
+    describe_gauge!(CONFIG_LAST_RELOAD_SECONDS, Unit::Seconds, "Unix time of the last applied config reload.");
+    for result in ["applied", "rejected"] {
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+    gauge!(CONFIG_LAST_RELOAD_SECONDS).increment(0.0);
+}
+
+/// A config reload was applied (`true`) or rejected.
+pub fn config_reload(applied: bool) {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => if applied { "applied" } else { "rejected" }).increment(1);
+    if applied {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        gauge!(CONFIG_LAST_RELOAD_SECONDS).set(now as f64);
+    }
+}

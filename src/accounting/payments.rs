@@ -735,12 +735,14 @@ pub struct PaymentProcessor {
     settings: PaymentSettings,
     running: bool,
     wallet_ready: bool,
+    /// The run timer, re-armed when a reload changes `payments.interval`.
+    timer: Option<SpawnHandle>,
 }
 
 impl PaymentProcessor {
     /// A processor paying while `lease` is held.
     pub fn new(store: Store, wallet: WalletClient, lease: Lease, settings: PaymentSettings) -> PaymentProcessor {
-        PaymentProcessor { store, wallet, lease, settings, running: false, wallet_ready: false }
+        PaymentProcessor { store, wallet, lease, settings, running: false, wallet_ready: false, timer: None }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -813,7 +815,27 @@ impl Actor for PaymentProcessor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_later(Duration::from_secs(1), |act, ctx| act.tick(ctx));
-        ctx.run_interval(self.settings.interval, |act, ctx| act.tick(ctx));
+        self.timer = Some(ctx.run_interval(self.settings.interval, |act, ctx| act.tick(ctx)));
+    }
+}
+
+/// New settings from a config reload: the next run uses them (a run in progress finishes with
+/// the ones it started with).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdatePaymentSettings(pub PaymentSettings);
+
+impl Handler<UpdatePaymentSettings> for PaymentProcessor {
+    type Result = ();
+    fn handle(&mut self, msg: UpdatePaymentSettings, ctx: &mut Context<Self>) {
+        let rearm = msg.0.interval != self.settings.interval;
+        self.settings = msg.0;
+        if rearm {
+            if let Some(timer) = self.timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.timer = Some(ctx.run_interval(self.settings.interval, |act, ctx| act.tick(ctx)));
+        }
     }
 }
 

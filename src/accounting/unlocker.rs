@@ -173,12 +173,23 @@ pub struct BlockUnlocker {
     running: bool,
     last_run: Instant,
     failures: u32,
+    /// The run timer, re-armed when a reload changes `blockUnlocker.interval`.
+    timer: Option<SpawnHandle>,
 }
 
 impl BlockUnlocker {
     /// An unlocker acting while `lease` is held.
     pub fn new(store: Store, daemon: DaemonClient, lease: Lease, settings: UnlockerSettings) -> BlockUnlocker {
-        BlockUnlocker { store, daemon, lease, settings, running: false, last_run: Instant::now(), failures: 0 }
+        BlockUnlocker {
+            store,
+            daemon,
+            lease,
+            settings,
+            running: false,
+            last_run: Instant::now(),
+            failures: 0,
+            timer: None,
+        }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -216,6 +227,26 @@ impl Actor for BlockUnlocker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.settings.interval, |act, ctx| act.tick(ctx));
+        self.timer = Some(ctx.run_interval(self.settings.interval, |act, ctx| act.tick(ctx)));
+    }
+}
+
+/// New settings from a config reload (fees, depth, interval): the next run uses them; blocks
+/// already credited keep the split they were credited with.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateUnlockerSettings(pub UnlockerSettings);
+
+impl Handler<UpdateUnlockerSettings> for BlockUnlocker {
+    type Result = ();
+    fn handle(&mut self, msg: UpdateUnlockerSettings, ctx: &mut Context<Self>) {
+        let rearm = msg.0.interval != self.settings.interval;
+        self.settings = msg.0;
+        if rearm {
+            if let Some(timer) = self.timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.timer = Some(ctx.run_interval(self.settings.interval, |act, ctx| act.tick(ctx)));
+        }
     }
 }

@@ -82,6 +82,10 @@ pub struct PortSupervisor {
     listener: Option<TcpListener>,
     sessions: HashMap<u64, Entry>,
     tick_every: Duration,
+    /// The accept loop, cancelled when a reload removes the port.
+    accepting: Option<SpawnHandle>,
+    /// Removed by a reload: accepts nothing and stops once its last session ended.
+    retiring: bool,
 }
 
 /// Listen backlog: a farm reconnecting after a pool restart arrives all at once.
@@ -113,6 +117,8 @@ impl PortSupervisor {
             listener: Some(listener),
             sessions: HashMap::new(),
             tick_every,
+            accepting: None,
+            retiring: false,
         }
     }
 
@@ -234,7 +240,7 @@ impl Actor for PortSupervisor {
                 }
                 Some((result, listener))
             });
-            ctx.add_stream(accepts);
+            self.accepting = Some(ctx.add_stream(accepts));
         }
         tracing::info!(
             "[Pool] Started on port {} ({}), difficulty {}, TLS {}",
@@ -285,8 +291,12 @@ impl Handler<SessionLoggedIn> for PortSupervisor {
 
 impl Handler<Unregister> for PortSupervisor {
     type Result = ();
-    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Unregister, ctx: &mut Context<Self>) {
         self.sessions.remove(&msg.id);
+        if self.retiring && self.sessions.is_empty() {
+            tracing::info!("[Pool] Port {} removed by a reload: its last session ended", self.port.port);
+            ctx.stop();
+        }
     }
 }
 
@@ -305,5 +315,43 @@ impl Handler<StopAccepting> for PortSupervisor {
     type Result = ();
     fn handle(&mut self, _: StopAccepting, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+/// A reload changed this port's settings (`diff`, `desc`): new connections get them, open
+/// sessions keep the difficulty they were given.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyPort(pub PortConfig);
+
+impl Handler<ApplyPort> for PortSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ApplyPort, _: &mut Context<Self>) {
+        self.port = msg.0;
+    }
+}
+
+/// A reload removed this port: it closes its listening socket and accepts nothing more, its
+/// sessions go on (jobs included) until their miners leave, then the supervisor stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RetirePort;
+
+impl Handler<RetirePort> for PortSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: RetirePort, ctx: &mut Context<Self>) {
+        if let Some(accepting) = self.accepting.take() {
+            // Cancelling the stream drops the listener: the port is closed from now on.
+            ctx.cancel_future(accepting);
+        }
+        self.retiring = true;
+        tracing::info!(
+            "[Pool] Port {} removed by a reload: no longer accepting, {} session(s) left to finish",
+            self.port.port,
+            self.sessions.len()
+        );
+        if self.sessions.is_empty() {
+            ctx.stop();
+        }
     }
 }
