@@ -308,6 +308,8 @@ impl Reloader {
             crate::metrics::register_series(&plan.added.iter().map(|p| p.port).collect::<Vec<_>>());
         } else {
             // Not running stratum here: nothing opens or closes.
+            plan.changed.retain(|c| !c.starts_with("ports."));
+            plan.restart.retain(|c| !c.starts_with("ports."));
             plan.added.clear();
             plan.removed.clear();
             plan.updated.clear();
