@@ -557,9 +557,12 @@ impl Pool {
     /// What a config reload needs to reach the running actors.
     fn reloader(&self) -> crate::reload::Reloader {
         let stratum = match (&self.stratum, &self.session_arbiters, &self.distributor) {
-            (Some(shared), Some(arbiters), Some(distributor)) => {
-                Some((shared.clone(), arbiters.clone(), distributor.clone(), self.supervisors.clone()))
-            }
+            (Some(shared), Some(arbiters), Some(distributor)) => Some(crate::reload::StratumParts {
+                shared: shared.clone(),
+                arbiters: arbiters.clone(),
+                distributor: distributor.clone(),
+                supervisors: self.supervisors.clone(),
+            }),
             _ => None,
         };
         crate::reload::Reloader::new(self.config.clone(), stratum, self.unlocker.clone(), self.payments.clone())

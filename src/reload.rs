@@ -162,6 +162,14 @@ struct Stratum {
     ports: BTreeMap<u16, Addr<PortSupervisor>>,
 }
 
+/// The running stratum side, as started (the supervisors in `config.ports` order).
+pub(crate) struct StratumParts {
+    pub(crate) shared: Arc<StratumContext>,
+    pub(crate) arbiters: Arc<Vec<ArbiterHandle>>,
+    pub(crate) distributor: Addr<JobDistributor>,
+    pub(crate) supervisors: Vec<Addr<PortSupervisor>>,
+}
+
 /// Applies reloaded configs to a running pool. One per process, driven by SIGHUP.
 pub struct Reloader {
     current: Arc<Config>,
@@ -186,21 +194,16 @@ pub enum ReloadError {
 impl Reloader {
     pub(crate) fn new(
         config: Arc<Config>,
-        stratum: Option<(
-            Arc<StratumContext>,
-            Arc<Vec<ArbiterHandle>>,
-            Addr<JobDistributor>,
-            Vec<Addr<PortSupervisor>>,
-        )>,
+        stratum: Option<StratumParts>,
         unlocker: Option<Addr<BlockUnlocker>>,
         payments: Option<Addr<PaymentProcessor>>,
     ) -> Reloader {
-        let supervisors = Arc::new(Mutex::new(stratum.as_ref().map(|s| s.3.clone()).unwrap_or_default()));
-        let stratum = stratum.map(|(shared, arbiters, distributor, supervisors)| Stratum {
-            shared,
-            arbiters,
-            distributor,
-            ports: config.ports.iter().map(|p| p.port).zip(supervisors).collect(),
+        let supervisors = Arc::new(Mutex::new(stratum.as_ref().map(|s| s.supervisors.clone()).unwrap_or_default()));
+        let stratum = stratum.map(|parts| Stratum {
+            shared: parts.shared,
+            arbiters: parts.arbiters,
+            distributor: parts.distributor,
+            ports: config.ports.iter().map(|p| p.port).zip(parts.supervisors).collect(),
         });
         Reloader { current: config, stratum, unlocker, payments, supervisors }
     }
