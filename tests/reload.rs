@@ -14,6 +14,10 @@ use std::time::Duration;
 use common::*;
 use pastella_pool::devnet::{DEFAULT_WALLET_ADDRESS, OTHER_MINERS_ADDRESS};
 use serde_json::{json, Value};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, crypto, ClientConfig};
+use tokio_rustls::TlsConnector;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -228,4 +232,59 @@ async fn sighup_applies_a_new_config_without_dropping_a_session_and_keeps_it_whe
     }
     let metrics = scrape(api).await;
     assert!(metrics.contains("pastella_pool_config_reloads_total{result=\"rejected\"} 1"), "{metrics}");
+}
+
+/// A TLS client trusting `cert` as its root (the pool's self-signed certificate).
+fn trusting(cert: CertificateDer<'static>) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_added_by_a_reload_speaks_its_tls_mode_and_the_log_level_changes_live() {
+    let redis = RedisServer::start();
+    let devnet = devnet(1_000_000).await;
+    let (plain, tls) = (free_port(), free_port());
+    let cert_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("reload-tls").join("tls");
+    let _ = std::fs::remove_dir_all(&cert_dir);
+    let patch = json!({"logging": {"level": "info"}, "poolServer": {"tlsSelfSignedDir": cert_dir}});
+    let mut config = pool_config_json(&redis, &devnet, &[(plain, 10)], patch);
+    let pool = Pool::start("reload-tls", &config);
+    wait_for_port(plain).await;
+    let mut miner = TestMiner::connect(addr(plain)).await;
+    miner.login(DEFAULT_WALLET_ADDRESS, "plain").await;
+    assert!(!pool.log().contains("miner logged in"), "a debug line at level info");
+    assert!(!cert_dir.join("cert.pem").exists(), "no TLS port, no certificate yet");
+
+    merge(
+        &mut config,
+        &json!({
+            "ports": {tls.to_string(): {"diff": 15, "tls": "on"}},
+            "logging": {"level": "info,pastella_pool::stratum=debug"}
+        }),
+    );
+    let log = pool.reload(&config.to_string(), "reload applied", 1).await;
+    assert!(log.contains(&format!("ports.{tls} added (diff 15, TLS on)")), "{log}");
+    assert!(log.contains("logging.level"), "{log}");
+
+    // The new port speaks TLS with the certificate the reload generated.
+    wait_for_port(tls).await;
+    let cert = CertificateDer::from_pem_file(cert_dir.join("cert.pem")).expect("a generated certificate");
+    let tcp = tokio::net::TcpStream::connect(addr(tls)).await.unwrap();
+    let stream = trusting(cert).connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("TLS handshake");
+    let mut tls_miner = TestMiner::from_io(stream);
+    tls_miner.login(DEFAULT_WALLET_ADDRESS, "tls").await;
+    assert_eq!(tls_miner.job.as_ref().unwrap().difficulty, 15);
+    // The level changed: a login now writes its debug line.
+    let debug = eventually(Duration::from_secs(60), || pool.log().contains("miner logged in").then_some(())).await;
+    assert!(debug.is_some(), "{}", pool.log());
+    // The plain session from before the reload still answers.
+    let reply = miner.try_call("getjob", json!({"id": miner.session}), Duration::from_secs(60)).await;
+    assert!(reply.is_some_and(|r| r["error"].is_null()));
 }
