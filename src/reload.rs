@@ -153,6 +153,46 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     plan
 }
 
+/// Puts back into `new` every setting that needs a restart (the ones [`plan`] lists under
+/// `restart`), so the config the running actors see stays consistent: for example the payment
+/// processor's settle time keeps following the lease TTL the leader election really uses.
+pub fn keep_running_values(running: &Config, new: &mut Config) {
+    new.coin.clone_from(&running.coin);
+    new.symbol.clone_from(&running.symbol);
+    new.pool_host.clone_from(&running.pool_host);
+    new.pool_address = running.pool_address.clone();
+    new.coin_units = running.coin_units;
+    new.coin_decimal_places = running.coin_decimal_places;
+    new.coin_difficulty_target = running.coin_difficulty_target;
+    new.cn_algorithm.clone_from(&running.cn_algorithm);
+    new.cn_variant = running.cn_variant;
+    new.cn_blob_type = running.cn_blob_type;
+    new.is_random_x = running.is_random_x;
+    new.daemon = running.daemon.clone();
+    new.wallet_api = running.wallet_api.clone();
+    let (server, old) = (&mut new.pool_server, &running.pool_server);
+    server.enabled = old.enabled;
+    server.bind_ip = old.bind_ip;
+    server.block_refresh_interval = old.block_refresh_interval;
+    server.template_refresh_interval = old.template_refresh_interval;
+    server.instance_id = old.instance_id;
+    server.reserve_size = old.reserve_size;
+    new.randomx = running.randomx.clone();
+    new.pplns = running.pplns.clone();
+    new.block_unlocker.lease_ttl = running.block_unlocker.lease_ttl;
+    new.api = running.api.clone();
+    new.redis = running.redis.clone();
+    new.metrics = running.metrics.clone();
+    new.charts = running.charts.clone();
+    new.monitoring = running.monitoring.clone();
+    // A listener's TLS mode is fixed by its supervisor.
+    for port in &mut new.ports {
+        if let Some(old) = running.ports.iter().find(|p| p.port == port.port) {
+            port.tls = old.tls;
+        }
+    }
+}
+
 /// The stratum side a reload reaches.
 struct Stratum {
     shared: Arc<StratumContext>,
@@ -266,13 +306,8 @@ impl Reloader {
             tracing::warn!("{}: {warning}", source.path.display());
         }
         let mut plan = plan(&self.current, &new);
-        // A port whose TLS mode changed keeps running as it was.
         let mut new = new;
-        for port in &mut new.ports {
-            if let Some(old) = self.current.ports.iter().find(|p| p.port == port.port) {
-                port.tls = old.tls;
-            }
-        }
+        keep_running_values(&self.current, &mut new);
         let new = Arc::new(new);
         if let Some(stratum) = &mut self.stratum {
             // Everything that can fail comes first, so a failure leaves nothing half applied.
@@ -391,6 +426,24 @@ mod tests {
         assert!(plan.changed.contains(&"ports.3333.diff 1000 -> 2000".to_string()), "{:?}", plan.changed);
         assert!(plan.changed.contains(&"banning".to_string()), "{:?}", plan.changed);
         assert!(plan.restart.is_empty(), "{:?}", plan.restart);
+    }
+
+    #[test]
+    fn what_needs_a_restart_keeps_its_running_value() {
+        let running = config("{}");
+        let text = r#"{"coin": "other", "symbol": "X", "poolHost": "h", "coinDecimalPlaces": 2,
+            "daemon": {"port": 1}, "walletApi": {"port": 2, "apiKey": "other"},
+            "poolServer": {"bindIp": "127.0.0.1", "blockRefreshInterval": 500, "instanceId": "01020304"},
+            "randomx": {"mode": "light"}, "pplns": {"windowFactor": 3}, "blockUnlocker": {"leaseTtl": 60},
+            "api": {"port": 9}, "redis": {"db": 3}, "metrics": {"port": 9100}, "monitoring": {"checkInterval": 5},
+            "ports": [{"port": 3333, "diff": 1000, "tls": "on"}, {"port": 5555, "diff": 7000}],
+            "varDiff": {"minDiff": 500}}"#;
+        let mut new = config(text);
+        assert!(!plan(&running, &new).restart.is_empty());
+        keep_running_values(&running, &mut new);
+        let after = plan(&running, &new);
+        assert!(after.restart.is_empty(), "every restart-only setting is put back: {:?}", after.restart);
+        assert_eq!(after.changed, vec!["ports.5555.diff 5000 -> 7000".to_string(), "varDiff".to_string()]);
     }
 
     #[test]
