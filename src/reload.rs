@@ -160,7 +160,7 @@ pub fn keep_running_values(running: &Config, new: &mut Config) {
     new.coin.clone_from(&running.coin);
     new.symbol.clone_from(&running.symbol);
     new.pool_host.clone_from(&running.pool_host);
-    new.pool_address = running.pool_address.clone();
+    new.pool_address = running.pool_address;
     new.coin_units = running.coin_units;
     new.coin_decimal_places = running.coin_decimal_places;
     new.coin_difficulty_target = running.coin_difficulty_target;
