@@ -62,6 +62,8 @@ pub struct Pool {
     unlocker: Option<Addr<BlockUnlocker>>,
     /// The payment processor, if it runs here (a reload sends it new settings).
     payments: Option<Addr<PaymentProcessor>>,
+    /// Every port supervisor, ports added by a reload included (connection figures, shutdown).
+    ports: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
 }
 
 /// Installs the metrics recorder once per process (tests start several pools, concurrently).
@@ -119,6 +121,7 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
         session_arbiters: None,
         unlocker: None,
         payments: None,
+        ports: Arc::default(),
     };
     if modules.contains(&Module::Stratum) && config.pool_server.enabled {
         start_stratum(&mut pool).await?;
@@ -251,7 +254,8 @@ async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
             .with_context(|| format!("binding stratum port {}:{}", config.pool_server.bind_ip, port.port))?;
         let supervisor = PortSupervisor::new(port.clone(), listener, shared.clone(), handles.clone()).start();
         distributor.do_send(Subscribe(supervisor.clone().recipient()));
-        pool.supervisors.push(supervisor);
+        pool.supervisors.push(supervisor.clone());
+        pool.ports.lock().unwrap_or_else(|e| e.into_inner()).push(supervisor);
     }
     spawn_stratum_reporting(pool, engine.clone());
     pool.engine = Some(engine);
@@ -363,7 +367,7 @@ pub(crate) fn payment_settings(config: &Config) -> PaymentSettings {
 
 /// Periodic figures: verifier state (metrics) and connection counts (Redis, for the API).
 fn spawn_stratum_reporting(pool: &Pool, engine: PowEngine) {
-    let supervisors = pool.supervisors.clone();
+    let registry = pool.ports.clone();
     let store = pool.store.clone();
     let metrics = pool.metrics.clone();
     actix::spawn(async move {
@@ -385,6 +389,7 @@ fn spawn_stratum_reporting(pool: &Pool, engine: PowEngine) {
             let mut prop = std::collections::HashMap::<String, u64>::new();
             let mut solo = std::collections::HashMap::<String, u64>::new();
             let mut ports = Vec::new();
+            let supervisors = registry.lock().unwrap_or_else(|e| e.into_inner()).clone();
             for supervisor in &supervisors {
                 let Ok(stats) = supervisor.send(GetPortStats).await else { continue };
                 ports.push((stats.port, stats.connections as u64));
@@ -541,14 +546,13 @@ pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
     let hangups = crate::reload::hangups();
     let mut pool = start(config, &modules).await?;
     let reloader = pool.reloader();
-    let supervisors = reloader.supervisors();
     if let Some(hangups) = hangups {
         crate::reload::spawn(hangups, reloader);
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
     // Ports added by a reload stop accepting too.
-    pool.supervisors = supervisors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    pool.supervisors = pool.ports.lock().unwrap_or_else(|e| e.into_inner()).clone();
     pool.shutdown().await;
     Ok(())
 }
@@ -565,7 +569,13 @@ impl Pool {
             }),
             _ => None,
         };
-        crate::reload::Reloader::new(self.config.clone(), stratum, self.unlocker.clone(), self.payments.clone())
+        crate::reload::Reloader::new(
+            self.config.clone(),
+            stratum,
+            self.unlocker.clone(),
+            self.payments.clone(),
+            self.ports.clone(),
+        )
     }
 }
 

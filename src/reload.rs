@@ -216,7 +216,8 @@ pub struct Reloader {
     stratum: Option<Stratum>,
     unlocker: Option<Addr<BlockUnlocker>>,
     payments: Option<Addr<PaymentProcessor>>,
-    /// Every port supervisor, for shutdown (a port added by a reload must stop accepting too).
+    /// Every port supervisor (shared with the pool): ports added here are counted in the
+    /// connection figures and stop accepting at shutdown.
     supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
 }
 
@@ -237,8 +238,8 @@ impl Reloader {
         stratum: Option<StratumParts>,
         unlocker: Option<Addr<BlockUnlocker>>,
         payments: Option<Addr<PaymentProcessor>>,
+        supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
     ) -> Reloader {
-        let supervisors = Arc::new(Mutex::new(stratum.as_ref().map(|s| s.supervisors.clone()).unwrap_or_default()));
         let stratum = stratum.map(|parts| Stratum {
             shared: parts.shared,
             arbiters: parts.arbiters,
@@ -246,11 +247,6 @@ impl Reloader {
             ports: config.ports.iter().map(|p| p.port).zip(parts.supervisors).collect(),
         });
         Reloader { current: config, stratum, unlocker, payments, supervisors }
-    }
-
-    /// Every port supervisor now running (start-up ports and ports added since).
-    pub fn supervisors(&self) -> Arc<Mutex<Vec<Addr<PortSupervisor>>>> {
-        self.supervisors.clone()
     }
 
     /// Reads the config file again and applies it; logs the outcome either way.
