@@ -288,3 +288,54 @@ async fn a_port_added_by_a_reload_speaks_its_tls_mode_and_the_log_level_changes_
     let reply = miner.try_call("getjob", json!({"id": miner.session}), Duration::from_secs(60)).await;
     assert!(reply.is_some_and(|r| r["error"].is_null()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_payment_threshold_takes_effect_at_the_next_payment_run() {
+    const COIN: u64 = 100_000_000;
+    let redis = RedisServer::start();
+    let devnet = devnet(12).await;
+    // The pool wallet holds unlocked coinbases; one miner is owed 1 PAS.
+    devnet.mine_to(2, &pastella_pool::chain::Address::parse(POOL_ADDRESS).unwrap());
+    devnet.mine(10);
+    let mut con = redis.conn();
+    let _: () =
+        redis::Commands::hset(&mut con, format!("pastella:workers:{OTHER_MINERS_ADDRESS}"), "balance", COIN).unwrap();
+    let patch = json!({
+        "logging": {"level": "info"},
+        "payments": {"enabled": true, "interval": 1, "minPayment": 2 * COIN, "transferFee": 1000,
+                     "minerPayFee": false, "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
+        "blockUnlocker": {"leaseTtl": 2},
+        "walletApi": {"timeoutMs": 5000},
+    });
+    let mut config = pool_config_json(&redis, &devnet, &[(free_port(), 1000)], patch);
+    let api = config["api"]["port"].as_u64().unwrap();
+    let pool = Pool::start("reload-payments", &config);
+    let paid = |con: &mut redis::Connection| -> u64 {
+        redis::Commands::hget::<_, _, Option<u64>>(con, format!("pastella:balances:{OTHER_MINERS_ADDRESS}"), "paid")
+            .unwrap()
+            .unwrap_or(0)
+    };
+
+    // Payment runs see the 1 PAS owed (the gauge each run sets) and pay nothing below 2 PAS.
+    let mut owed_seen = false;
+    for _ in 0..600 {
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{api}/metrics")).await {
+            let text = response.text().await.unwrap();
+            if text.lines().any(|l| l == format!("pastella_pool_owed_atomic_units {COIN}")) {
+                owed_seen = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(owed_seen, "a payment run saw the balance:\n{}", pool.log());
+    assert_eq!(paid(&mut con), 0, "below minPayment: not paid");
+
+    merge(&mut config, &json!({"payments": {"minPayment": 100_000}}));
+    let log = pool.reload(&config.to_string(), "reload applied", 1).await;
+    assert!(log.contains("reload applied: payments"), "{log}");
+    let settled = eventually(Duration::from_secs(120), || (paid(&mut con) == COIN).then_some(())).await;
+    assert!(settled.is_some(), "paid once the threshold was lowered:\n{}", pool.log());
+    let received = devnet.received(OTHER_MINERS_ADDRESS);
+    assert_eq!(received.received + received.pending, COIN, "{received:?}");
+}
