@@ -667,3 +667,12 @@ pub fn config_reload(applied: bool) {
         gauge!(CONFIG_LAST_RELOAD_SECONDS).set(now as f64);
     }
 }
+
+/// Registers the per-port series of a port opened by a config reload (the rest of
+/// [`register_series`] is not run again: it would reset gauges such as `daemon_up`).
+pub fn register_port_series(port: u16) {
+    let port = port.to_string();
+    gauge!(STRATUM_CONNECTIONS, "port" => port.clone()).increment(0.0);
+    counter!(STRATUM_CONNECTIONS_TOTAL, "port" => port.clone()).increment(0);
+    histogram_zero(histogram!(JOB_FANOUT_SECONDS, "port" => port));
+}

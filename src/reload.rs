@@ -307,18 +307,23 @@ impl Reloader {
         let new = Arc::new(new);
         if let Some(stratum) = &mut self.stratum {
             // Everything that can fail comes first, so a failure leaves nothing half applied.
-            if new.ports.iter().any(|p| p.tls != TlsMode::Off) {
-                let tls =
-                    crate::stratum::transport::load_tls(&new.pool_server.tls, std::slice::from_ref(&new.pool_host))
-                        .map_err(|e| ReloadError::Apply(format!("TLS certificate: {e}")))?;
-                stratum.shared.transport.set_tls(tls.acceptor);
-            }
+            let tls = if new.ports.iter().any(|p| p.tls != TlsMode::Off) {
+                let hosts = std::slice::from_ref(&new.pool_host);
+                let tls = crate::stratum::transport::load_tls(&new.pool_server.tls, hosts)
+                    .map_err(|e| ReloadError::Apply(format!("TLS certificate: {e}")))?;
+                Some(tls)
+            } else {
+                None
+            };
             let mut listeners = Vec::new();
             for port in &plan.added {
                 let listener = PortSupervisor::bind(new.pool_server.bind_ip, port.port).map_err(|e| {
                     ReloadError::Apply(format!("cannot open port {}:{}: {e}", new.pool_server.bind_ip, port.port))
                 })?;
                 listeners.push((port.clone(), listener));
+            }
+            if let Some(tls) = tls {
+                stratum.shared.transport.set_tls(tls.acceptor);
             }
             stratum.shared.apply(new.clone());
             for port in &plan.updated {
@@ -333,13 +338,13 @@ impl Reloader {
             }
             for (port, listener) in listeners {
                 let number = port.port;
+                crate::metrics::register_port_series(number);
                 let supervisor =
                     PortSupervisor::new(port, listener, stratum.shared.clone(), stratum.arbiters.clone()).start();
                 stratum.distributor.do_send(Subscribe(supervisor.clone().recipient()));
                 self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).push(supervisor.clone());
                 stratum.ports.insert(number, supervisor);
             }
-            crate::metrics::register_series(&plan.added.iter().map(|p| p.port).collect::<Vec<_>>());
         } else {
             // Not running stratum here: nothing opens or closes.
             plan.changed.retain(|c| !c.starts_with("ports."));
