@@ -24,6 +24,7 @@ use crate::jobs::{DistributorConfig, JobDistributor, JobTemplate, ResumeSubmissi
 use crate::node::{DaemonClient, WalletClient};
 use crate::pow::{Mode, PowConfig, PowEngine};
 use crate::store::{CandidateResult, Store};
+use crate::stratum::capacity::SessionCapacity;
 use crate::stratum::supervisor::{GetPortStats, StopAccepting};
 use crate::stratum::transport::load_tls;
 use crate::stratum::{PortSupervisor, StratumContext};
@@ -56,6 +57,8 @@ pub struct Pool {
     stratum: Option<Arc<StratumContext>>,
     /// Submits block candidates (shutdown waits until each is written to Redis).
     distributor: Option<Addr<JobDistributor>>,
+    /// How many sessions this process can hold (stratum module only).
+    capacity: Option<SessionCapacity>,
 }
 
 /// Installs the metrics recorder once per process (tests start several pools, concurrently).
@@ -109,6 +112,7 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
         http: None,
         stratum: None,
         distributor: None,
+        capacity: None,
     };
     if modules.contains(&Module::Stratum) && config.pool_server.enabled {
         start_stratum(&mut pool).await?;
@@ -160,31 +164,11 @@ async fn check_redis_safety(store: &Store, config: &Config, modules: &[Module]) 
     Ok(())
 }
 
-/// Raises the open-file limit to its hard limit (each miner is a socket) and says so when even
-/// that is below `poolServer.maxConnections`.
-fn raise_open_file_limit(max_connections: usize) {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-        }
-    };
-    let usable = limit.rlim_cur as usize;
-    if !raised || usable < max_connections + 256 {
-        tracing::warn!(
-            open_files = usable,
-            max_connections,
-            "the open-file limit caps this process at about {} connections; raise it (LimitNOFILE= in the systemd unit, or ulimit -Hn) for more",
-            usable.saturating_sub(256)
-        );
-    }
-}
-
 async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
     let config = pool.config.clone();
-    raise_open_file_limit(config.pool_server.max_connections);
+    let capacity = crate::stratum::capacity::raise_open_file_limit(config.pool_server.max_connections);
+    crate::stratum::capacity::report(&capacity);
+    pool.capacity = Some(capacity);
     let engine = PowEngine::new(pow_config(&config)).context("starting the RandomX verifier threads")?;
     let instance_id = pool.instance_id;
     let ledger = ShareLedger::new(
@@ -402,6 +386,9 @@ async fn start_http(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> {
     let metrics = config.metrics.enabled.then(|| pool.metrics.clone());
     let state =
         crate::api::ApiState::new(config.clone(), store, metrics, pool.supervisors.clone(), pool.current.clone());
+    if let (Some(capacity), Some(stratum)) = (pool.capacity, &pool.stratum) {
+        state.set_session_capacity(capacity, stratum.clone());
+    }
     if api_on {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let shared = state.shared().clone();

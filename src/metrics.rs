@@ -246,6 +246,8 @@ pub fn register_series(ports: &[u16]) {
     for mode in ["fast", "light"] {
         histogram_zero(histogram!(VERIFY_SECONDS, "mode" => mode));
     }
+    gauge!(SESSION_CAPACITY).increment(0.0);
+    gauge!(OPEN_FILES_LIMIT).increment(0.0);
     for reason in ["new_block", "refresh"] {
         counter!(TEMPLATES_TOTAL, "reason" => reason).increment(0);
     }
@@ -642,4 +644,21 @@ pub const REDIS_FAILOVERS_TOTAL: &str = "pastella_pool_redis_failovers_total";
 /// The store followed a Redis Sentinel failover to a new master.
 pub fn redis_failover() {
     counter!(REDIS_FAILOVERS_TOTAL).increment(1);
+}
+
+/// Sessions this process can hold (the open-file limit less the pool's own descriptors, at
+/// most `poolServer.maxConnections`).
+pub const SESSION_CAPACITY: &str = "pastella_pool_session_capacity";
+/// The open-file limit in force (after the pool raised its soft limit to the hard limit).
+pub const OPEN_FILES_LIMIT: &str = "pastella_pool_open_files_limit";
+
+/// This process's session capacity, set once when its stratum side starts.
+pub fn session_capacity(sessions: u64, open_files: u64) {
+    describe_gauge!(
+        SESSION_CAPACITY,
+        "Sessions this process can hold (open-file limit less 256, at most maxConnections)."
+    );
+    describe_gauge!(OPEN_FILES_LIMIT, "The open-file limit in force after raising the soft limit to the hard limit.");
+    gauge!(SESSION_CAPACITY).set(sessions as f64);
+    gauge!(OPEN_FILES_LIMIT).set(open_files as f64);
 }

@@ -63,6 +63,29 @@ impl PoolBinary {
         PoolBinary { child, log }
     }
 
+    /// Like [`PoolBinary::start`], with the open-file limit (soft and hard) set to `files`.
+    fn start_with_open_files(name: &str, config: &Value, files: u64) -> PoolBinary {
+        use std::os::unix::process::CommandExt;
+        let config_path = temp_path(&format!("{name}.json"));
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let log = temp_path(&format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pastella-pool"));
+        command.args(["run", "--config"]).arg(&config_path).stdout(file.try_clone().unwrap()).stderr(file);
+        // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit { rlim_cur: files, rlim_max: files };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        PoolBinary { child: command.spawn().unwrap(), log }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -673,4 +696,36 @@ async fn randomx_memory_stays_bounded_across_epoch_changes() {
         }
     }
     assert_eq!(checked.len(), 15);
+}
+
+/// A process whose open-file limit is below `poolServer.maxConnections` says how many miners it
+/// can hold and how to raise it: in its log, on `/health` (with the connections open now) and
+/// as a metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_reports_its_session_capacity() {
+    let redis = RedisServer::start();
+    let devnet = devnet(1000).await;
+    let port = free_port();
+    let config = pool_config_json(&redis, &devnet, &[(port, 1000)], json!({"logging": {"level": "info"}}));
+    let api = config["api"]["port"].as_u64().unwrap();
+    let pool = PoolBinary::start_with_open_files("capacity", &config, 1000);
+    let _ = get_when_up(&format!("http://127.0.0.1:{api}/stats")).await;
+    let log = pool.log();
+    assert!(
+        log.contains("Session capacity: 744 miners (the open-file limit 1000 less 256") && log.contains("LimitNOFILE="),
+        "{log}"
+    );
+    let mut miner = TestMiner::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await;
+    miner.login(MINER_A, "rig").await;
+    let health: Value = serde_json::from_str(&get_when_up(&format!("http://127.0.0.1:{api}/health")).await).unwrap();
+    let sessions = &health["sessions"];
+    assert_eq!(sessions["capacity"], 744, "{health}");
+    assert_eq!(sessions["connected"], 1, "{health}");
+    assert_eq!(sessions["openFileLimit"], 1000, "{health}");
+    assert_eq!(sessions["limitedBy"], "openFileLimit", "{health}");
+    assert!(sessions["howToRaise"].as_str().unwrap().contains("LimitNOFILE="), "{health}");
+    let scrape =
+        metrics_until(api, "the capacity gauge", |s| gauge(s, "pastella_pool_session_capacity").is_some()).await;
+    assert_eq!(gauge(&scrape, "pastella_pool_session_capacity"), Some(744.0), "{scrape}");
+    assert_eq!(gauge(&scrape, "pastella_pool_open_files_limit"), Some(1000.0), "{scrape}");
 }

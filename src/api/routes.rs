@@ -558,6 +558,9 @@ async fn health(state: web::Data<ApiState>) -> HttpResponse {
             if state.config.payments.enabled {
                 body["books"] = wallet_books_json(&state).await;
             }
+            if let Some(sessions) = state.sessions_json() {
+                body["sessions"] = sessions;
+            }
             response.content_type("application/json").body(body.to_string())
         }
         Err(_) => HttpResponse::ServiceUnavailable()
