@@ -68,8 +68,8 @@ pub fn raise_open_file_limit(max_connections: usize) -> SessionCapacity {
         }
     }
     SessionCapacity {
-        open_file_limit: limit.rlim_cur as u64,
-        hard_limit: limit.rlim_max as u64,
+        open_file_limit: limit.rlim_cur,
+        hard_limit: limit.rlim_max,
         max_connections: max_connections as u64,
     }
 }
