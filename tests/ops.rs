@@ -618,6 +618,35 @@ fn the_dockerfile_stages_hold_together() {
             assert!(root().join(source).exists(), "COPY {source}: not in the repository");
         }
     }
+    // Every file the sources compile in (include_bytes!/include_str!) is in a COPY'd path:
+    // the build stage has nothing else.
+    let copied: Vec<PathBuf> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            parts[1..parts.len() - 1].iter().map(|s| root().join(s)).collect::<Vec<_>>()
+        })
+        .collect();
+    let mut included = 0;
+    for file in rust_sources(&root().join("src")).into_iter().chain(rust_sources(&root().join("loadtest/src"))) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for piece in text.split("include_").skip(1) {
+            let Some(rest) = piece.strip_prefix("bytes!(\"").or_else(|| piece.strip_prefix("str!(\"")) else {
+                continue;
+            };
+            let path = file.parent().unwrap().join(&rest[..rest.find('"').unwrap()]);
+            let path = path.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                copied.iter().any(|c| path.starts_with(c.canonicalize().unwrap())),
+                "{} includes {}, which the Dockerfile does not COPY",
+                file.display(),
+                path.display()
+            );
+            included += 1;
+        }
+    }
+    assert!(included > 10, "found the sources' included files ({included})");
     let user = stages[1].lines().rev().find_map(|l| l.strip_prefix("USER ")).expect("a USER line");
     assert!(user != "root" && user != "0", "runs as {user}");
     assert!(stages[1].contains("HEALTHCHECK") && stages[1].contains("http://127.0.0.1:8117/health"));
@@ -639,6 +668,20 @@ fn the_dockerfile_stages_hold_together() {
     );
     let cmd = dockerfile.lines().find(|l| l.starts_with("CMD ")).unwrap();
     assert_eq!(cmd, "CMD [\"run\", \"--config\", \"/etc/pastella-pool/config.json\"]");
+}
+
+/// The `.rs` files under `dir`, recursively.
+fn rust_sources(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// Waits until the pool's `/metrics` satisfies `check`; the scrape.
