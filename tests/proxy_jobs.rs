@@ -100,9 +100,12 @@ impl Proxy {
     async fn submit_raw(&mut self, job: &ProxyJob, nonce: [u8; 4], result: &Hash, proxy_fields: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
-        let mut params = json!({"id": self.session, "job_id": job.id, "nonce": hex::encode(nonce), "result": result.to_hex()});
+        let mut params =
+            json!({"id": self.session, "job_id": job.id, "nonce": hex::encode(nonce), "result": result.to_hex()});
         merge(&mut params, &proxy_fields);
-        self.conn.send_line(&json!({"id": id, "jsonrpc": "2.0", "method": "submit", "params": params}).to_string()).await;
+        self.conn
+            .send_line(&json!({"id": id, "jsonrpc": "2.0", "method": "submit", "params": params}).to_string())
+            .await;
         let mut pushed = None;
         let reply = read_reply(&mut self.conn, id, &mut pushed).await;
         if let Some(job) = pushed {
@@ -191,9 +194,8 @@ async fn a_proxy_mines_several_workers_through_one_connection_and_each_share_is_
     let (seed, hasher) = (job.seed, stack.hasher.clone());
     let (w1, w2) = (job.worker_blob(1, 1), job.worker_blob(1, 2));
     let blobs = vec![w1.clone(), w2.clone()];
-    let nonce = tokio::task::spawn_blocking(move || search_all(&hasher, seed, &blobs, port_diff, network, 0))
-        .await
-        .unwrap();
+    let nonce =
+        tokio::task::spawn_blocking(move || search_all(&hasher, seed, &blobs, port_diff, network, 0)).await.unwrap();
     let r1 = stack.hasher.hash(seed, &w1, nonce);
     let r2 = stack.hasher.hash(seed, &w2, nonce);
     assert_ne!(r1, r2, "different workers hash different blocks");
@@ -272,8 +274,7 @@ async fn a_block_from_a_proxy_worker_lands_on_the_chain_and_is_credited_after_un
     let (pool, worker) = (3, 7);
     let blob = job.worker_blob(pool, worker);
     let (hasher, seed, search) = (stack.hasher.clone(), job.seed, blob.clone());
-    let (nonce, result) =
-        tokio::task::spawn_blocking(move || hasher.search(seed, &search, network, 0)).await.unwrap();
+    let (nonce, result) = tokio::task::spawn_blocking(move || hasher.search(seed, &search, network, 0)).await.unwrap();
     let reply = proxy.submit(&job, pool, worker, nonce, &result).await;
     assert!(ok(&reply), "{reply}");
 
