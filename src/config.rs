@@ -147,7 +147,8 @@ pub struct PoolServerConfig {
     /// `instanceId`: 4 bytes in every extra nonce that keep the work of several stratum nodes
     /// disjoint; `None` draws a random one at start.
     pub instance_id: Option<[u8; 4]>,
-    /// `reserveSize`: extra-nonce bytes asked from the daemon, default 17, 8..=127.
+    /// `reserveSize`: extra-nonce bytes asked from the daemon, default 17, 16..=127 (the extra
+    /// nonce and an xmr-node-proxy's two nonces).
     pub reserve_size: usize,
     /// `allow`: CIDR list (or bare IPs) of trusted farm NATs and proxies, default empty. Where an
     /// address matches both `allow` and `deny`, the more specific prefix decides.
@@ -1812,7 +1813,17 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
             check.usize("poolServer.maxConnectionsPerIp", n)
         },
         instance_id: server.instance_id.and_then(|text| parse_instance_id("poolServer.instanceId", &text, check)),
-        reserve_size: check.between("poolServer.reserveSize", server.reserve_size.unwrap_or(17), 8, 127) as usize,
+        reserve_size: {
+            let size = server.reserve_size.unwrap_or(17);
+            let needed = crate::jobs::PROXY_RESERVED_LEN as u64;
+            if !(needed..=127).contains(&size) {
+                check.fail(
+                    "poolServer.reserveSize",
+                    format!("must be between {needed} and 127, got {size} (every job writes an 8-byte extra nonce there, and xmr-node-proxy jobs a 4-byte pool nonce and a 4-byte worker nonce after it; 17 is the usual value)"),
+                );
+            }
+            size as usize
+        },
         allow: limits.allow.clone(),
         deny: check.cidrs("poolServer.deny", server.deny),
         proxy_protocol: build_proxy_protocol(server.proxy_protocol.unwrap_or_default(), check),

@@ -476,10 +476,16 @@ fn pool_server_rules() {
         "poolServer.maxConnectionsPerIp must be >= 1, got 0",
     );
     rejects(|v| v["poolServer"]["instanceId"] = json!("xyz"), "poolServer.instanceId must be 8 hex characters");
-    rejects(|v| v["poolServer"]["reserveSize"] = json!(7), "poolServer.reserveSize must be between 8 and 127, got 7");
+    rejects(|v| v["poolServer"]["reserveSize"] = json!(7), "poolServer.reserveSize must be between 16 and 127, got 7");
+    // Room for the extra nonce but not for a proxy's two nonces.
+    rejects(
+        |v| v["poolServer"]["reserveSize"] = json!(15),
+        "poolServer.reserveSize must be between 16 and 127, got 15 (every job writes an 8-byte extra nonce",
+    );
+    accepts(|v| v["poolServer"]["reserveSize"] = json!(16));
     rejects(
         |v| v["poolServer"]["reserveSize"] = json!(128),
-        "poolServer.reserveSize must be between 8 and 127, got 128",
+        "poolServer.reserveSize must be between 16 and 127, got 128",
     );
     rejects(|v| v["poolServer"]["bindIp"] = json!("localhost"), "poolServer.bindIp must be an IP address");
 }
