@@ -261,6 +261,139 @@ async fn a_prepared_transaction_is_never_left_behind() {
     books.audit_ok().await;
 }
 
+/// The operator's command line on these books: (exit code, stdout + stderr).
+fn payments_cli(books: &Books, name: &str, args: &[&str]) -> (Option<i32>, String) {
+    let config = temp_path(name);
+    let json = pool_config_json(&books.redis, &books.devnet, &[(free_port(), 1000)], serde_json::json!({}));
+    std::fs::write(&config, json.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pastella-pool"))
+        .args(["payments", "--config"])
+        .arg(&config)
+        .args(args)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// §3b: the wallet prepares the transaction and locks its inputs, but its answer is lost (the
+/// connection drops). The batch was recorded `preparing` before the call, so it is not released
+/// while the wallet's locked balance may hold those inputs: the other miners are paid, the
+/// batch goes `held` after `holdAfter`, the operator's `--not-sent` and `--sent` are refused.
+/// After the wallet's rescan the pool releases it by itself and pays every miner exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_prepare_answer_is_not_released_while_the_wallets_inputs_are_locked() {
+    use pastella_pool::accounting::payments::{resolve_held, wallet_books, Resolution, ResolveError};
+    let mut books = Books::start(4).await;
+    books.settings.settle_after = Duration::ZERO;
+    let (alice, bob) = (fresh_address(), fresh_address());
+    books.credit(&[(&alice, 2 * COIN)]).await;
+    books.devnet.fail_wallet_sends(1, Failure { kind: FailureKind::PrepareThenDrop, code: 0, hold: Duration::ZERO });
+    let report = books.run().await;
+    assert_eq!((report.uncertain, report.released, report.sent.len()), (1, 0, 0), "{report:?}");
+    let journal = books.journal();
+    assert_eq!(journal[0]["state"], "preparing", "{journal:?}");
+    assert!(!journal[0].contains_key("txHash"), "the pool never learnt the hash");
+    let id = books.store.journal().await.unwrap()[0].id.clone();
+    let state = books.devnet.state();
+    assert_eq!(state.wallet.prepared.len(), 1, "the wallet prepared it");
+    assert_eq!(state.wallet.locked, 2 * COIN + 1000, "and locked its inputs");
+    assert_eq!(books.field(&alice, "pending"), 2 * COIN);
+
+    // Later runs: the inputs are locked, so the batch is kept (and says why); other miners
+    // are paid meanwhile.
+    books.credit(&[(&bob, COIN)]).await;
+    let report = books.run().await;
+    assert_eq!((report.waiting, report.released, report.sent.len()), (1, 0, 1), "{report:?}");
+    books.paid_once(&bob, 1);
+    books.devnet.mine(1);
+    let report = books.run().await;
+    assert_eq!((report.waiting, report.released, report.sent.len()), (1, 0, 0), "{report:?}");
+    let journal = books.journal();
+    assert_eq!((journal[0]["state"].as_str(), journal[0]["waiting"].as_str()), ("preparing", "inputs"));
+    assert!(journal[0]["error"].contains("PUT /reset"), "{journal:?}");
+    assert_eq!(books.field(&alice, "pending"), 2 * COIN, "still reserved");
+    assert_eq!(books.devnet.received(&alice).transactions.len(), 0);
+    // The books explain the locked inputs: audit OK, the batch listed as waiting.
+    let audit = books.store.audit().await.unwrap();
+    assert_eq!(audit.problems(), Vec::<String>::new());
+    assert_eq!(audit.waiting_inputs.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), vec![id.clone()]);
+    let check = wallet_books(&books.store, &books.wallet).await.unwrap();
+    assert_eq!(
+        (check.batches_without_tx, check.in_flight_without_tx, check.in_flight_prepared),
+        (1, 2 * COIN + 1000, 0)
+    );
+    assert_eq!(check.problems(), Vec::<String>::new(), "{check:?}");
+    // The operator cannot settle it either way while the inputs are locked.
+    let refused = resolve_held(&books.store, &books.wallet, &id, Resolution::NotSent).await;
+    assert!(matches!(&refused, Err(ResolveError::Contradicted(why)) if why.contains("may still exist")), "{refused:?}");
+    let refused = resolve_held(&books.store, &books.wallet, &id, Resolution::Sent).await;
+    assert!(
+        matches!(&refused, Err(ResolveError::Contradicted(why)) if why.contains("no transaction hash")),
+        "{refused:?}"
+    );
+
+    // Past holdAfter it is held for the operator, still reserved.
+    books.settings.hold_after = Duration::ZERO;
+    let report = books.run().await;
+    assert_eq!((report.held, report.released), (1, 0), "{report:?}");
+    assert_eq!(books.journal()[0]["state"], "held");
+    assert_eq!(books.store.audit().await.unwrap().held_batches, vec![id.clone()]);
+    let (code, text) = payments_cli(&books, "payments-preparing.json", &["resolve", &id, "--not-sent"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("refused") && text.contains("PUT /reset"), "{text}");
+    let (code, text) = payments_cli(&books, "payments-preparing.json", &["resolve", &id, "--sent"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no transaction hash"), "{text}");
+    assert_eq!(books.field(&alice, "pending"), 2 * COIN, "nothing changed");
+
+    // The operator rescans the wallet: the inputs are free, the pool releases the batch by
+    // itself and pays it with a new transaction, once.
+    books.wallet.reset().await.unwrap();
+    let report = books.run().await;
+    assert_eq!((report.released, report.sent.len()), (1, 1), "{report:?}");
+    books.devnet.mine(1);
+    let report = books.run().await;
+    assert!(report.sent.is_empty() && report.released == 0, "{report:?}");
+    assert!(books.journal().is_empty());
+    books.paid_once(&alice, 1);
+    books.paid_once(&bob, 1);
+    assert_eq!(books.field(&alice, "paid"), 2 * COIN);
+    books.audit_ok().await;
+    assert_eq!(books.store.audit().await.unwrap().problems(), Vec::<String>::new());
+    let check = wallet_books(&books.store, &books.wallet).await.unwrap();
+    assert_eq!(check.problems(), Vec::<String>::new(), "{check:?}");
+}
+
+/// A `reserved` batch without a hash whose prepare was never reached is released at restart as
+/// before: one of this version (it records `preparing` before the wallet call) at once, one an
+/// earlier version journaled once the wallet's locked balance shows no inputs held for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserved_batch_that_never_reached_the_wallet_is_released() {
+    use pastella_pool::store::BatchDestination;
+    let mut books = Books::start(2).await;
+    books.settings.settle_after = Duration::ZERO;
+    let (carol, dave) = (fresh_address(), fresh_address());
+    books.credit(&[(&carol, COIN), (&dave, COIN / 2)]).await;
+    let reserve = |address: &str, amount: u64, id: &str| {
+        let batch = vec![BatchDestination { address: address.into(), amount, fee: 0, reserved: amount }];
+        let (store, token, id) = (books.store.clone(), books.token.clone(), id.to_string());
+        async move { assert!(store.reserve_batch(&token, &id, 1, &batch, 1000).await.unwrap()) }
+    };
+    reserve(&carol, COIN, "1-current").await;
+    reserve(&dave, COIN / 2, "2-earlier").await;
+    let _: () = books.redis.conn().hdel("pastella:payments:batch:2-earlier", "intent").unwrap();
+    assert_eq!(books.field(&carol, "pending"), COIN);
+    let report = books.run().await;
+    assert_eq!(report.released, 2, "{report:?}");
+    assert_eq!(report.sent.len(), 1, "both paid again in the same run: {report:?}");
+    let released: HashMap<String, String> = books.redis.conn().hgetall("pastella:payments:batch:2-earlier").unwrap();
+    assert!(released["error"].contains("no transaction prepared for it holds the wallet's inputs"), "{released:?}");
+    books.paid_once(&carol, 1);
+    books.paid_once(&dave, 1);
+    books.audit_ok().await;
+}
+
 /// §4: one bad-checksum address with a large balance plus 14 valid miners, `maxAddresses` 15:
 /// all 14 are paid in the first run, the bad one is quarantined with its balance kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
