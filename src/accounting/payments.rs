@@ -8,9 +8,10 @@
 //! when it provably was not sent; an ambiguous send leaves it `unknown` (reserved) until the
 //! wallet says, then `held` for the operator. A batch whose prepare got no answer (`preparing`)
 //! may have a prepared transaction holding the wallet's inputs: it is released only once the
-//! wallet's locked balance shows those inputs free. Finalized batches are checked later for confirmation. Addresses the wallet cannot
-//! pay are quarantined, and a run pays what fits in the wallet's unlocked balance. Batches are
-//! paid one after another, never concurrently. docs/PAYOUTS.md describes the states.
+//! wallet's locked balance shows those inputs free. Finalized batches are checked later for
+//! confirmation. Addresses the wallet cannot pay are quarantined, and a run pays what fits in
+//! the wallet's unlocked balance. Batches are paid one after another, never concurrently.
+//! docs/PAYOUTS.md describes the states.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -303,7 +304,7 @@ async fn settle_preparing(
     let why = match batch_inputs(store, wallet, entry).await? {
         Inputs::Free { locked, explained } => {
             let reason = format!(
-                "no transaction prepared for it holds the wallet's inputs: {locked} locked, explained by young block rewards and batches with a transaction ({explained})"
+                "no transaction prepared for it holds the wallet's inputs: {locked} locked, explained by the wallet's young block rewards and batches with a transaction ({explained})"
             );
             if store.release_batch(token, &entry.id, unix_ms(), &reason).await? {
                 tracing::warn!(batch = %entry.id, state = %entry.state, "prepare had no answer, but {reason}; amounts back to balances");
@@ -734,17 +735,53 @@ enum Inputs {
     Unknown(WalletError),
 }
 
+/// Block rewards the wallet itself holds locked: its coinbase transactions whose unlock height
+/// the network has not reached (`unlock_time > block count + 1`, the devnet's and the real
+/// wallet's `isInputUnlocked`). Exact where the pool's candidates are not: a candidate may
+/// already be unlocked, still waiting for its submission, or orphaned. `None` when a block
+/// arrived while the wallet was read (the figures may not match: ask again next run).
+async fn young_coinbase(wallet: &WalletClient, count_before: u64) -> Result<Option<u64>, WalletError> {
+    let txs = timed_wallet("transactions", wallet.transactions()).await?;
+    let count = timed_wallet("status", wallet.status()).await?.network_block_count;
+    if count != count_before {
+        return Ok(None);
+    }
+    let locked = txs
+        .iter()
+        .filter(|t| t.is_coinbase_transaction && t.unlock_time > count.saturating_add(1))
+        .flat_map(|t| t.transfers.iter())
+        .filter_map(|t| u64::try_from(t.amount).ok())
+        .fold(0u64, u64::saturating_add);
+    Ok(Some(locked))
+}
+
 /// Whether the inputs a transaction of `entry` may have locked are free: the wallet's locked
-/// balance is at most the young block rewards plus the amounts + fees of the *other* batches
-/// that have a recorded transaction, and no finalized payment waits for a block (its change
-/// would be locked). Batches without a transaction (another `preparing` one) explain nothing
-/// here: if they did, two lost prepares could each be explained by the other's locked inputs.
+/// balance is at most its own young block rewards plus the amounts + fees of the *other*
+/// batches that have a recorded transaction, and no finalized payment waits for a block (its
+/// change would be locked). Batches without a transaction (another `preparing` one) explain
+/// nothing here: if they did, two lost prepares could each be explained by the other's locked
+/// inputs. The young rewards are the wallet's own (its coinbase transactions still locked), not
+/// the pool's candidates, which may count a reward the wallet does not hold locked and so hide
+/// a prepared transaction of that size.
 async fn batch_inputs(store: &Store, wallet: &WalletClient, entry: &JournalEntry) -> Result<Inputs, StoreError> {
+    let count = match timed_wallet("status", wallet.status()).await {
+        Ok(status) => status.network_block_count,
+        Err(e) => return Ok(Inputs::Unknown(e)),
+    };
     let books = match wallet_books(store, wallet).await {
         Ok(books) => books,
         Err(PaymentError::Wallet(e)) => return Ok(Inputs::Unknown(e)),
         Err(PaymentError::Store(e)) => return Err(e),
         Err(e) => return Ok(Inputs::Unknown(WalletError::Decode(e.to_string()))),
+    };
+    let young = match young_coinbase(wallet, count).await {
+        Ok(Some(young)) => young,
+        Ok(None) => {
+            return Ok(Inputs::ChangePending(
+                "a block arrived while the wallet was read; its inputs are checked again next run".into(),
+            ))
+        }
+        Err(e) => return Ok(Inputs::Unknown(e)),
     };
     let others: u64 = store
         .journal()
@@ -753,7 +790,8 @@ async fn batch_inputs(store: &Store, wallet: &WalletClient, entry: &JournalEntry
         .filter(|e| e.id != entry.id && e.tx_hash.is_some())
         .map(|e| e.total() + e.tx_fee)
         .sum();
-    let explained = books.immature.saturating_add(others);
+    let explained = young.saturating_add(others);
+    let books = WalletBooks { immature: young, ..books };
     if books.explains_locked(others) {
         return Ok(Inputs::Free { locked: books.locked, explained });
     }
@@ -764,7 +802,7 @@ async fn batch_inputs(store: &Store, wallet: &WalletClient, entry: &JournalEntry
         )));
     }
     Ok(Inputs::Locked(format!(
-        "the wallet has {} locked, young block rewards and batches with a transaction explain {explained}: a transaction prepared for this batch may hold the rest; rescan the wallet (PUT /reset, or restart it and let it rescan; a restart first makes sure it forgot that transaction) and the pool releases the batch by itself",
+        "the wallet has {} locked, its young block rewards and batches with a transaction explain {explained}: a transaction prepared for this batch may hold the rest; rescan the wallet (PUT /reset, or restart it and let it rescan; a restart first makes sure it forgot that transaction) and the pool releases the batch by itself",
         books.locked
     )))
 }
@@ -1064,6 +1102,39 @@ mod tests {
         // While payments are in flight their change is locked too: not judged.
         assert!(WalletBooks { batches_in_flight: 1, ..b.clone() }.problems().is_empty());
         assert!(WalletBooks { payments_unconfirmed: 2, ..b.clone() }.problems().is_empty());
+    }
+
+    #[test]
+    fn a_batch_being_prepared_explains_its_amount_of_locked_balance_but_never_left_the_wallet() {
+        // A lost prepare of 200 (amount + fee): its inputs are locked in the wallet.
+        let b = WalletBooks {
+            locked: 300,
+            unlocked: 700,
+            batches_in_flight: 1,
+            batches_without_tx: 1,
+            in_flight_without_tx: 200,
+            ..books()
+        };
+        assert_eq!(b.problems(), Vec::<String>::new(), "young rewards 100 + the batch's 200");
+        let more = WalletBooks { locked: 301, unlocked: 699, ..b.clone() };
+        assert!(more.problems()[0].contains("301 locked"), "{:?}", more.problems());
+        // Not counted as possibly sent: the wallet must still hold everything owed.
+        let short = WalletBooks { unlocked: 699, ..b.clone() };
+        assert!(short.problems()[0].contains("less than the 1000"), "{:?}", short.problems());
+        // With a batch that has a transaction in flight, its change may be locked: not judged.
+        let with_tx = WalletBooks { batches_in_flight: 2, in_flight_prepared: 50, ..more.clone() };
+        assert!(with_tx.problems().is_empty(), "{:?}", with_tx.problems());
+    }
+
+    #[test]
+    fn only_an_answered_refusal_or_no_connection_proves_nothing_was_prepared() {
+        let api = WalletError::Api { code: 11, message: "not enough".into() };
+        assert!(prepare_refused(&api));
+        assert!(prepare_refused(&WalletError::Unreachable("connection refused".into())));
+        assert!(prepare_refused(&WalletError::Http { status: 400, body: String::new() }));
+        assert!(!prepare_refused(&WalletError::Http { status: 502, body: String::new() }));
+        assert!(!prepare_refused(&WalletError::Uncertain("timed out".into())));
+        assert!(!prepare_refused(&WalletError::Decode("201 without a hash".into())));
     }
 
     #[test]

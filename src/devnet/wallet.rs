@@ -387,6 +387,22 @@ mod tests {
     }
 
     #[test]
+    fn sends_and_prepares_take_only_their_own_failures_in_order() {
+        let address = Address::from_key(super::super::ledger::derived_point("pool"));
+        let mut wallet = Wallet::new(address, "pool.wallet", "pw", true);
+        let failure = |kind| Failure { kind, code: 31, hold: Duration::ZERO };
+        wallet.failures.push_back(failure(FailureKind::PrepareThenDrop));
+        wallet.failures.push_back(failure(FailureKind::Error));
+        wallet.failures.push_back(failure(FailureKind::PrepareThenHold));
+        wallet.failures.push_back(failure(FailureKind::Timeout));
+        assert_eq!(wallet.take_failure(false).map(|f| f.kind), Some(FailureKind::Error));
+        assert_eq!(wallet.take_failure(true).map(|f| f.kind), Some(FailureKind::PrepareThenDrop));
+        assert_eq!(wallet.take_failure(true).map(|f| f.kind), Some(FailureKind::PrepareThenHold));
+        assert_eq!(wallet.take_failure(true), None);
+        assert_eq!(wallet.take_failure(false).map(|f| f.kind), Some(FailureKind::Timeout));
+    }
+
+    #[test]
     fn prepared_transactions_lock_their_amount_until_sent_or_reset() {
         let address = Address::from_key(super::super::ledger::derived_point("pool"));
         let mut wallet = Wallet::new(address, "pool.wallet", "pw", true);
