@@ -394,6 +394,70 @@ async fn a_reserved_batch_that_never_reached_the_wallet_is_released() {
     books.audit_ok().await;
 }
 
+/// The running pool reports a lost prepare to the operator: `/admin_payments` lists the batch
+/// `preparing` with `waitingInputs` and the remedy, the gauge counts it, and after the rescan
+/// the pool releases it by itself and pays the miner once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_reports_a_batch_waiting_for_the_wallets_inputs() {
+    let books = Books::start(2).await;
+    let miner = fresh_address();
+    books.credit(&[(&miner, COIN)]).await;
+    books.store.release_lease(&books.token).await.unwrap();
+    books.devnet.fail_wallet_sends(1, Failure { kind: FailureKind::PrepareThenDrop, code: 0, hold: Duration::ZERO });
+    let api_port = free_port();
+    let patch = serde_json::json!({
+        "payments": {"enabled": true, "interval": 1, "minPayment": 100000, "transferFee": 1000,
+                     "minerPayFee": false, "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
+        "blockUnlocker": {"leaseTtl": 2},
+        "walletApi": {"timeoutMs": 2000},
+        "api": {"port": api_port, "password": "s3cret-admin"},
+        "metrics": {"enabled": true},
+    });
+    let pool = PoolProcess::start(
+        pool_config(&books.redis, &books.devnet, &[(free_port(), 1000)], patch),
+        &[pastella_pool::config::Module::Api, pastella_pool::config::Module::Payments],
+    );
+    let mut con = books.redis.conn();
+    let waiting = eventually(Duration::from_secs(60), || {
+        let ids: Vec<String> = con.zrange("pastella:payments:journal", 0, -1).ok()?;
+        let flag: Option<String> = con.hget(format!("pastella:payments:batch:{}", ids.first()?), "waiting").ok()?;
+        (flag.as_deref() == Some("inputs")).then(|| ids[0].clone())
+    })
+    .await;
+    let id = waiting.expect("the pool flags the batch as waiting for the wallet's inputs");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let admin: serde_json::Value =
+        http.get(format!("{base}/admin_payments?password=s3cret-admin")).send().await.unwrap().json().await.unwrap();
+    let batch = &admin["inFlight"][0];
+    assert_eq!((batch["id"].as_str(), batch["state"].as_str()), (Some(id.as_str()), Some("preparing")), "{admin}");
+    assert_eq!(batch["waitingInputs"], true, "{admin}");
+    assert!(batch["txHash"].is_null() && batch["error"].as_str().unwrap().contains("PUT /reset"), "{admin}");
+    // The gauge is set after each run: wait for the run that saw it.
+    let mut gauge = String::new();
+    for _ in 0..600 {
+        gauge = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        if gauge.lines().any(|l| l == "pastella_pool_payment_batches_waiting_inputs 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gauge.lines().any(|l| l == "pastella_pool_payment_batches_waiting_inputs 1"), "{gauge}");
+    assert_eq!(books.field(&miner, "pending"), COIN, "kept reserved");
+
+    books.wallet.reset().await.unwrap();
+    let paid = eventually(Duration::from_secs(60), || {
+        let paid: u64 = con.hget(format!("pastella:balances:{miner}"), "paid").ok()?;
+        (paid == COIN).then_some(())
+    })
+    .await;
+    assert!(paid.is_some(), "released by the pool after the rescan and paid");
+    pool.stop();
+    books.paid_once(&miner, 1);
+    books.audit_ok().await;
+    assert!(books.journal().is_empty());
+}
+
 /// §4: one bad-checksum address with a large balance plus 14 valid miners, `maxAddresses` 15:
 /// all 14 are paid in the first run, the bad one is quarantined with its balance kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
