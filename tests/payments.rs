@@ -367,7 +367,8 @@ async fn a_lost_prepare_answer_is_not_released_while_the_wallets_inputs_are_lock
 
 /// A `reserved` batch without a hash whose prepare was never reached is released at restart as
 /// before: one of this version (it records `preparing` before the wallet call) at once, one an
-/// earlier version journaled once the wallet's locked balance shows no inputs held for it.
+/// earlier version journaled once the wallet's locked balance shows no inputs held for it (and
+/// kept while it does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reserved_batch_that_never_reached_the_wallet_is_released() {
     use pastella_pool::store::BatchDestination;
@@ -378,7 +379,8 @@ async fn a_reserved_batch_that_never_reached_the_wallet_is_released() {
     let reserve = |address: &str, amount: u64, id: &str| {
         let batch = vec![BatchDestination { address: address.into(), amount, fee: 0, reserved: amount }];
         let (store, token, id) = (books.store.clone(), books.token.clone(), id.to_string());
-        async move { assert!(store.reserve_batch(&token, &id, 1, &batch, 1000).await.unwrap()) }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        async move { assert!(store.reserve_batch(&token, &id, now, &batch, 1000).await.unwrap()) }
     };
     reserve(&carol, COIN, "1-current").await;
     reserve(&dave, COIN / 2, "2-earlier").await;
@@ -391,6 +393,27 @@ async fn a_reserved_batch_that_never_reached_the_wallet_is_released() {
     assert!(released["error"].contains("no transaction prepared for it holds the wallet's inputs"), "{released:?}");
     books.paid_once(&carol, 1);
     books.paid_once(&dave, 1);
+    books.devnet.mine(1);
+    books.run().await; // the payment is seen in a block: its change no longer locked
+
+    // An earlier version's `reserved` batch while the wallet holds inputs nothing explains (a
+    // transaction it prepared and then forgot in a restart): kept, until the rescan.
+    let erin = fresh_address();
+    books.credit(&[(&erin, COIN)]).await;
+    let forgotten = pastella_pool::node::wallet::Destination { address: fresh_address(), amount: COIN / 4 };
+    books.wallet.prepare_advanced(&[forgotten], None).await.unwrap();
+    books.devnet.restart_wallet();
+    reserve(&erin, COIN, "3-earlier").await;
+    let _: () = books.redis.conn().hdel("pastella:payments:batch:3-earlier", "intent").unwrap();
+    let report = books.run().await;
+    assert_eq!((report.waiting, report.released, report.sent.len()), (1, 0, 0), "{report:?}");
+    let kept: HashMap<String, String> = books.redis.conn().hgetall("pastella:payments:batch:3-earlier").unwrap();
+    assert_eq!((kept["state"].as_str(), kept["waiting"].as_str()), ("preparing", "inputs"), "{kept:?}");
+    assert_eq!(books.field(&erin, "pending"), COIN);
+    books.wallet.reset().await.unwrap();
+    let report = books.run().await;
+    assert_eq!((report.released, report.sent.len()), (1, 1), "{report:?}");
+    books.paid_once(&erin, 1);
     books.audit_ok().await;
 }
 
