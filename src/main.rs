@@ -347,6 +347,9 @@ fn audit(args: &ConfigArg) -> ExitCode {
     for (address, reason) in &audit.quarantined {
         println!("  quarantined {address}: {reason}");
     }
+    for (id, why) in &audit.waiting_inputs {
+        println!("  waiting for the wallet's inputs: batch {id}: {why}");
+    }
     let mut problems = audit.problems();
     match wallet {
         Some(Ok(books)) => {

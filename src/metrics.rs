@@ -662,3 +662,20 @@ pub fn session_capacity(sessions: u64, open_files: u64) {
     gauge!(SESSION_CAPACITY).set(sessions as f64);
     gauge!(OPEN_FILES_LIMIT).set(open_files as f64);
 }
+
+/// Journaled payment batches whose prepare had no answer yet (`preparing`).
+pub const PAYMENT_BATCHES_PREPARING: &str = "pastella_pool_payment_batches_preparing";
+/// Batches without a transaction hash kept because the wallet's locked balance may hold the
+/// inputs of a transaction prepared for them (`preparing`, or held from it).
+pub const PAYMENT_BATCHES_WAITING_INPUTS: &str = "pastella_pool_payment_batches_waiting_inputs";
+
+/// After each payment run: batches being prepared, and those waiting for the wallet's inputs.
+pub fn payment_batches_preparing(preparing: usize, waiting_inputs: usize) {
+    describe_gauge!(PAYMENT_BATCHES_PREPARING, "Journaled payment batches whose prepare had no answer yet.");
+    describe_gauge!(
+        PAYMENT_BATCHES_WAITING_INPUTS,
+        "Payment batches kept until the wallet's inputs are free (a lost prepare; rescan the wallet)."
+    );
+    gauge!(PAYMENT_BATCHES_PREPARING).set(preparing as f64);
+    gauge!(PAYMENT_BATCHES_WAITING_INPUTS).set(waiting_inputs as f64);
+}
