@@ -26,9 +26,9 @@ use crate::node::{DaemonClient, WalletClient};
 use crate::pow::{Mode, PowConfig, PowEngine};
 use crate::store::{CandidateResult, Store};
 use crate::stratum::supervisor::{GetPortStats, RetireSessions, StopAccepting, StopListening};
-use crate::upgrade::{Control, Event, Handover, Inherited, Listener, ListenerKind};
 use crate::stratum::transport::load_tls;
 use crate::stratum::{PortSupervisor, StratumContext};
+use crate::upgrade::{Control, Event, Handover, Inherited, Listener, ListenerKind};
 
 /// A running pool.
 pub struct Pool {
@@ -491,8 +491,10 @@ impl Pool {
     /// Upgrade: the new process serves on the same listening sockets. Stops calling accept,
     /// closes the sessions gradually over `over` (each once its submits are answered, so its
     /// miner reconnects to the new process), then does everything [`Pool::shutdown`] does.
-    /// Returns how many sessions it closed.
-    pub async fn drain(mut self, over: Duration) -> usize {
+    /// When `hurry` completes first (SIGTERM: the service is being stopped), the sessions left
+    /// are closed at once. Returns how many sessions it closed.
+    pub async fn drain(mut self, over: Duration, hurry: impl std::future::Future<Output = ()>) -> usize {
+        let mut hurry = std::pin::pin!(hurry);
         for supervisor in &self.supervisors {
             supervisor.do_send(StopListening);
         }
@@ -504,7 +506,13 @@ impl Pool {
         let mut asked = 0;
         while started.elapsed() < over {
             asked += self.retire(crate::upgrade::due(total, started.elapsed(), over).saturating_sub(asked)).await;
-            tokio::time::sleep(step).await;
+            tokio::select! {
+                _ = &mut hurry => {
+                    tracing::warn!("[Upgrade] stop signal during the drain: closing every session now");
+                    break;
+                }
+                _ = tokio::time::sleep(step) => {}
+            }
         }
         // Sessions accepted just before the accept loop stopped are asked too.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
@@ -519,7 +527,10 @@ impl Pool {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         if !all_closed {
-            tracing::warn!(open = self.connections().await, "[Upgrade] sessions still open after the drain; closing them");
+            tracing::warn!(
+                open = self.connections().await,
+                "[Upgrade] sessions still open after the drain; closing them"
+            );
         }
         tracing::info!(sessions = asked, "[Upgrade] drained; flushing and exiting");
         self.shutdown().await;
@@ -617,8 +628,14 @@ pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
     let binary = crate::upgrade::resolve_binary(config.upgrade.binary.as_deref())
         .context("resolving this binary's path for upgrades (set upgrade.binary)")?;
     let pool = start_inheriting(config, &modules, &mut inherited).await?;
-    let mut control = Control::bind(&pool.config.upgrade.socket, binary, modules.clone())?;
     let upgraded = inherited.is_upgrade();
+    let mut control = match Control::bind(&pool.config.upgrade.socket, binary, modules.clone(), upgraded) {
+        Ok(control) => control,
+        Err(e) => {
+            pool.shutdown().await;
+            return Err(e.into());
+        }
+    };
     inherited.serving()?;
     if upgraded {
         tracing::info!(pid = std::process::id(), "[Upgrade] serving on the inherited sockets");
@@ -635,7 +652,7 @@ pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
             let sessions = pool.connections().await;
             tracing::info!(new_pid = pid, "[Upgrade] the new process serves; this one drains and exits");
             report.send(&Event::Serving { pid, sessions, drain_seconds: drain.as_secs() }).await;
-            let sessions = pool.drain(drain).await;
+            let sessions = pool.drain(drain, wait_for_signal()).await;
             report.send(&Event::Done { pid, sessions }).await;
         }
     }

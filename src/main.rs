@@ -448,7 +448,7 @@ fn run(args: &RunArgs) -> ExitCode {
 }
 
 fn upgrade(args: &ConfigArg) -> ExitCode {
-    use pastella_pool::upgrade::{request, Event};
+    use pastella_pool::upgrade::request;
     let config = match load(args) {
         Ok((config, _)) => config,
         Err(code) => {
@@ -456,23 +456,31 @@ fn upgrade(args: &ConfigArg) -> ExitCode {
             return code;
         }
     };
-    let socket = &config.upgrade.socket;
-    let result = request(socket, &args.config, |event| match event {
-        Event::Started { pid } => println!("new process started (pid {pid}), handing it the listening sockets"),
-        Event::Serving { pid, sessions, drain_seconds } => println!(
-            "new process (pid {pid}) serves; the old one closes its {sessions} session(s) over {drain_seconds} s"
-        ),
-        Event::Done { pid, sessions } => println!(
-            "upgrade done: {sessions} session(s) drained to the new process (pid {pid}); the old process flushed its shares and exits"
-        ),
-        Event::Failed { .. } => {}
-    });
+    let result = request(&config.upgrade.socket, &args.config, say_upgrade_event);
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("upgrade failed: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints one step of an upgrade (a failure is printed by the caller, to stderr).
+fn say_upgrade_event(event: &pastella_pool::upgrade::Event) {
+    use pastella_pool::upgrade::Event;
+    match event {
+        Event::Started { pid } => println!("new process started (pid {pid}), handing it the listening sockets"),
+        Event::Serving { pid, sessions, drain_seconds } => {
+            println!(
+                "new process (pid {pid}) serves; the old one closes its {sessions} session(s) over {drain_seconds} s"
+            )
+        }
+        Event::Done { pid, sessions } => println!(
+            "upgrade done: {sessions} session(s) drained to the new process (pid {pid}); the old process flushed its \
+             shares and exits"
+        ),
+        Event::Failed { .. } => {}
     }
 }
 

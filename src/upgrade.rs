@@ -120,10 +120,8 @@ pub fn receive_listeners(stream: &UnixStream) -> Result<Vec<Listener>, UpgradeEr
     let mut space = nix::cmsg_space!([RawFd; MAX_LISTENERS]);
     let (bytes, fds) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg =
-            recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| {
-                UpgradeError::Io { what: "receiving the listening sockets".into(), source: e.into() }
-            })?;
+        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(|e| UpgradeError::Io { what: "receiving the listening sockets".into(), source: e.into() })?;
         let mut fds = Vec::new();
         let cmsgs = msg.cmsgs().map_err(|e| UpgradeError::Protocol(format!("control message: {e}")))?;
         for cmsg in cmsgs {
@@ -280,9 +278,17 @@ pub fn resolve_binary(configured: Option<&Path>) -> std::io::Result<PathBuf> {
 }
 
 impl Control {
-    /// Binds the control socket, replacing a stale one (or the one of the process this one
-    /// takes over from: that process is told the outcome over its own channel).
-    pub fn bind(path: &Path, binary: PathBuf, modules: Vec<Module>) -> Result<Control, UpgradeError> {
+    /// Binds the control socket, replacing a stale one, or the one of the process this one
+    /// `taking_over` from (that process hears the outcome over the socket pair). A socket that
+    /// another running pool answers on is not taken.
+    pub fn bind(path: &Path, binary: PathBuf, modules: Vec<Module>, taking_over: bool) -> Result<Control, UpgradeError> {
+        if !taking_over && UnixStream::connect(path).is_ok() {
+            return Err(UpgradeError::Failed(format!(
+                "another pool answers on the control socket {} (upgrade.socket): stop it, or give this pool its own \
+                 upgrade.socket",
+                path.display()
+            )));
+        }
         let listener = bind_unix(path)?;
         Ok(Control { listener, path: path.to_path_buf(), binary, modules })
     }
@@ -390,7 +396,8 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, UpgradeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(format!("removing the old control socket {}", path.display()))(e)),
     }
-    tokio::net::UnixListener::bind(path).map_err(io(format!("binding the control socket {} (upgrade.socket)", path.display())))
+    tokio::net::UnixListener::bind(path)
+        .map_err(io(format!("binding the control socket {} (upgrade.socket)", path.display())))
 }
 
 /// How many of `total` sessions should have been asked to close `elapsed` into a drain over
