@@ -281,7 +281,12 @@ impl Control {
     /// Binds the control socket, replacing a stale one, or the one of the process this one
     /// `taking_over` from (that process hears the outcome over the socket pair). A socket that
     /// another running pool answers on is not taken.
-    pub fn bind(path: &Path, binary: PathBuf, modules: Vec<Module>, taking_over: bool) -> Result<Control, UpgradeError> {
+    pub fn bind(
+        path: &Path,
+        binary: PathBuf,
+        modules: Vec<Module>,
+        taking_over: bool,
+    ) -> Result<Control, UpgradeError> {
         if !taking_over && UnixStream::connect(path).is_ok() {
             return Err(UpgradeError::Failed(format!(
                 "another pool answers on the control socket {} (upgrade.socket): stop it, or give this pool its own \

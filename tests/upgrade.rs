@@ -117,22 +117,29 @@ struct Files {
 }
 
 /// The pool's directory (its working directory: the control socket lives there) and config.
-fn pool_files(name: &str, redis: &RedisServer, devnet: &DevnetHandle, port: u16) -> Files {
+fn pool_files(name: &str, redis: &RedisServer, devnet: &DevnetHandle, port: u16, http: &Http) -> Files {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("pool.json");
-    std::fs::write(&config, config_json(redis, devnet, &[port]).to_string()).unwrap();
+    std::fs::write(&config, config_json(redis, devnet, &[port], http).to_string()).unwrap();
     Files { dir, config }
 }
 
-fn config_json(redis: &RedisServer, devnet: &DevnetHandle, ports: &[u16]) -> Value {
+/// The API and the separate metrics listener: handed over too.
+struct Http {
+    api: u16,
+    metrics: u16,
+}
+
+fn config_json(redis: &RedisServer, devnet: &DevnetHandle, ports: &[u16], http: &Http) -> Value {
     let ports: Vec<(u16, u64)> = ports.iter().map(|p| (*p, 1)).collect();
     let mut json = pool_config_json(redis, devnet, &ports, json!({}));
     merge(
         &mut json,
         &json!({
-            "api": {"enabled": false},
+            "api": {"port": http.api},
+            "metrics": {"port": http.metrics},
             // Difficulty 1 throughout: every share is cheap and counted.
             "varDiff": {"minDiff": 1, "maxDiff": 1},
             "upgrade": {"drainSeconds": 3},
@@ -198,7 +205,8 @@ async fn an_upgrade_under_load_loses_no_share_refuses_no_connection_and_moves_ev
     let redis = RedisServer::start();
     let devnet = devnet(1_000_000).await;
     let port = free_port();
-    let files = pool_files("upgrade-test", &redis, &devnet, port);
+    let http = Http { api: free_port(), metrics: free_port() };
+    let files = pool_files("upgrade-test", &redis, &devnet, port, &http);
     let hasher = SharedHasher::new();
     let mut old = spawn_pool(&files);
     let mut reaper = Reaper(vec![old.id()]);
@@ -218,7 +226,7 @@ async fn an_upgrade_under_load_loses_no_share_refuses_no_connection_and_moves_ev
 
     // 1. An invalid config: refused before the running pool is asked; nothing changes.
     let bad = files.dir.join("bad.json");
-    let mut json = config_json(&redis, &devnet, &[port]);
+    let mut json = config_json(&redis, &devnet, &[port], &http);
     merge(&mut json, &json!({"upgrade": {"drainSeconds": 0}}));
     std::fs::write(&bad, json.to_string()).unwrap();
     let out = upgrade(&files.dir, &bad).await;
@@ -230,7 +238,7 @@ async fn an_upgrade_under_load_loses_no_share_refuses_no_connection_and_moves_ev
     // serving, the command says so, and the old process serves on.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let unstartable = files.dir.join("unstartable.json");
-    let json = config_json(&redis, &devnet, &[port, taken.local_addr().unwrap().port()]);
+    let json = config_json(&redis, &devnet, &[port, taken.local_addr().unwrap().port()], &http);
     std::fs::write(&unstartable, json.to_string()).unwrap();
     let out = upgrade(&files.dir, &unstartable).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -265,6 +273,12 @@ async fn an_upgrade_under_load_loses_no_share_refuses_no_connection_and_moves_ev
     all_reach(&tallies, "every miner mines on the new process", |t| t.ok_after_exit.load(Ordering::SeqCst), |_| 2)
         .await;
     assert!(pid_alive(new_pid), "the new process serves");
+    // The API and metrics listeners were handed over too: the new process answers on them.
+    let stats = reqwest::get(format!("http://127.0.0.1:{}/stats", http.api)).await.unwrap();
+    assert!(stats.status().is_success(), "/stats on the new process: {}", stats.status());
+    let metrics =
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", http.metrics)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("pastella_pool_stratum_disconnects_total"), "/metrics on the new process");
     phase.stop.store(true, Ordering::SeqCst);
     for miner in miners {
         miner.await.unwrap();
