@@ -629,11 +629,12 @@ pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
         .context("resolving this binary's path for upgrades (set upgrade.binary)")?;
     let pool = start_inheriting(config, &modules, &mut inherited).await?;
     let upgraded = inherited.is_upgrade();
+    // Without its control socket the pool serves all the same; only upgrades are off.
     let mut control = match Control::bind(&pool.config.upgrade.socket, binary, modules.clone(), upgraded) {
-        Ok(control) => control,
+        Ok(control) => Some(control),
         Err(e) => {
-            pool.shutdown().await;
-            return Err(e.into());
+            tracing::error!("[Upgrade] `pastella-pool upgrade` cannot reach this pool: {e}");
+            None
         }
     };
     inherited.serving()?;
@@ -645,7 +646,7 @@ pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             pool.shutdown().await;
         }
-        handover = control.next_upgrade(&pool.handoff) => {
+        handover = next_upgrade(control.as_mut(), &pool.handoff) => {
             let Handover { pid, mut report } = handover;
             drop(control);
             let drain = pool.config.upgrade.drain;
@@ -657,6 +658,14 @@ pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The next upgrade request that hands over, or never without a control socket.
+async fn next_upgrade(control: Option<&mut Control>, handoff: &[Listener]) -> Handover {
+    match control {
+        Some(control) => control.next_upgrade(handoff).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// SIGHUP (`systemctl reload`) would end the process by default. Live reload is not

@@ -289,8 +289,8 @@ impl Control {
     ) -> Result<Control, UpgradeError> {
         if !taking_over && UnixStream::connect(path).is_ok() {
             return Err(UpgradeError::Failed(format!(
-                "another pool answers on the control socket {} (upgrade.socket): stop it, or give this pool its own \
-                 upgrade.socket",
+                "another running pool answers on the control socket {} (upgrade.socket), and keeps it; give this \
+                 pool its own upgrade.socket",
                 path.display()
             )));
         }
