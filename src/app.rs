@@ -637,7 +637,7 @@ pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
             None
         }
     };
-    inherited.serving()?;
+    inherited.serving();
     if upgraded {
         tracing::info!(pid = std::process::id(), "[Upgrade] serving on the inherited sockets");
     }

@@ -187,7 +187,8 @@ impl Inherited {
 
     /// The process serves: tells systemd it is the main process now and ready, then tells the
     /// old process, which starts draining. Listeners the new config no longer has are closed.
-    pub fn serving(&mut self) -> Result<(), UpgradeError> {
+    /// A failure is logged: this process serves either way.
+    pub fn serving(&mut self) {
         self.listeners.clear();
         let pid = std::process::id();
         if self.parent.is_some() {
@@ -196,9 +197,10 @@ impl Inherited {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         }
         if let Some(mut parent) = self.parent.take() {
-            writeln!(parent, "serving {pid}").map_err(io("telling the old process this one serves"))?;
+            if let Err(e) = writeln!(parent, "serving {pid}") {
+                tracing::error!("[Upgrade] cannot tell the old process that this one serves ({e}); it serves on too");
+            }
         }
-        Ok(())
     }
 }
 
