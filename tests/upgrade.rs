@@ -305,3 +305,75 @@ async fn an_upgrade_under_load_loses_no_share_refuses_no_connection_and_moves_ev
     assert_eq!(booked, ok, "booked {booked}, answered OK {ok}: a session was closed before its reply");
     eprintln!("answered OK {ok}, booked {booked}, sent {sent}, on the old process {on_old}");
 }
+
+/// `systemctl stop` during an upgrade's drain: the old process closes the sessions it has left
+/// at once instead of draining on past the unit's stop timeout, books every share it answered
+/// OK and exits 0; the command still reports the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_signal_during_the_drain_closes_the_rest_at_once_and_books_every_share() {
+    let redis = RedisServer::start();
+    let devnet = devnet(1_000_000).await;
+    let port = free_port();
+    let http = Http { api: free_port(), metrics: free_port() };
+    let files = pool_files("upgrade-stop-test", &redis, &devnet, port, &http);
+    // A drain far longer than any test: only the signal can end it.
+    let mut json = config_json(&redis, &devnet, &[port], &http);
+    merge(&mut json, &json!({"upgrade": {"drainSeconds": 3600}}));
+    std::fs::write(&files.config, json.to_string()).unwrap();
+    let hasher = SharedHasher::new();
+    let mut old = spawn_pool(&files);
+    let mut reaper = Reaper(vec![old.id()]);
+    let up = eventually(Duration::from_secs(60), || std::net::TcpStream::connect(addr(port)).ok().map(drop)).await;
+    assert!(up.is_some(), "the pool listens on {port}");
+    let up = eventually(Duration::from_secs(60), || files.dir.join("pastella-pool.sock").exists().then_some(())).await;
+    assert!(up.is_some(), "the pool listens on its control socket");
+    let phase = Arc::new(Phase::default());
+    let tallies: Vec<Arc<Tally>> = (0..MINERS).map(|_| Arc::new(Tally::default())).collect();
+    let miners: Vec<_> = tallies
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tokio::spawn(keep_mining(port, format!("rig{i}"), hasher.clone(), t.clone(), phase.clone())))
+        .collect();
+    all_reach(&tallies, "every miner had shares accepted", |t| t.ok.load(Ordering::SeqCst), |_| 3).await;
+
+    let (dir, config) = (files.dir.clone(), files.config.clone());
+    let command = tokio::spawn(async move { upgrade(&dir, &config).await });
+    let log = files.dir.join("pool.log");
+    let draining = eventually(Duration::from_secs(120), || {
+        std::fs::read_to_string(&log).unwrap().contains("[Upgrade] draining").then_some(())
+    })
+    .await;
+    assert!(draining.is_some(), "the old process drains");
+    let _ = Command::new("kill").arg("-TERM").arg(old.id().to_string()).status();
+    // Far less than the hour the drain was given.
+    let status = eventually(Duration::from_secs(120), || old.try_wait().unwrap()).await;
+    let status = status.expect("the old process exits on SIGTERM during the drain");
+    assert!(status.success(), "the old process exits 0: {status}");
+    phase.old_exited.store(true, Ordering::SeqCst);
+    let out = command.await.unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "upgrade: {said}");
+    let done = said.lines().find(|l| l.starts_with("upgrade done:")).unwrap_or_else(|| panic!("no outcome: {said}"));
+    assert!(done.contains(&format!("{MINERS} session(s) drained")), "{done}");
+    let new_pid: u32 = done.rsplit("(pid ").next().unwrap().split(')').next().unwrap().parse().unwrap();
+    reaper.0.push(new_pid);
+
+    let mut con = redis.conn();
+    let on_old: u64 = tallies.iter().map(|t| t.ok_first.load(Ordering::SeqCst)).sum();
+    assert!(booked(&mut con, MINER_A) >= on_old, "the old process booked every share it answered OK");
+    all_reach(&tallies, "every miner mines on the new process", |t| t.ok_after_exit.load(Ordering::SeqCst), |_| 1)
+        .await;
+    phase.stop.store(true, Ordering::SeqCst);
+    for miner in miners {
+        miner.await.unwrap();
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(new_pid.to_string()).status();
+    let gone = eventually(Duration::from_secs(60), || (!pid_alive(new_pid)).then_some(())).await;
+    assert!(gone.is_some(), "the new process stops on SIGTERM");
+    for (i, t) in tallies.iter().enumerate() {
+        assert_eq!(t.failures.load(Ordering::SeqCst), 0, "miner {i}: a connect or login failed");
+    }
+    let ok: u64 = tallies.iter().map(|t| t.ok.load(Ordering::SeqCst)).sum();
+    let booked = booked(&mut con, MINER_A);
+    assert_eq!(booked, ok, "booked {booked}, answered OK {ok}");
+}
