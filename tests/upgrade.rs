@@ -194,7 +194,18 @@ struct Reaper(Vec<u32>);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        for pid in self.0.iter().filter(|pid| pid_alive(**pid)) {
+        // The old process's child (a new process whose pid the test never learnt) goes too.
+        let children = |pid: &u32| -> Vec<u32> {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+            tasks
+                .flatten()
+                .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+                .flat_map(|list| list.split_whitespace().filter_map(|c| c.parse().ok()).collect::<Vec<u32>>())
+                .collect()
+        };
+        let mut pids = self.0.clone();
+        pids.extend(self.0.iter().flat_map(children));
+        for pid in pids.iter().filter(|pid| pid_alive(**pid)) {
             let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
         }
     }
