@@ -20,6 +20,8 @@
 //! - [`api`]: the stats API, admin routes, status page, `/metrics`, `/health`.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`app`]: wiring; builds every actor from the config.
+//! - [`upgrade`]: zero-downtime upgrade: the listening sockets handed to a new process (fd
+//!   passing over a unix socket), the old one drained.
 //! - [`log_format`]: the log line format (ban lines that fail2ban can read).
 //! - [`fuzz`]: fuzz harnesses (stable toolchain) for every parser fed by the network.
 //! - [`devnet`]: a simulated Pastellad and wallet API on loopback, real wire formats, for tests and trials.
@@ -38,3 +40,4 @@ pub mod node;
 pub mod pow;
 pub mod store;
 pub mod stratum;
+pub mod upgrade;

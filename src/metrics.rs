@@ -230,6 +230,8 @@ pub fn register_series(ports: &[u16]) {
     {
         counter!(STRATUM_DISCONNECTS_TOTAL, "reason" => reason).increment(0);
     }
+    // Sessions the old process closes during an upgrade's drain.
+    counter!(STRATUM_DISCONNECTS_TOTAL, "reason" => "upgrade").increment(0);
     for result in ["ok", "invalid_address", "missing_login", "not_ready"] {
         counter!(STRATUM_LOGINS_TOTAL, "result" => result).increment(0);
     }

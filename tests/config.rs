@@ -848,3 +848,23 @@ fn redis_sentinel_rules() {
     assert_eq!(target.wait.timeout, std::time::Duration::from_millis(500));
     assert_eq!(target.describe(), "master \"pastella\" via sentinels 10.0.0.1:26379, [::1]:26380");
 }
+
+#[test]
+fn upgrade_keys_have_defaults_and_path_named_errors() {
+    let (config, _) = accepts(|v| {
+        v.as_object_mut().unwrap().remove("upgrade");
+    });
+    assert_eq!(config.upgrade.socket, PathBuf::from("pastella-pool.sock"));
+    assert_eq!(config.upgrade.drain, Duration::from_secs(60));
+    assert_eq!(config.upgrade.binary, None);
+    let (config, _) = accepts(|v| {
+        v["upgrade"] = json!({"socket": "/run/pool.sock", "drainSeconds": 5, "binary": "/opt/pool/bin/pastella-pool"})
+    });
+    assert_eq!(config.upgrade.socket, PathBuf::from("/run/pool.sock"));
+    assert_eq!(config.upgrade.drain, Duration::from_secs(5));
+    assert_eq!(config.upgrade.binary, Some(PathBuf::from("/opt/pool/bin/pastella-pool")));
+    rejects(|v| v["upgrade"]["drainSeconds"] = json!(0), "upgrade.drainSeconds must be between 1 and 3600, got 0");
+    rejects(|v| v["upgrade"]["socket"] = json!(""), "upgrade.socket");
+    rejects(|v| v["upgrade"]["socket"] = json!("/x".repeat(60)), "upgrade.socket must be at most 100 bytes");
+    rejects(|v| v["upgrade"]["binary"] = json!(""), "upgrade.binary");
+}

@@ -149,6 +149,10 @@ pub struct MinerSession {
     exempt: bool,
     /// Shares in flight, shared with their permits; closed when the session stops.
     work: Arc<SessionWork>,
+    /// Submits taken whose verdict has not been answered yet.
+    verdicts_due: usize,
+    /// Asked to close (upgrade drain): closes once every verdict is answered.
+    retiring: bool,
 }
 
 /// Where and how a session was accepted.
@@ -193,6 +197,8 @@ impl MinerSession {
                 ip_recorded: Instant::now(),
                 exempt,
                 work: SessionWork::new(),
+                verdicts_due: 0,
+                retiring: false,
             }
         })
     }
@@ -544,6 +550,7 @@ impl MinerSession {
                 let shared = self.shared.clone();
                 let session = ctx.address();
                 let (ip, exempt) = (self.ip, self.exempt);
+                self.verdicts_due += 1;
                 actix::spawn(async move {
                     let verdict = check.run(&shared, ip, exempt, permit).await;
                     drop(ticket);
@@ -1078,5 +1085,26 @@ impl Handler<Verdict> for MinerSession {
     type Result = ();
     fn handle(&mut self, msg: Verdict, ctx: &mut Context<Self>) {
         self.on_verdict(msg, ctx);
+        self.verdicts_due = self.verdicts_due.saturating_sub(1);
+        if self.retiring && self.verdicts_due == 0 {
+            self.close_after_flush(ctx);
+        }
+    }
+}
+
+/// Closes the session once every submit it took is answered and written (upgrade drain: the
+/// miner reconnects to the new process and loses no reply).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for MinerSession {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        crate::metrics::disconnect("upgrade");
+        self.retiring = true;
+        if self.verdicts_due == 0 {
+            self.close_after_flush(ctx);
+        }
     }
 }
