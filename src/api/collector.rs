@@ -16,10 +16,21 @@ use actix::prelude::*;
 use serde_json::{json, Map, Value};
 
 use super::shapes::{self, num, BlockRecord, BlockTotals, Merge};
+use super::top::{TopRow, TopTable};
+use super::window::HashrateWindow;
 use super::Shared;
 use crate::config::{ChartSeries, Config, TlsMode};
 use crate::node::{DaemonClient, WalletClient};
 use crate::store::{Store, StoreError};
+
+/// How far behind its clock each read of the hashrate window starts: a flush may reach Redis
+/// after its own timestamp (its round trip, a retry) and stratum nodes' clocks differ a little.
+/// A write later than this is caught by the size check and costs one full read.
+const WINDOW_OVERLAP_SECS: u64 = 30;
+
+/// Every known miner's totals are re-read this often; in between, only the addresses in the
+/// hashrate window (the only ones whose totals change).
+const ROSTER_REFRESH: Duration = Duration::from_secs(60);
 
 /// Chart series expire after this long without a sample (the old pool's `cleanupInterval`).
 const CHART_TTL_SECS: u64 = 15 * 86_400;
@@ -65,6 +76,8 @@ pub struct Snapshot {
     pub miners_hashrate_json: String,
     /// `{"workersHashrate": …}` rendered.
     pub workers_hashrate_json: String,
+    /// Every known miner's totals for `/get_top10miners`.
+    pub top: Arc<TopTable>,
 }
 
 impl Snapshot {
@@ -278,6 +291,10 @@ struct Carry {
     balances_at: u64,
     payments_seen: Option<u64>,
     miners_paid: u64,
+    window: Option<HashrateWindow>,
+    /// Known address → (`hashes`, last share unix s), for `/get_top10miners`.
+    roster: HashMap<String, (u64, u64)>,
+    roster_at: u64,
 }
 
 /// The actor.
@@ -333,6 +350,7 @@ impl Actor for StatsCollector {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::register_collector_window();
         self.tick();
         ctx.run_interval(self.shared.config.api.update_interval, |act, _| act.tick());
     }
@@ -411,13 +429,37 @@ impl Run {
         &self.shared.store
     }
 
+    /// Brings the in-memory hashrate window up to date (reading only what is new, or all of it
+    /// when it is new or Redis says it changed under it) and answers its figures.
+    async fn window_figures(&self, carry: &mut Carry, now: u64) -> Result<shapes::WindowFigures, StoreError> {
+        let length = self.shared.config.api.hashrate_window.as_secs().max(1);
+        let window = carry.window.get_or_insert_with(|| HashrateWindow::new(length, WINDOW_OVERLAP_SECS));
+        if window.window() != length {
+            *window = HashrateWindow::new(length, WINDOW_OVERLAP_SECS);
+        }
+        let start = now.saturating_sub(length);
+        let started = Instant::now();
+        let (members, len) = self.store().read_hashrate_window(start, window.read_from(start)).await?;
+        let mut applied = window.apply(start, now, members, len);
+        let mut read = applied.read;
+        if !applied.consistent {
+            // A gap: one full read, consistent by construction (one MULTI).
+            crate::metrics::collector_window_resync();
+            tracing::debug!(members = len, "hashrate window changed under the collector: reading it whole");
+            let (members, len) = self.store().read_hashrate_window(start, start).await?;
+            applied = window.apply(start, now, members, len);
+            read += applied.read;
+        }
+        crate::metrics::collector_window(read, applied.expired, window.len(), started.elapsed());
+        Ok(window.figures())
+    }
+
     async fn once(&self, carry: &mut Carry) -> Result<(), StoreError> {
         let config = self.shared.config.clone();
         let api = &config.api;
         let now = unix_now();
-        let window = api.hashrate_window.as_secs().max(1);
-        let read = self.store().read_pool(now.saturating_sub(window), api.blocks, api.payments).await?;
-        let figures = shapes::window_figures(&read.hashrate, window);
+        let figures = self.window_figures(carry, now).await?;
+        let read = self.store().read_pool(api.blocks, api.payments).await?;
 
         // Blocks: candidates (pending, reward from blocks:info) and matured.
         let mut candidates = shapes::parse_blocks(&read.candidates, false);
@@ -567,7 +609,9 @@ impl Run {
         };
         let stats = stats_object(&config, &inputs);
         carry.generation += 1;
+        let top = self.top_table(carry, now, &figures).await;
         let snapshot = Snapshot {
+            top,
             generation: carry.generation,
             updated: now,
             stats_prefix: prefix_of(&stats),
@@ -597,6 +641,54 @@ impl Run {
             self.monitor(now).await;
         }
         Ok(())
+    }
+
+    /// Known miners' totals (`workers:<address>` `hashes`, `lastShare`) with the window's
+    /// hashrates, for `/get_top10miners`. All of them every [`ROSTER_REFRESH`], otherwise only the
+    /// addresses in the window; on a Redis error the previous totals stay.
+    async fn top_table(&self, carry: &mut Carry, now: u64, figures: &shapes::WindowFigures) -> Arc<TopTable> {
+        let full = due(carry.roster_at, now, ROSTER_REFRESH);
+        let seen: Vec<(String, u64)> = if full {
+            match self.store().known_miners().await {
+                Ok(known) => known,
+                Err(_) => {
+                    crate::metrics::collector_error("top_miners");
+                    Vec::new()
+                }
+            }
+        } else {
+            figures.last_seen.iter().map(|(a, t)| (a.clone(), *t)).collect()
+        };
+        let addresses: Vec<String> = seen.iter().map(|(a, _)| a.clone()).collect();
+        match self.store().miner_totals(&addresses).await {
+            Ok(totals) => {
+                if full {
+                    carry.roster.clear();
+                    carry.roster_at = now;
+                }
+                for ((address, seen), (hashes, last)) in seen.into_iter().zip(totals) {
+                    let last = last.as_deref().and_then(shapes::parse_int).unwrap_or(0).max(seen as i64).max(0) as u64;
+                    let hashes = hashes.as_deref().and_then(shapes::parse_int).unwrap_or(0).max(0) as u64;
+                    carry.roster.insert(address, (hashes, last));
+                }
+            }
+            Err(_) => crate::metrics::collector_error("top_miners"),
+        }
+        for (address, at) in &figures.last_seen {
+            let entry = carry.roster.entry(address.clone()).or_default();
+            entry.1 = entry.1.max(*at);
+        }
+        let rows = carry
+            .roster
+            .iter()
+            .map(|(address, (hashes, last))| TopRow {
+                miner: address.clone(),
+                hashrate: figures.miners.get(address).copied().unwrap_or(0),
+                last_share: *last,
+                hashes: *hashes,
+            })
+            .collect();
+        Arc::new(TopTable::new(rows))
     }
 
     /// Per-miner and per-worker hashrate series (spec §8.10: only miners with a hashrate).
