@@ -26,11 +26,14 @@ use crate::store::{Store, StoreError};
 /// How far behind its clock each read of the hashrate window starts: a flush may reach Redis
 /// after its own timestamp (its round trip, a retry) and stratum nodes' clocks differ a little.
 /// A write later than this is caught by the size check and costs one full read.
-const WINDOW_OVERLAP_SECS: u64 = 30;
+const WINDOW_OVERLAP_SECS: u64 = 15;
 
 /// Every known miner's totals are re-read this often; in between, only the addresses in the
 /// hashrate window (the only ones whose totals change).
 const ROSTER_REFRESH: Duration = Duration::from_secs(60);
+
+/// A full read of the hashrate window asks for this many seconds of records at a time.
+const FULL_READ_SLICE_SECS: u64 = 10;
 
 /// Chart series expire after this long without a sample (the old pool's `cleanupInterval`).
 const CHART_TTL_SECS: u64 = 15 * 86_400;
@@ -439,19 +442,37 @@ impl Run {
         }
         let start = now.saturating_sub(length);
         let started = Instant::now();
+        let mut read = 0;
+        if window.needs_full_read() {
+            read += self.full_window_read(window, start, now).await?;
+        }
         let (members, len) = self.store().read_hashrate_window(start, window.read_from(start)).await?;
         let mut applied = window.apply(start, now, members, len);
-        let mut read = applied.read;
+        read += applied.read;
         if !applied.consistent {
-            // A gap: one full read, consistent by construction (one MULTI).
             crate::metrics::collector_window_resync();
             tracing::debug!(members = len, "hashrate window changed under the collector: reading it whole");
-            let (members, len) = self.store().read_hashrate_window(start, start).await?;
+            read += self.full_window_read(window, start, now).await?;
+            let (members, len) = self.store().read_hashrate_window(start, window.read_from(start)).await?;
             applied = window.apply(start, now, members, len);
             read += applied.read;
         }
         crate::metrics::collector_window(read, applied.expired, window.len(), started.elapsed());
         Ok(window.figures())
+    }
+
+    /// Loads the window from `start` up to where the ordinary read begins, a few seconds of
+    /// records per request; answers the members read.
+    async fn full_window_read(&self, window: &mut HashrateWindow, start: u64, now: u64) -> Result<u64, StoreError> {
+        let end = window.slices_end(now);
+        let mut read = 0;
+        let mut from = start;
+        while from < end {
+            let to = (from + FULL_READ_SLICE_SECS).min(end);
+            read += window.load_slice(to, self.store().hashrate_slice(from, to).await?);
+            from = to;
+        }
+        Ok(read)
     }
 
     async fn once(&self, carry: &mut Carry) -> Result<(), StoreError> {

@@ -8,8 +8,10 @@
 //! older than the window leave the running sums. The same read returns `ZCARD` (after the trim,
 //! in one `MULTI`), and the window must then hold exactly that many members: when it does not
 //! (a write older than the cursor, a member removed by someone else, a flushed database, another
-//! collector trimming with a clock ahead of ours) the window is rebuilt from one full read. A
-//! fresh window (start, restart, changed `hashrateWindow`) is a full read too.
+//! collector trimming with a clock ahead of ours) the window is rebuilt from a full read. A
+//! fresh window (start, restart, changed `hashrateWindow`) is a full read too. A full read goes
+//! in slices of a few seconds of records each (a 100,000-worker window is ~270 MB: one reply of
+//! that size blocks Redis for seconds and outlasts the client's timeout), then the ordinary read.
 //!
 //! Per-key sums give the same [`WindowFigures`] as [`shapes::window_figures`] over the same
 //! members, provided a member's time is its score's second (true of every writer: this pool
@@ -123,6 +125,25 @@ impl HashrateWindow {
     /// Forgets everything; the next read is a full one.
     pub fn reset(&mut self) {
         *self = HashrateWindow::new(self.window, self.overlap);
+    }
+
+    /// Where a full read taken at `now` stops reading in slices: the rest, from here on, is
+    /// the ordinary read (one `MULTI` with the size check).
+    pub fn slices_end(&self, now: u64) -> u64 {
+        now.saturating_sub(self.overlap)
+    }
+
+    /// Loads one slice of a full read: members with scores in `[from, to)`, `to` ≤
+    /// [`slices_end`](Self::slices_end). Slices are read one by one, each bounded, so a large
+    /// window never needs one huge reply; the read that follows the last slice (from its end)
+    /// checks the result against Redis's size.
+    pub fn load_slice(&mut self, to: u64, members: Vec<(String, u64)>) -> u64 {
+        let n = members.len() as u64;
+        for (member, score) in members {
+            self.insert(&member, score);
+        }
+        self.cursor = Some(self.cursor.unwrap_or(0).max(to));
+        n
     }
 
     /// Applies one read taken at `now`: `members` (member, score) with score ≥
@@ -254,15 +275,33 @@ mod tests {
         fn full(&self) -> Vec<String> {
             self.0.keys().cloned().collect()
         }
+
+        /// A slice `[from, to)` (no trim: the slices of a full read are plain reads).
+        fn slice(&self, from: u64, to: u64) -> Vec<(String, u64)> {
+            self.0.iter().filter(|(_, s)| **s >= from && **s < to).map(|(m, s)| (m.clone(), *s)).collect()
+        }
     }
 
+    /// What the collector does: a full read in slices of 7 s when needed, then the read.
     fn run(w: &mut HashrateWindow, z: &mut Zset, now: u64) -> Applied {
         let start = now.saturating_sub(w.window());
+        let full = |w: &mut HashrateWindow, z: &mut Zset| {
+            let mut from = start;
+            while from < w.slices_end(now) {
+                let to = (from + 7).min(w.slices_end(now));
+                w.load_slice(to, z.slice(from, to));
+                from = to;
+            }
+        };
+        if w.needs_full_read() {
+            full(w, z);
+        }
         let (members, len) = z.read(start, w.read_from(start));
         let applied = w.apply(start, now, members, len);
         if !applied.consistent {
+            full(w, z);
             let (members, len) = z.read(start, w.read_from(start));
-            assert!(w.apply(start, now, members, len).consistent, "a full read is always consistent");
+            assert!(w.apply(start, now, members, len).consistent, "nothing changed during the full read");
         }
         applied
     }

@@ -123,6 +123,22 @@ impl Store {
         Ok((scored(members), len))
     }
 
+    /// `hashrate` members with a score in `[from, to)`, with their scores (one slice of a full
+    /// read of the window).
+    pub async fn hashrate_slice(&self, from: u64, to: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let raw: Vec<(String, f64)> = timed(
+            "stats_hashrate_slice",
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(self.key("hashrate"))
+                .arg(from)
+                .arg(format!("({to}"))
+                .arg("WITHSCORES")
+                .query_async(&mut self.c()),
+        )
+        .await?;
+        Ok(scored(raw))
+    }
+
     /// Reads everything else the pool-wide figures need, in one round trip.
     pub async fn read_pool(&self, blocks: usize, payments: usize) -> Result<PoolRead, StoreError> {
         let mut pipe = redis::pipe();
