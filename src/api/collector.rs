@@ -32,6 +32,9 @@ const WINDOW_OVERLAP_SECS: u64 = 15;
 /// hashrate window (the only ones whose totals change).
 const ROSTER_REFRESH: Duration = Duration::from_secs(60);
 
+/// A miner or worker already in the indexes is rewritten when its last share moved on by this.
+const INDEX_REFRESH_SECS: u64 = 60;
+
 /// A full read of the hashrate window asks for this many seconds of records at a time.
 const FULL_READ_SLICE_SECS: u64 = 10;
 
@@ -298,6 +301,11 @@ struct Carry {
     /// Known address → (`hashes`, last share unix s), for `/get_top10miners`.
     roster: HashMap<String, (u64, u64)>,
     roster_at: u64,
+    /// The collector's own Redis connection, once open.
+    store: Option<Store>,
+    /// What the miner and worker indexes were last given (unix s), by address / worker.
+    indexed_miners: HashMap<String, u64>,
+    indexed_workers: HashMap<(String, String), u64>,
 }
 
 /// The actor.
@@ -333,12 +341,15 @@ impl StatsCollector {
         if self.running.swap(true, Ordering::AcqRel) {
             return; // the previous run is still going
         }
-        let run = Run { shared: self.shared.clone(), daemon: self.daemon.clone(), wallet: self.wallet.clone() };
+        let shared = self.shared.clone();
+        let (daemon, wallet) = (self.daemon.clone(), self.wallet.clone());
         let carry = self.carry.clone();
         let running = self.running.clone();
         actix::spawn(async move {
             let started = Instant::now();
             let mut carry = carry.lock().await;
+            let store = own_connection(&shared, &mut carry).await;
+            let run = Run { shared, store, daemon, wallet };
             if let Err(e) = run.once(&mut carry).await {
                 crate::metrics::collector_error("redis");
                 tracing::warn!("stats collector: {e}");
@@ -411,8 +422,30 @@ impl Handler<CheckHealth> for StatsCollector {
 /// The handles one run needs.
 struct Run {
     shared: Arc<Shared>,
+    /// The collector's own connection (see [`own_connection`]).
+    store: Store,
     daemon: DaemonClient,
     wallet: WalletClient,
+}
+
+/// The collector's own Redis connection, opened at its first run: its reads and index writes
+/// are large at farm scale, and on the requests' connection every request would queue behind
+/// them. Until it connects, the requests' connection.
+async fn own_connection(shared: &Shared, carry: &mut Carry) -> Store {
+    if let Some(store) = &carry.store {
+        return store.clone();
+    }
+    let config = &shared.config;
+    match Store::connect_to(&config.redis.target(), config.redis_prefix(), Duration::from_secs(3)).await {
+        Ok(store) => {
+            carry.store = Some(store.clone());
+            store
+        }
+        Err(e) => {
+            tracing::debug!("stats collector: no connection of its own yet ({e}); sharing the API's");
+            shared.store.clone()
+        }
+    }
 }
 
 fn due(last: u64, now: u64, every: Duration) -> bool {
@@ -429,7 +462,7 @@ fn merge_for(name: &str) -> Merge {
 
 impl Run {
     fn store(&self) -> &Store {
-        &self.shared.store
+        &self.store
     }
 
     /// Brings the in-memory hashrate window up to date (reading only what is new, or all of it
@@ -648,13 +681,33 @@ impl Run {
         self.shared.updates.send_replace(carry.generation);
         crate::metrics::pool_figures(figures.hashrate, figures.miner_count, figures.worker_count);
 
-        // Indexes for the per-miner routes.
-        let active: Vec<(String, u64)> = figures.last_seen.iter().map(|(a, t)| (a.clone(), *t)).collect();
-        let workers: Vec<(String, String, u64)> =
-            figures.worker_last_seen.iter().map(|((a, w), t)| (a.clone(), w.clone(), *t)).collect();
-        if let Err(e) = self.store().index_active(now, &active, &workers).await {
-            crate::metrics::collector_error("index");
-            tracing::debug!("miner index not updated: {e}");
+        // Indexes for the per-miner routes: new entries at once, known ones once their time
+        // moved on by INDEX_REFRESH_SECS (a farm's 100k workers are not rewritten every run;
+        // the exact last share is in each worker's own statistics hash).
+        let stale = |written: Option<&u64>, t: u64| written.is_none_or(|w| t >= w + INDEX_REFRESH_SECS);
+        let active: Vec<(String, u64)> = figures
+            .last_seen
+            .iter()
+            .filter(|(a, t)| stale(carry.indexed_miners.get(*a), **t))
+            .map(|(a, t)| (a.clone(), *t))
+            .collect();
+        let workers: Vec<(String, String, u64)> = figures
+            .worker_last_seen
+            .iter()
+            .filter(|(k, t)| stale(carry.indexed_workers.get(*k), **t))
+            .map(|((a, w), t)| (a.clone(), w.clone(), *t))
+            .collect();
+        match self.store().index_active(now, &active, &workers).await {
+            Ok(()) => {
+                carry.indexed_miners.retain(|a, _| figures.last_seen.contains_key(a));
+                carry.indexed_workers.retain(|k, _| figures.worker_last_seen.contains_key(k));
+                carry.indexed_miners.extend(active);
+                carry.indexed_workers.extend(workers.into_iter().map(|(a, w, t)| ((a, w), t)));
+            }
+            Err(e) => {
+                crate::metrics::collector_error("index");
+                tracing::debug!("miner index not updated: {e}");
+            }
         }
 
         if due(carry.monitored_at, now, config.monitoring.check_interval) {
