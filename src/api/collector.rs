@@ -684,7 +684,7 @@ impl Run {
         // Indexes for the per-miner routes: new entries at once, known ones once their time
         // moved on by INDEX_REFRESH_SECS (a farm's 100k workers are not rewritten every run;
         // the exact last share is in each worker's own statistics hash).
-        let stale = |written: Option<&u64>, t: u64| written.is_none_or(|w| t >= w + INDEX_REFRESH_SECS);
+        let stale = |written: Option<&u64>, t: u64| written.map_or(true, |w| t >= w + INDEX_REFRESH_SECS);
         let active: Vec<(String, u64)> = figures
             .last_seen
             .iter()
