@@ -479,14 +479,16 @@ impl Run {
         if window.needs_full_read() {
             read += self.full_window_read(window, start, now).await?;
         }
-        let (members, len) = self.store().read_hashrate_window(start, window.read_from(start)).await?;
+        let (members, len) =
+            self.store().read_hashrate_window(start, window.read_from(start), window.check_from(start)).await?;
         let mut applied = window.apply(start, now, members, len);
         read += applied.read;
         if !applied.consistent {
             crate::metrics::collector_window_resync();
             tracing::debug!(members = len, "hashrate window changed under the collector: reading it whole");
             read += self.full_window_read(window, start, now).await?;
-            let (members, len) = self.store().read_hashrate_window(start, window.read_from(start)).await?;
+            let (members, len) =
+                self.store().read_hashrate_window(start, window.read_from(start), window.check_from(start)).await?;
             applied = window.apply(start, now, members, len);
             read += applied.read;
         }

@@ -5,8 +5,10 @@
 //! Each run reads the members with score ≥ a cursor (`overlap` seconds behind the collector's
 //! clock, so a flush that reached Redis a little after its own timestamp, or a node whose clock
 //! lags, is still seen); members already held are recognised by their text and skipped. Entries
-//! older than the window leave the running sums. The same read returns `ZCARD` (after the trim,
-//! in one `MULTI`), and the window must then hold exactly that many members: when it does not
+//! older than the window leave the running sums. The same read returns how many members Redis
+//! has from `overlap` seconds into the window on (`ZCOUNT`, in one `MULTI`; the window's first
+//! seconds are left out because another API node whose clock runs ahead trims them first), and
+//! the window must then hold exactly that many there: when it does not
 //! (a write older than the cursor, a member removed by someone else, a flushed database, another
 //! collector trimming with a clock ahead of ours) the window is rebuilt from a full read. A
 //! fresh window (start, restart, changed `hashrateWindow`) is a full read too. A full read goes
@@ -146,10 +148,17 @@ impl HashrateWindow {
         n
     }
 
+    /// Where the size check starts: members in the window's first `overlap` seconds are left
+    /// out of it, since another API node whose clock runs a little ahead trims them before
+    /// this one does (each collector trims with its own clock).
+    pub fn check_from(&self, window_start: u64) -> u64 {
+        window_start + self.overlap
+    }
+
     /// Applies one read taken at `now`: `members` (member, score) with score ≥
-    /// [`read_from`](Self::read_from), and `redis_len`, the zset's size after entries older
-    /// than `window_start` were removed, read atomically with them.
-    pub fn apply(&mut self, window_start: u64, now: u64, members: Vec<(String, u64)>, redis_len: u64) -> Applied {
+    /// [`read_from`](Self::read_from), and `redis_count`, how many members Redis has with a
+    /// score ≥ [`check_from`](Self::check_from), read atomically with them.
+    pub fn apply(&mut self, window_start: u64, now: u64, members: Vec<(String, u64)>, redis_count: u64) -> Applied {
         let mut applied = Applied { read: members.len() as u64, ..Applied::default() };
         let keep_from = now.saturating_sub(self.overlap).max(self.cursor.unwrap_or(0));
         for (member, score) in members {
@@ -165,7 +174,8 @@ impl HashrateWindow {
         applied.expired = self.expire(window_start);
         self.recent.retain(|_, score| *score >= keep_from);
         self.cursor = Some(keep_from);
-        applied.consistent = self.len == redis_len;
+        let unchecked: u64 = self.entries.range(..self.check_from(window_start)).map(|(_, e)| e.len() as u64).sum();
+        applied.consistent = self.len - unchecked == redis_count;
         if !applied.consistent {
             self.reset();
         }
@@ -265,11 +275,11 @@ mod tests {
     struct Zset(BTreeMap<String, u64>);
 
     impl Zset {
-        /// The collector's `MULTI`: trim, read from `from`, `ZCARD`.
-        fn read(&mut self, window_start: u64, from: u64) -> (Vec<(String, u64)>, u64) {
+        /// The collector's `MULTI`: trim, read from `from`, `ZCOUNT` from `check`.
+        fn read(&mut self, window_start: u64, from: u64, check: u64) -> (Vec<(String, u64)>, u64) {
             self.0.retain(|_, s| *s >= window_start);
             let members = self.0.iter().filter(|(_, s)| **s >= from).map(|(m, s)| (m.clone(), *s)).collect();
-            (members, self.0.len() as u64)
+            (members, self.0.values().filter(|s| **s >= check).count() as u64)
         }
 
         fn full(&self) -> Vec<String> {
@@ -296,11 +306,11 @@ mod tests {
         if w.needs_full_read() {
             full(w, z);
         }
-        let (members, len) = z.read(start, w.read_from(start));
+        let (members, len) = z.read(start, w.read_from(start), w.check_from(start));
         let applied = w.apply(start, now, members, len);
         if !applied.consistent {
             full(w, z);
-            let (members, len) = z.read(start, w.read_from(start));
+            let (members, len) = z.read(start, w.read_from(start), w.check_from(start));
             assert!(w.apply(start, now, members, len).consistent, "nothing changed during the full read");
         }
         applied
@@ -375,6 +385,21 @@ mod tests {
         assert!(!run(&mut w, &mut z, 1_000_040).consistent);
         assert!(w.figures().miners.is_empty());
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn another_api_node_trimming_with_its_clock_ahead_forces_no_full_read() {
+        let mut w = HashrateWindow::new(600, 15);
+        let mut z = Zset::default();
+        for t in 1_000_000..1_000_100 {
+            z.0.insert(format!("10:A:{}:prop:1", t * 1000), t);
+        }
+        run(&mut w, &mut z, 1_000_100);
+        for now in 1_000_600..1_000_700 {
+            // The other node, 10 s ahead, trims first.
+            z.0.retain(|_, s| *s >= now + 10 - 600);
+            assert!(run(&mut w, &mut z, now).consistent, "at {now}");
+        }
     }
 
     #[test]

@@ -105,19 +105,21 @@ impl Store {
     }
 
     /// Drops `hashrate` entries older than `window_start`, then reads the members with a score
-    /// (unix s) from `from` on, with their scores, and the zset's size, atomically (`MULTI`): the
-    /// size tells the collector whether its copy of the window is still whole.
+    /// (unix s) from `from` on, with their scores, and how many members have a score from
+    /// `check_from` on, atomically (`MULTI`): the count tells the collector whether its copy of
+    /// the window is still whole.
     pub async fn read_hashrate_window(
         &self,
         window_start: u64,
         from: u64,
+        check_from: u64,
     ) -> Result<(Vec<(String, u64)>, u64), StoreError> {
         let key = self.key("hashrate");
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(format!("({window_start}")).ignore();
         pipe.cmd("ZRANGEBYSCORE").arg(&key).arg(from).arg("+inf").arg("WITHSCORES");
-        pipe.cmd("ZCARD").arg(&key);
+        pipe.cmd("ZCOUNT").arg(&key).arg(check_from).arg("+inf");
         let (members, len): (Vec<(String, f64)>, u64) =
             timed("stats_read_hashrate_window", pipe.query_async(&mut self.c())).await?;
         Ok((scored(members), len))
