@@ -681,3 +681,43 @@ pub fn payment_batches_preparing(preparing: usize, waiting_inputs: usize) {
     gauge!(PAYMENT_BATCHES_PREPARING).set(preparing as f64);
     gauge!(PAYMENT_BATCHES_WAITING_INPUTS).set(waiting_inputs as f64);
 }
+
+/// `hashrate` window members the stats collector read from Redis.
+pub const COLLECTOR_WINDOW_READ: &str = "pastella_pool_collector_window_members_read_total";
+/// `hashrate` window members that left the collector's in-memory window by age.
+pub const COLLECTOR_WINDOW_EXPIRED: &str = "pastella_pool_collector_window_members_expired_total";
+/// Members the collector's in-memory hashrate window holds.
+pub const COLLECTOR_WINDOW_MEMBERS: &str = "pastella_pool_collector_window_members";
+/// Time one run spent bringing the hashrate window up to date (Redis reads included).
+pub const COLLECTOR_WINDOW_SECONDS: &str = "pastella_pool_collector_window_seconds";
+/// Full re-reads of the hashrate window because Redis's copy changed under the collector.
+pub const COLLECTOR_WINDOW_RESYNCS_TOTAL: &str = "pastella_pool_collector_window_resyncs_total";
+
+/// Describes the collector's window metrics (when the collector starts).
+pub fn register_collector_window() {
+    describe_counter!(COLLECTOR_WINDOW_READ, "Hashrate window members the stats collector read from Redis.");
+    describe_counter!(COLLECTOR_WINDOW_EXPIRED, "Hashrate window members that left the collector's window by age.");
+    describe_gauge!(COLLECTOR_WINDOW_MEMBERS, "Members the collector's in-memory hashrate window holds.");
+    describe_histogram!(
+        COLLECTOR_WINDOW_SECONDS,
+        Unit::Seconds,
+        "Time one collector run spent bringing the hashrate window up to date."
+    );
+    describe_counter!(COLLECTOR_WINDOW_RESYNCS_TOTAL, "Full re-reads of the hashrate window after a gap.");
+    counter!(COLLECTOR_WINDOW_READ).increment(0);
+    counter!(COLLECTOR_WINDOW_EXPIRED).increment(0);
+    counter!(COLLECTOR_WINDOW_RESYNCS_TOTAL).increment(0);
+}
+
+/// One run's update of the hashrate window: members read, expired, held, time taken.
+pub fn collector_window(read: u64, expired: u64, held: u64, elapsed: Duration) {
+    counter!(COLLECTOR_WINDOW_READ).increment(read);
+    counter!(COLLECTOR_WINDOW_EXPIRED).increment(expired);
+    gauge!(COLLECTOR_WINDOW_MEMBERS).set(held as f64);
+    histogram!(COLLECTOR_WINDOW_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// The collector re-read the whole hashrate window after a gap.
+pub fn collector_window_resync() {
+    counter!(COLLECTOR_WINDOW_RESYNCS_TOTAL).increment(1);
+}

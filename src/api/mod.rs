@@ -5,6 +5,9 @@
 //!   window, rounds, blocks and payments from Redis and the last block from the daemon, keeps
 //!   the chart series and the monitoring status, and publishes a [`Snapshot`] with the `/stats`
 //!   JSON already rendered. Requests read the snapshot; long polls wake on the next one.
+//! - [`window`]: the hashrate window in memory, brought up to date from the newest part of the
+//!   Redis zset each run (a full read only at start or when Redis changed under it).
+//! - [`top`]: `/get_top10miners` from the collector's table of known miners, no Redis.
 //! - [`shapes`]: pure parsing of the old Redis members and the JSON shapes.
 //! - `routes`, `admin`, `page`, `block_payouts`: the handlers.
 //!
@@ -15,6 +18,8 @@
 
 pub mod collector;
 pub mod shapes;
+pub mod top;
+pub mod window;
 
 mod admin;
 mod block_payouts;
