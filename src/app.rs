@@ -6,6 +6,7 @@
 //! and block candidate to Redis before exiting.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,9 +25,11 @@ use crate::jobs::{DistributorConfig, JobDistributor, JobTemplate, ResumeSubmissi
 use crate::node::{DaemonClient, WalletClient};
 use crate::pow::{Mode, PowConfig, PowEngine};
 use crate::store::{CandidateResult, Store};
-use crate::stratum::supervisor::{GetPortStats, StopAccepting};
+use crate::stratum::capacity::SessionCapacity;
+use crate::stratum::supervisor::{GetPortStats, RetireSessions, StopAccepting, StopListening};
 use crate::stratum::transport::load_tls;
 use crate::stratum::{PortSupervisor, StratumContext};
+use crate::upgrade::{Control, Event, Handover, Inherited, Listener, ListenerKind};
 
 /// A running pool.
 pub struct Pool {
@@ -64,6 +67,10 @@ pub struct Pool {
     payments: Option<Addr<PaymentProcessor>>,
     /// Every port supervisor, ports added by a reload included (connection figures, shutdown).
     ports: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
+    /// How many sessions this process can hold (stratum module only).
+    capacity: Option<SessionCapacity>,
+    /// Duplicates of the listening sockets, handed to the new process by an upgrade.
+    handoff: Arc<Mutex<Vec<Listener>>>,
 }
 
 /// Installs the metrics recorder once per process (tests start several pools, concurrently).
@@ -92,6 +99,12 @@ fn pow_config(config: &Config) -> PowConfig {
 
 /// Starts the selected modules. Must run inside an actix `System`.
 pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
+    start_inheriting(config, modules, &mut Inherited::default()).await
+}
+
+/// [`start`], serving on the listening sockets `inherited` from the process this one upgrades
+/// (ports it did not have are bound).
+pub async fn start_inheriting(config: Config, modules: &[Module], inherited: &mut Inherited) -> anyhow::Result<Pool> {
     let config = Arc::new(config);
     let metrics = metrics_handle()?;
     let ports: Vec<u16> = config.ports.iter().map(|p| p.port).collect();
@@ -122,14 +135,16 @@ pub async fn start(config: Config, modules: &[Module]) -> anyhow::Result<Pool> {
         unlocker: None,
         payments: None,
         ports: Arc::default(),
+        capacity: None,
+        handoff: Arc::default(),
     };
     if modules.contains(&Module::Stratum) && config.pool_server.enabled {
-        start_stratum(&mut pool).await?;
+        start_stratum(&mut pool, inherited).await?;
     }
     if modules.contains(&Module::Unlocker) || modules.contains(&Module::Payments) {
         start_money(&mut pool, modules).await?;
     }
-    start_http(&mut pool, modules).await?;
+    start_http(&mut pool, modules, inherited).await?;
     Ok(pool)
 }
 
@@ -173,31 +188,11 @@ async fn check_redis_safety(store: &Store, config: &Config, modules: &[Module]) 
     Ok(())
 }
 
-/// Raises the open-file limit to its hard limit (each miner is a socket) and says so when even
-/// that is below `poolServer.maxConnections`.
-fn raise_open_file_limit(max_connections: usize) {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-        }
-    };
-    let usable = limit.rlim_cur as usize;
-    if !raised || usable < max_connections + 256 {
-        tracing::warn!(
-            open_files = usable,
-            max_connections,
-            "the open-file limit caps this process at about {} connections; raise it (LimitNOFILE= in the systemd unit, or ulimit -Hn) for more",
-            usable.saturating_sub(256)
-        );
-    }
-}
-
-async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
+async fn start_stratum(pool: &mut Pool, inherited: &mut Inherited) -> anyhow::Result<()> {
     let config = pool.config.clone();
-    raise_open_file_limit(config.pool_server.max_connections);
+    let capacity = crate::stratum::capacity::raise_open_file_limit(config.pool_server.max_connections);
+    crate::stratum::capacity::report(&capacity);
+    pool.capacity = Some(capacity);
     let engine = PowEngine::new(pow_config(&config)).context("starting the RandomX verifier threads")?;
     let instance_id = pool.instance_id;
     let ledger = ShareLedger::new(
@@ -250,8 +245,16 @@ async fn start_stratum(pool: &mut Pool) -> anyhow::Result<()> {
     pool.arbiters = (0..cores).map(|_| Arbiter::new()).collect();
     let handles = Arc::new(pool.arbiters.iter().map(|a| a.handle()).collect::<Vec<_>>());
     for port in &config.ports {
-        let listener = PortSupervisor::bind(config.pool_server.bind_ip, port.port)
-            .with_context(|| format!("binding stratum port {}:{}", config.pool_server.bind_ip, port.port))?;
+        let listener = match inherited.take(ListenerKind::Stratum, port.port) {
+            Some(listener) => PortSupervisor::inherit(listener)
+                .with_context(|| format!("serving the inherited stratum port {}", port.port))?,
+            None => PortSupervisor::bind(config.pool_server.bind_ip, port.port)
+                .with_context(|| format!("binding stratum port {}:{}", config.pool_server.bind_ip, port.port))?,
+        };
+        pool.handoff.lock().unwrap_or_else(|e| e.into_inner()).push(
+            Listener::dup(ListenerKind::Stratum, port.port, listener.as_fd())
+                .with_context(|| format!("duplicating stratum port {} for upgrades", port.port))?,
+        );
         let supervisor = PortSupervisor::new(port.clone(), listener, shared.clone(), handles.clone()).start();
         distributor.do_send(Subscribe(supervisor.clone().recipient()));
         pool.supervisors.push(supervisor.clone());
@@ -411,7 +414,7 @@ fn spawn_stratum_reporting(pool: &Pool, engine: PowEngine) {
 /// is set (also for a node without the API). The collector and the API's own Redis connection
 /// live on an arbiter of their own and the handlers on the HTTP worker thread, so serving
 /// `/stats` costs the stratum threads nothing.
-async fn start_http(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> {
+async fn start_http(pool: &mut Pool, modules: &[Module], inherited: &mut Inherited) -> anyhow::Result<()> {
     let config = pool.config.clone();
     let api_on = modules.contains(&Module::Api) && config.api.enabled;
     let metrics_port = config.metrics.port.filter(|_| config.metrics.enabled);
@@ -431,6 +434,9 @@ async fn start_http(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> {
     let metrics = config.metrics.enabled.then(|| pool.metrics.clone());
     let state =
         crate::api::ApiState::new(config.clone(), store, metrics, pool.supervisors.clone(), pool.current.clone());
+    if let (Some(capacity), Some(stratum)) = (pool.capacity, &pool.stratum) {
+        state.set_session_capacity(capacity, stratum.clone());
+    }
     if api_on {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let shared = state.shared().clone();
@@ -449,16 +455,20 @@ async fn start_http(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> {
     .workers(1)
     .disable_signals();
     if api_on {
-        server = server
-            .bind((config.api.bind_ip, config.api.port))
+        let listener = http_listener(pool, inherited, ListenerKind::Api, config.api.bind_ip, config.api.port)
             .with_context(|| format!("binding the API port {}:{}", config.api.bind_ip, config.api.port))?;
+        server = server
+            .listen(listener)
+            .with_context(|| format!("serving the API port {}:{}", config.api.bind_ip, config.api.port))?;
         pool.http_addr = server.addrs().first().copied();
     }
     if let Some(port) = metrics_port {
         let bound_before = server.addrs().len();
-        server = server
-            .bind((config.metrics.bind_ip, port))
+        let listener = http_listener(pool, inherited, ListenerKind::Metrics, config.metrics.bind_ip, port)
             .with_context(|| format!("binding the metrics port {}:{port}", config.metrics.bind_ip))?;
+        server = server
+            .listen(listener)
+            .with_context(|| format!("serving the metrics port {}:{port}", config.metrics.bind_ip))?;
         if let Some(addr) = server.addrs().get(bound_before) {
             state.set_metrics_listener(addr.port());
         }
@@ -476,7 +486,94 @@ async fn start_http(pool: &mut Pool, modules: &[Module]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The inherited HTTP listener of `kind` for `port`, or a new one; a duplicate is kept for the
+/// next upgrade.
+fn http_listener(
+    pool: &mut Pool,
+    inherited: &mut Inherited,
+    kind: ListenerKind,
+    ip: std::net::IpAddr,
+    port: u16,
+) -> std::io::Result<std::net::TcpListener> {
+    let listener = match inherited.take(kind, port) {
+        Some(listener) => listener,
+        None => std::net::TcpListener::bind((ip, port))?,
+    };
+    pool.handoff.lock().unwrap_or_else(|e| e.into_inner()).push(Listener::dup(kind, port, listener.as_fd())?);
+    Ok(listener)
+}
+
 impl Pool {
+    /// Upgrade: the new process serves on the same listening sockets. Stops calling accept,
+    /// closes the sessions gradually over `over` (each once its submits are answered, so its
+    /// miner reconnects to the new process), then does everything [`Pool::shutdown`] does.
+    /// When `hurry` completes first (SIGTERM: the service is being stopped), the sessions left
+    /// are closed at once. Returns how many sessions it closed.
+    pub async fn drain(self, over: Duration, hurry: impl std::future::Future<Output = ()>) -> usize {
+        let mut hurry = std::pin::pin!(hurry);
+        for supervisor in &self.supervisors {
+            supervisor.do_send(StopListening);
+        }
+        self.handoff.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let total = self.connections().await;
+        tracing::info!(sessions = total, "[Upgrade] draining {total} session(s) over {} s", over.as_secs());
+        let started = tokio::time::Instant::now();
+        let step = Duration::from_millis(100).min(over / (total.max(1) as u32));
+        let mut asked = 0;
+        while started.elapsed() < over {
+            asked += self.retire(crate::upgrade::due(total, started.elapsed(), over).saturating_sub(asked)).await;
+            tokio::select! {
+                _ = &mut hurry => {
+                    tracing::warn!("[Upgrade] stop signal during the drain: closing every session now");
+                    break;
+                }
+                _ = tokio::time::sleep(step) => {}
+            }
+        }
+        // Sessions accepted just before the accept loop stopped are asked too.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        let all_closed = loop {
+            asked += self.retire(usize::MAX).await;
+            if self.connections().await == 0 {
+                break true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if !all_closed {
+            tracing::warn!(
+                open = self.connections().await,
+                "[Upgrade] sessions still open after the drain; closing them"
+            );
+        }
+        tracing::info!(sessions = asked, "[Upgrade] drained; flushing and exiting");
+        self.shutdown().await;
+        asked
+    }
+
+    async fn retire(&self, mut count: usize) -> usize {
+        let mut asked = 0;
+        for supervisor in &self.supervisors {
+            if count == 0 {
+                break;
+            }
+            let n = supervisor.send(RetireSessions(count)).await.unwrap_or(0);
+            count -= n;
+            asked += n;
+        }
+        asked
+    }
+
+    async fn connections(&self) -> usize {
+        let mut total = 0;
+        for supervisor in &self.supervisors {
+            total += supervisor.send(GetPortStats).await.map(|s| s.connections).unwrap_or(0);
+        }
+        total
+    }
+
     /// Stops accepting connections and submits, lets the submits in flight be verified and
     /// booked, writes every pending share and block candidate to Redis, and stops the threads.
     pub async fn shutdown(self) {
@@ -544,19 +641,56 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// ([`crate::reload`]).
 pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
     let hangups = crate::reload::hangups();
-    let mut pool = start(config, &modules).await?;
-    let reloader = pool.reloader();
+    let mut inherited = Inherited::from_env().context("taking over the listening sockets of the running pool")?;
+    let binary = crate::upgrade::resolve_binary(config.upgrade.binary.as_deref())
+        .context("resolving this binary's path for upgrades (set upgrade.binary)")?;
+    let mut pool = start_inheriting(config, &modules, &mut inherited).await?;
     if let Some(hangups) = hangups {
-        crate::reload::spawn(hangups, reloader);
+        crate::reload::spawn(hangups, pool.reloader());
     }
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    // Ports added by a reload stop accepting too.
-    pool.supervisors = pool.ports.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    pool.shutdown().await;
+    let upgraded = inherited.is_upgrade();
+    // Without its control socket the pool serves all the same; only upgrades are off.
+    let mut control = match Control::bind(&pool.config.upgrade.socket, binary, modules.clone(), upgraded) {
+        Ok(control) => Some(control),
+        Err(e) => {
+            tracing::error!("[Upgrade] `pastella-pool upgrade` cannot reach this pool: {e}");
+            None
+        }
+    };
+    inherited.serving();
+    if upgraded {
+        tracing::info!(pid = std::process::id(), "[Upgrade] serving on the inherited sockets");
+    }
+    tokio::select! {
+        _ = wait_for_signal() => {
+            tracing::info!("shutting down");
+            // Ports added by a reload stop accepting too.
+            pool.supervisors = pool.ports.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            pool.shutdown().await;
+        }
+        handover = next_upgrade(control.as_mut(), &pool.handoff) => {
+            let Handover { pid, mut report } = handover;
+            drop(control);
+            // Ports added by a reload are drained too.
+            pool.supervisors = pool.ports.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let drain = pool.config.upgrade.drain;
+            let sessions = pool.connections().await;
+            tracing::info!(new_pid = pid, "[Upgrade] the new process serves; this one drains and exits");
+            report.send(&Event::Serving { pid, sessions, drain_seconds: drain.as_secs() }).await;
+            let sessions = pool.drain(drain, wait_for_signal()).await;
+            report.send(&Event::Done { pid, sessions }).await;
+        }
+    }
     Ok(())
 }
 
+/// The next upgrade request that hands over, or never without a control socket.
+async fn next_upgrade(control: Option<&mut Control>, handoff: &Mutex<Vec<Listener>>) -> Handover {
+    match control {
+        Some(control) => control.next_upgrade(handoff).await,
+        None => std::future::pending().await,
+    }
+}
 impl Pool {
     /// What a config reload needs to reach the running actors.
     fn reloader(&self) -> crate::reload::Reloader {
@@ -575,6 +709,7 @@ impl Pool {
             self.unlocker.clone(),
             self.payments.clone(),
             self.ports.clone(),
+            self.handoff.clone(),
         )
     }
 }

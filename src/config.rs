@@ -94,6 +94,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Stratum abuse limits (`poolServer.allow`, rate limits, caps, timeouts).
     pub limits: StratumLimitsConfig,
+    /// `upgrade`: the zero-downtime binary upgrade (docs/OPERATIONS.md).
+    pub upgrade: UpgradeConfig,
 }
 
 /// `daemon`: where Pastellad's JSON-RPC listens.
@@ -147,7 +149,8 @@ pub struct PoolServerConfig {
     /// `instanceId`: 4 bytes in every extra nonce that keep the work of several stratum nodes
     /// disjoint; `None` draws a random one at start.
     pub instance_id: Option<[u8; 4]>,
-    /// `reserveSize`: extra-nonce bytes asked from the daemon, default 17, 8..=127.
+    /// `reserveSize`: extra-nonce bytes asked from the daemon, default 17, 16..=127 (the extra
+    /// nonce and an xmr-node-proxy's two nonces).
     pub reserve_size: usize,
     /// `allow`: CIDR list (or bare IPs) of trusted farm NATs and proxies, default empty. Where an
     /// address matches both `allow` and `deny`, the more specific prefix decides.
@@ -581,6 +584,19 @@ pub struct LoggingConfig {
     pub level: String,
 }
 
+/// `upgrade`: how `pastella-pool upgrade` hands the listening sockets to a new process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeConfig {
+    /// `socket`: the unix control socket the running pool listens on, default
+    /// `pastella-pool.sock` (relative paths are relative to the working directory).
+    pub socket: PathBuf,
+    /// `drainSeconds`: over how long the old process closes its miners, default 60.
+    pub drain: Duration,
+    /// `binary`: the executable to start as the new process; default: the path this process
+    /// was started from (the file an upgrade replaced).
+    pub binary: Option<PathBuf>,
+}
+
 /// A part of the pool that `run --module` can start on its own, so one machine can run only
 /// stratum and another the unlocker and payments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -920,6 +936,8 @@ impl Config {
             Some(port) => writeln!(out, "metrics:       {}, {}:{}/metrics", on_off(m.enabled), m.bind_ip, port)?,
             None => writeln!(out, "metrics:       {}, /metrics on the API port", on_off(m.enabled))?,
         }
+        let u = &c.upgrade;
+        writeln!(out, "upgrade:       control socket {}, drain {} s", u.socket.display(), u.drain.as_secs())?;
         let ch = &c.charts;
         for (name, series) in [
             ("pool.hashrate", &ch.pool.hashrate),
@@ -1083,6 +1101,7 @@ struct RawConfig {
     charts: Option<RawCharts>,
     monitoring: Option<RawMonitoring>,
     logging: Option<RawLogging>,
+    upgrade: Option<RawUpgrade>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1414,6 +1433,14 @@ struct RawMonitoring {
 #[serde(rename_all = "camelCase", default)]
 struct RawCheck {
     check_interval: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct RawUpgrade {
+    socket: Option<String>,
+    drain_seconds: Option<u64>,
+    binary: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1812,7 +1839,17 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
             check.usize("poolServer.maxConnectionsPerIp", n)
         },
         instance_id: server.instance_id.and_then(|text| parse_instance_id("poolServer.instanceId", &text, check)),
-        reserve_size: check.between("poolServer.reserveSize", server.reserve_size.unwrap_or(17), 8, 127) as usize,
+        reserve_size: {
+            let size = server.reserve_size.unwrap_or(17);
+            let needed = crate::jobs::PROXY_RESERVED_LEN as u64;
+            if !(needed..=127).contains(&size) {
+                check.fail(
+                    "poolServer.reserveSize",
+                    format!("must be between {needed} and 127, got {size} (every job writes an 8-byte extra nonce there, and xmr-node-proxy jobs a 4-byte pool nonce and a 4-byte worker nonce after it; 17 is the usual value)"),
+                );
+            }
+            size as usize
+        },
         allow: limits.allow.clone(),
         deny: check.cidrs("poolServer.deny", server.deny),
         proxy_protocol: build_proxy_protocol(server.proxy_protocol.unwrap_or_default(), check),
@@ -1854,6 +1891,7 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
     let charts = build_charts(raw.charts.unwrap_or_default(), check, warnings);
     let monitoring = build_monitoring(raw.monitoring.unwrap_or_default(), check);
     let logging = build_logging(raw.logging.unwrap_or_default(), check, warnings);
+    let upgrade = build_upgrade(raw.upgrade.unwrap_or_default(), check);
 
     Some(Config {
         coin,
@@ -1886,7 +1924,30 @@ fn build(raw: RawConfig, check: &mut Check, warnings: &mut Vec<String>) -> Optio
         monitoring,
         logging,
         limits,
+        upgrade,
     })
+}
+
+fn build_upgrade(raw: RawUpgrade, check: &mut Check) -> UpgradeConfig {
+    let socket = raw.socket.unwrap_or_else(|| "pastella-pool.sock".to_string());
+    if socket.is_empty() {
+        check.fail("upgrade.socket", "must be a path, got \"\"");
+    } else if socket.len() > 100 {
+        // sun_path holds 108 bytes; a longer path cannot be bound.
+        check.fail("upgrade.socket", format!("must be at most 100 bytes (a unix socket path), got {}", socket.len()));
+    }
+    let drain = raw.drain_seconds.unwrap_or(60);
+    if !(1..=3600).contains(&drain) {
+        check.fail("upgrade.drainSeconds", format!("must be between 1 and 3600, got {drain}"));
+    }
+    if raw.binary.as_deref() == Some("") {
+        check.fail("upgrade.binary", "must be a path, got \"\"");
+    }
+    UpgradeConfig {
+        socket: PathBuf::from(socket),
+        drain: Duration::from_secs(drain),
+        binary: raw.binary.filter(|b| !b.is_empty()).map(PathBuf::from),
+    }
 }
 
 /// The `poolServer` keys of [`StratumLimitsConfig`] (taken out of `server`).

@@ -81,6 +81,12 @@ pub fn targets() -> Vec<Target> {
                 b"\"submit\"",
                 b"\"getjob\"",
                 b"\"keepalived\"",
+                b"\"poolNonce\":",
+                b"\"workerNonce\":",
+                b"4294967295",
+                b"4294967296",
+                b"-1",
+                b"1.5",
                 b"null",
                 b"true",
                 b"0",
@@ -221,6 +227,15 @@ fn stratum_seeds() -> Vec<Vec<u8>> {
         wire.lines().filter_map(|l| l.strip_prefix("C> ")).map(|l| l.as_bytes().to_vec()).collect();
     seeds.push(br#"{"id":3,"jsonrpc":"2.0","method":"keepalived","params":{"id":"1"}}"#.to_vec());
     seeds.push(br#"{"id":4,"jsonrpc":"2.0","method":"getjob","params":{"id":"1"}}"#.to_vec());
+    // xmr-node-proxy's login and submit (spec §7.2).
+    seeds.push(
+        format!(r#"{{"id":5,"jsonrpc":"2.0","method":"login","params":{{"login":"{ADDRESS}","pass":"farm1","agent":"xmr-node-proxy/0.28.1"}}}}"#)
+            .into_bytes(),
+    );
+    seeds.push(
+        br#"{"id":6,"jsonrpc":"2.0","method":"submit","params":{"id":"1","job_id":"2","nonce":"c2810000","result":"ea15fadf6f6097917b74b857749da2b1282fe052bc099960d4c954e15c750a00","poolNonce":3,"workerNonce":4294967295}}"#
+            .to_vec(),
+    );
     seeds
 }
 
@@ -268,9 +283,26 @@ fn check_stratum_line(input: &[u8]) {
     if let Parsed::Request { params, method, .. } = protocol::parse(input) {
         match method.as_ref() {
             "login" => drop(serde_json::from_str::<LoginParams<'_>>(params.get())),
-            "submit" => drop(serde_json::from_str::<SubmitParams<'_>>(params.get())),
+            "submit" => {
+                if let Ok(submit) = serde_json::from_str::<SubmitParams<'_>>(params.get()) {
+                    check_proxy_nonces(&submit);
+                }
+            }
             _ => drop(serde_json::from_str::<IdParams<'_>>(params.get())),
         }
+    }
+}
+
+/// A proxy nonce is accepted only as the plain decimal text of the `u32` it yields.
+fn check_proxy_nonces(submit: &SubmitParams<'_>) {
+    for raw in [submit.pool_nonce, submit.worker_nonce].into_iter().flatten() {
+        if let Some(n) = protocol::parse_proxy_nonce(raw) {
+            assert_eq!(n.to_string(), raw.get().trim());
+        }
+    }
+    if let Some((pool, worker)) = submit.proxy_nonces() {
+        assert_eq!(Some(pool), submit.pool_nonce.and_then(protocol::parse_proxy_nonce));
+        assert_eq!(Some(worker), submit.worker_nonce.and_then(protocol::parse_proxy_nonce));
     }
 }
 

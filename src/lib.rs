@@ -21,6 +21,8 @@
 //! - [`metrics`]: every metric name, in one place.
 //! - [`app`]: wiring; builds every actor from the config.
 //! - [`reload`]: SIGHUP reload: re-reads the config, applies what can change live, names the rest.
+//! - [`upgrade`]: zero-downtime upgrade: the listening sockets handed to a new process (fd
+//!   passing over a unix socket), the old one drained.
 //! - [`log_format`]: the log line format (ban lines that fail2ban can read).
 //! - [`fuzz`]: fuzz harnesses (stable toolchain) for every parser fed by the network.
 //! - [`devnet`]: a simulated Pastellad and wallet API on loopback, real wire formats, for tests and trials.
@@ -40,3 +42,4 @@ pub mod pow;
 pub mod reload;
 pub mod store;
 pub mod stratum;
+pub mod upgrade;

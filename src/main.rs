@@ -44,6 +44,12 @@ enum Command {
     /// Read-only. Exit code 0 if equal, 1 naming every difference, 2 if the block cannot be
     /// checked (not found, not confirmed, record expired).
     VerifyBlock(VerifyBlockArgs),
+    /// Zero-downtime upgrade: the running pool (found through the config's `upgrade.socket`)
+    /// starts the binary on disk with this config, hands it its listening sockets, closes its
+    /// miners over `upgrade.drainSeconds` and exits once its shares are flushed. Exit code 0 when
+    /// the new process serves and the old one is done; 2 for an invalid config, 1 otherwise
+    /// (the running pool then serves on, unchanged).
+    Upgrade(ConfigArg),
 }
 
 #[derive(Args)]
@@ -126,6 +132,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit(&args),
         Command::Payments(args) => payments(&args),
         Command::VerifyBlock(args) => verify_block(&args),
+        Command::Upgrade(args) => upgrade(&args),
     }
 }
 
@@ -347,6 +354,9 @@ fn audit(args: &ConfigArg) -> ExitCode {
     for (address, reason) in &audit.quarantined {
         println!("  quarantined {address}: {reason}");
     }
+    for (id, why) in &audit.waiting_inputs {
+        println!("  waiting for the wallet's inputs: batch {id}: {why}");
+    }
     let mut problems = audit.problems();
     match wallet {
         Some(Ok(books)) => {
@@ -450,6 +460,43 @@ fn run(args: &RunArgs) -> ExitCode {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn upgrade(args: &ConfigArg) -> ExitCode {
+    use pastella_pool::upgrade::request;
+    let config = match load(args) {
+        Ok((config, _)) => config,
+        Err(code) => {
+            eprintln!("upgrade refused: the running pool is untouched");
+            return code;
+        }
+    };
+    let result = request(&config.upgrade.socket, &args.config, say_upgrade_event);
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("upgrade failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints one step of an upgrade (a failure is printed by the caller, to stderr).
+fn say_upgrade_event(event: &pastella_pool::upgrade::Event) {
+    use pastella_pool::upgrade::Event;
+    match event {
+        Event::Started { pid } => println!("new process started (pid {pid}), handing it the listening sockets"),
+        Event::Serving { pid, sessions, drain_seconds } => {
+            println!(
+                "new process (pid {pid}) serves; the old one closes its {sessions} session(s) over {drain_seconds} s"
+            )
+        }
+        Event::Done { pid, sessions } => println!(
+            "upgrade done: {sessions} session(s) drained to the new process (pid {pid}); the old process flushed its \
+             shares and exits"
+        ),
+        Event::Failed { .. } => {}
     }
 }
 

@@ -230,6 +230,8 @@ pub fn register_series(ports: &[u16]) {
     {
         counter!(STRATUM_DISCONNECTS_TOTAL, "reason" => reason).increment(0);
     }
+    // Sessions the old process closes during an upgrade's drain.
+    counter!(STRATUM_DISCONNECTS_TOTAL, "reason" => "upgrade").increment(0);
     for result in ["ok", "invalid_address", "missing_login", "not_ready"] {
         counter!(STRATUM_LOGINS_TOTAL, "result" => result).increment(0);
     }
@@ -246,6 +248,8 @@ pub fn register_series(ports: &[u16]) {
     for mode in ["fast", "light"] {
         histogram_zero(histogram!(VERIFY_SECONDS, "mode" => mode));
     }
+    gauge!(SESSION_CAPACITY).increment(0.0);
+    gauge!(OPEN_FILES_LIMIT).increment(0.0);
     for reason in ["new_block", "refresh"] {
         counter!(TEMPLATES_TOTAL, "reason" => reason).increment(0);
     }
@@ -675,4 +679,78 @@ pub fn register_port_series(port: u16) {
     gauge!(STRATUM_CONNECTIONS, "port" => port.clone()).increment(0.0);
     counter!(STRATUM_CONNECTIONS_TOTAL, "port" => port.clone()).increment(0);
     histogram_zero(histogram!(JOB_FANOUT_SECONDS, "port" => port));
+}
+
+/// Sessions this process can hold (the open-file limit less the pool's own descriptors, at
+/// most `poolServer.maxConnections`).
+pub const SESSION_CAPACITY: &str = "pastella_pool_session_capacity";
+/// The open-file limit in force (after the pool raised its soft limit to the hard limit).
+pub const OPEN_FILES_LIMIT: &str = "pastella_pool_open_files_limit";
+
+/// This process's session capacity, set once when its stratum side starts.
+pub fn session_capacity(sessions: u64, open_files: u64) {
+    describe_gauge!(
+        SESSION_CAPACITY,
+        "Sessions this process can hold (open-file limit less 256, at most maxConnections)."
+    );
+    describe_gauge!(OPEN_FILES_LIMIT, "The open-file limit in force after raising the soft limit to the hard limit.");
+    gauge!(SESSION_CAPACITY).set(sessions as f64);
+    gauge!(OPEN_FILES_LIMIT).set(open_files as f64);
+}
+
+/// Journaled payment batches whose prepare had no answer yet (`preparing`).
+pub const PAYMENT_BATCHES_PREPARING: &str = "pastella_pool_payment_batches_preparing";
+/// Batches without a transaction hash kept because the wallet's locked balance may hold the
+/// inputs of a transaction prepared for them (`preparing`, or held from it).
+pub const PAYMENT_BATCHES_WAITING_INPUTS: &str = "pastella_pool_payment_batches_waiting_inputs";
+
+/// After each payment run: batches being prepared, and those waiting for the wallet's inputs.
+pub fn payment_batches_preparing(preparing: usize, waiting_inputs: usize) {
+    describe_gauge!(PAYMENT_BATCHES_PREPARING, "Journaled payment batches whose prepare had no answer yet.");
+    describe_gauge!(
+        PAYMENT_BATCHES_WAITING_INPUTS,
+        "Payment batches kept until the wallet's inputs are free (a lost prepare; rescan the wallet)."
+    );
+    gauge!(PAYMENT_BATCHES_PREPARING).set(preparing as f64);
+    gauge!(PAYMENT_BATCHES_WAITING_INPUTS).set(waiting_inputs as f64);
+}
+
+/// `hashrate` window members the stats collector read from Redis.
+pub const COLLECTOR_WINDOW_READ: &str = "pastella_pool_collector_window_members_read_total";
+/// `hashrate` window members that left the collector's in-memory window by age.
+pub const COLLECTOR_WINDOW_EXPIRED: &str = "pastella_pool_collector_window_members_expired_total";
+/// Members the collector's in-memory hashrate window holds.
+pub const COLLECTOR_WINDOW_MEMBERS: &str = "pastella_pool_collector_window_members";
+/// Time one run spent bringing the hashrate window up to date (Redis reads included).
+pub const COLLECTOR_WINDOW_SECONDS: &str = "pastella_pool_collector_window_seconds";
+/// Full re-reads of the hashrate window because Redis's copy changed under the collector.
+pub const COLLECTOR_WINDOW_RESYNCS_TOTAL: &str = "pastella_pool_collector_window_resyncs_total";
+
+/// Describes the collector's window metrics (when the collector starts).
+pub fn register_collector_window() {
+    describe_counter!(COLLECTOR_WINDOW_READ, "Hashrate window members the stats collector read from Redis.");
+    describe_counter!(COLLECTOR_WINDOW_EXPIRED, "Hashrate window members that left the collector's window by age.");
+    describe_gauge!(COLLECTOR_WINDOW_MEMBERS, "Members the collector's in-memory hashrate window holds.");
+    describe_histogram!(
+        COLLECTOR_WINDOW_SECONDS,
+        Unit::Seconds,
+        "Time one collector run spent bringing the hashrate window up to date."
+    );
+    describe_counter!(COLLECTOR_WINDOW_RESYNCS_TOTAL, "Full re-reads of the hashrate window after a gap.");
+    counter!(COLLECTOR_WINDOW_READ).increment(0);
+    counter!(COLLECTOR_WINDOW_EXPIRED).increment(0);
+    counter!(COLLECTOR_WINDOW_RESYNCS_TOTAL).increment(0);
+}
+
+/// One run's update of the hashrate window: members read, expired, held, time taken.
+pub fn collector_window(read: u64, expired: u64, held: u64, elapsed: Duration) {
+    counter!(COLLECTOR_WINDOW_READ).increment(read);
+    counter!(COLLECTOR_WINDOW_EXPIRED).increment(expired);
+    gauge!(COLLECTOR_WINDOW_MEMBERS).set(held as f64);
+    histogram!(COLLECTOR_WINDOW_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// The collector re-read the whole hashrate window after a gap.
+pub fn collector_window_resync() {
+    counter!(COLLECTOR_WINDOW_RESYNCS_TOTAL).increment(1);
 }

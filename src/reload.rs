@@ -15,6 +15,7 @@
 //! [`plan`] is the pure part (what changed, what needs a restart); [`Reloader`] applies it.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -26,6 +27,7 @@ use crate::config::{Config, PortConfig, TlsMode};
 use crate::jobs::{JobDistributor, Subscribe};
 use crate::stratum::supervisor::{ApplyPort, RetirePort};
 use crate::stratum::{PortSupervisor, StratumContext};
+use crate::upgrade::{Listener, ListenerKind};
 
 /// Sets the process's log filter; `Err` says why a filter was not applied.
 pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -219,6 +221,9 @@ pub struct Reloader {
     /// Every port supervisor (shared with the pool): ports added here are counted in the
     /// connection figures and stop accepting at shutdown.
     supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
+    /// The listening sockets an upgrade hands over (shared with the pool): ports added here
+    /// are handed over too, removed ones are not.
+    handoff: Arc<Mutex<Vec<Listener>>>,
 }
 
 /// Why a reload was not applied.
@@ -239,6 +244,7 @@ impl Reloader {
         unlocker: Option<Addr<BlockUnlocker>>,
         payments: Option<Addr<PaymentProcessor>>,
         supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
+        handoff: Arc<Mutex<Vec<Listener>>>,
     ) -> Reloader {
         let stratum = stratum.map(|parts| Stratum {
             shared: parts.shared,
@@ -246,7 +252,7 @@ impl Reloader {
             distributor: parts.distributor,
             ports: config.ports.iter().map(|p| p.port).zip(parts.supervisors).collect(),
         });
-        Reloader { current: config, stratum, unlocker, payments, supervisors }
+        Reloader { current: config, stratum, unlocker, payments, supervisors, handoff }
     }
 
     /// Reads the config file again and applies it; logs the outcome either way.
@@ -335,9 +341,15 @@ impl Reloader {
                 if let Some(supervisor) = stratum.ports.remove(port) {
                     supervisor.do_send(RetirePort);
                 }
+                let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+                handoff.retain(|l| !(l.kind == ListenerKind::Stratum && l.port == *port));
             }
             for (port, listener) in listeners {
                 let number = port.port;
+                match Listener::dup(ListenerKind::Stratum, number, listener.as_fd()) {
+                    Ok(dup) => self.handoff.lock().unwrap_or_else(|e| e.into_inner()).push(dup),
+                    Err(e) => tracing::warn!("port {number} cannot be handed to an upgrade's new process: {e}"),
+                }
                 crate::metrics::register_port_series(number);
                 let supervisor =
                     PortSupervisor::new(port, listener, stratum.shared.clone(), stratum.arbiters.clone()).start();

@@ -309,7 +309,7 @@ async fn every_route_answers_in_the_old_shape_after_real_mining() {
     assert_eq!(unknown, json!({"error": "Not found"}));
     assert_eq!(http.json("/stats_address?address=PAS1nobody&longpoll=true").await, json!({"error": "Not found"}));
     let workers = http.json(&format!("/workers?address={MINER_A}")).await;
-    assert_shape(&workers, &json!({"address": "str", "workers": [worker()]}), "/workers");
+    assert_shape(&workers, &workers_page(), "/workers");
     assert_eq!(workers["workers"].as_array().unwrap().len(), 2);
 
     // Paged lists.
@@ -592,7 +592,7 @@ async fn orphaned_blocks_show_their_reward_and_hashrate_averages_are_whole_numbe
     assert_eq!(stats["pool"]["blocks"][0]["reward"], 400_000_000);
 
     let workers = http.json(&format!("/workers?address={MINER_A}")).await;
-    assert_shape(&workers, &json!({"address": "str", "workers": [worker()]}), "/workers");
+    assert_shape(&workers, &workers_page(), "/workers");
     assert_eq!(workers["workers"][0]["hashrate_1h"], 32, "31.67 H/s shown as 32, not a float");
     let miner = http.json(&format!("/stats_address?address={MINER_A}")).await;
     assert_shape(&miner, &stats_address(), "/stats_address");
@@ -610,4 +610,208 @@ async fn eventually_json(http: &Http, path: &str, ready: impl Fn(&Value) -> Opti
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     panic!("{path} never became ready");
+}
+
+/// The hashrate window's members in Redis now, and the figures a full read computes from them.
+fn full_recomputation(con: &mut redis::Connection) -> pastella_pool::api::shapes::WindowFigures {
+    let members: Vec<String> = con.zrangebyscore("pastella:hashrate", "-inf", "+inf").unwrap();
+    pastella_pool::api::shapes::window_figures(&members, 600)
+}
+
+/// The collector's figures as the API serves them equal `f` (hashrates, counts, per address
+/// and per worker).
+fn api_matches(stats: &Value, miners: &Value, workers: &Value, f: &pastella_pool::api::shapes::WindowFigures) -> bool {
+    let pool = &stats["pool"];
+    let as_map = |m: &std::collections::HashMap<String, u64>| json!(m);
+    pool["hashrate"] == f.hashrate.0
+        && pool["hashrateSolo"] == f.hashrate.1
+        && pool["miners"] == f.miner_count.0
+        && pool["minersSolo"] == f.miner_count.1
+        && pool["workers"] == f.worker_count.0
+        && pool["workersSolo"] == f.worker_count.1
+        && miners["minersHashrate"] == as_map(&f.miners)
+        && workers["workersHashrate"] == as_map(&f.workers)
+}
+
+/// Waits until the API's figures equal a full recomputation over what Redis holds (the state
+/// each step leaves is stable, so a collector that got it wrong never gets there).
+async fn wait_for_full_figures(http: &Http, con: &mut redis::Connection, step: &str) {
+    for _ in 0..200 {
+        let (stats, miners, workers) = (
+            http.json("/stats").await,
+            http.json("/miners_hashrate?password=pw").await,
+            http.json("/workers_hashrate?password=pw").await,
+        );
+        if api_matches(&stats, &miners, &workers, &full_recomputation(con)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let f = full_recomputation(con);
+    panic!(
+        "{step}: the API never showed the full recomputation {f:?}: {}",
+        http.json("/miners_hashrate?password=pw").await
+    );
+}
+
+fn unix_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Many collector runs over a window several stratum nodes write (some flushes late, old and
+/// new member formats, solo and prop), then entries leaving by age, a write older than the
+/// collector's cursor and a member removed by someone else: after each, the API's figures are
+/// those a full read of the window computes, and the collector read the window incrementally.
+#[actix_web::test]
+async fn collector_window_follows_redis_incrementally_and_equals_a_full_recomputation() {
+    let api_port = free_port();
+    let patch = json!({"api": {"port": api_port, "updateInterval": 1, "password": "pw"}});
+    let stack = Stack::start(12, &[(free_port(), 2)], patch, &[Module::Api]).await;
+    let http = Http::new(addr(api_port));
+    let mut con = stack.redis.conn();
+    let miners = [MINER_A.to_string(), MINER_B.to_string(), miner_c()];
+    let mut n = 0u64;
+    let mut write = |con: &mut redis::Connection, lag: u64, ahead: u64| {
+        n += 1;
+        let at = unix_s() - lag + ahead;
+        let address = &miners[(n % 3) as usize];
+        let typ = if n % 5 == 0 { "solo" } else { "prop" };
+        let node = n % 3;
+        let diff = 1000 + n * 37;
+        let ms = at * 1000 + n % 1000;
+        let worker = format!("{diff}:{address}~rig{}:{ms}:{typ}:{node:08x}", n % 4);
+        let login = if n % 7 == 0 {
+            format!("{diff}:{address}:{ms}:{typ}") // the old pool's member
+        } else {
+            format!("{diff}:{address}:{ms}:{typ}:{node:08x}")
+        };
+        let _: () = con.zadd("pastella:hashrate", worker, at).unwrap();
+        let _: () = con.zadd("pastella:hashrate", login, at).unwrap();
+    };
+    for round in 0..12 {
+        for i in 0..20 {
+            write(&mut con, i % 10, 0); // late flushes, within the collector's overlap
+        }
+        wait_for_full_figures(&http, &mut con, &format!("round {round}")).await;
+    }
+    // Entries about to leave the window: the figures follow them out.
+    for _ in 0..10 {
+        write(&mut con, 598, 0);
+    }
+    for _ in 0..4 {
+        write(&mut con, 0, 100_000); // a node whose clock runs ahead stays in the window
+    }
+    wait_for_full_figures(&http, &mut con, "entries near the window's start").await;
+    for _ in 0..200 {
+        let old: u64 = con.zcount("pastella:hashrate", "-inf", unix_s() - 590).unwrap();
+        if old == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_full_figures(&http, &mut con, "after expiry").await;
+
+    let metrics = || async { http.get("/metrics").await.body };
+    let counter = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+            .round() as u64
+    };
+    let before = metrics().await;
+    let resyncs = counter(&before, "pastella_pool_collector_window_resyncs_total");
+    // A flush stamped five minutes ago (a node's clock behind): older than the read cursor.
+    write(&mut con, 300, 0);
+    wait_for_full_figures(&http, &mut con, "a write older than the cursor").await;
+    // Someone else removes a member.
+    let member: Vec<String> = con.zrangebyscore_limit("pastella:hashrate", "-inf", "+inf", 0, 1).unwrap();
+    let _: () = con.zrem("pastella:hashrate", &member[0]).unwrap();
+    wait_for_full_figures(&http, &mut con, "a member removed").await;
+    let after = metrics().await;
+    assert!(counter(&after, "pastella_pool_collector_window_resyncs_total") >= resyncs + 2, "{after}");
+
+    // Runs with nothing new read only the overlap at the window's head, not the whole window.
+    for _ in 0..300 {
+        write(&mut con, 200, 0);
+    }
+    wait_for_full_figures(&http, &mut con, "a bulk of older entries").await;
+    let recent: u64 = con.zcount("pastella:hashrate", unix_s() - 40, "+inf").unwrap();
+    let total: u64 = con.zcard("pastella:hashrate").unwrap();
+    assert!(total > 2 * recent, "{total} members, {recent} of them recent");
+    let scrape = metrics().await;
+    let (read_before, runs_before) = (
+        counter(&scrape, "pastella_pool_collector_window_members_read_total"),
+        counter(&scrape, "pastella_pool_collector_run_seconds_count"),
+    );
+    let (read, runs) = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let scrape = metrics().await;
+        let runs = counter(&scrape, "pastella_pool_collector_run_seconds_count") - runs_before;
+        if runs >= 5 {
+            break (counter(&scrape, "pastella_pool_collector_window_members_read_total") - read_before, runs);
+        }
+    };
+    // A run under way at either scrape may have counted its read and not yet its run.
+    assert!(read <= (runs + 1) * recent, "{read} members read in {runs} runs; {recent} recent of {total}");
+    drop(stack);
+}
+
+/// `/get_top10miners` with a different `inactiveHours` each time costs no Redis reads per
+/// request (it used to read every known miner's totals for each uncached variant).
+#[actix_web::test]
+async fn top_miners_for_any_parameters_read_no_redis_per_request() {
+    let api_port = free_port();
+    let patch = json!({"api": {"port": api_port, "updateInterval": 1}});
+    let stack = Stack::start(12, &[(free_port(), 2)], patch, &[Module::Api]).await;
+    let http = Http::new(addr(api_port));
+    let mut con = stack.redis.conn();
+    let now = unix_s();
+    let known = 300u64;
+    // Miner k's last share was k hours ago, give or take half an hour.
+    for k in 0..known {
+        let address = format!("PAS1known{k:04}");
+        let _: () = con.sadd("pastella:balances:index", &address).unwrap();
+        let _: () = con
+            .hset_multiple(
+                format!("pastella:workers:{address}"),
+                &[("hashes", (1000 + k).to_string()), ("lastShare", (now + 1800 - k * 3600).to_string())],
+            )
+            .unwrap();
+    }
+    let _: () = con.zadd("pastella:hashrate", format!("600000:{MINER_A}:{}:prop:00000001", now * 1000), now).unwrap();
+    let top = eventually_json(&http, "/get_top10miners?sortBy=hashes&limit=3", |t| {
+        Some(t["miners"].as_array()?.len() == 3 && t["miners"][0]["hashes"] == 1000 + known - 1)
+    })
+    .await;
+    assert_eq!(top["miners"][0]["miner"], format!("PAS1known{:04}", known - 1));
+    let by_rate = eventually_json(&http, "/get_top10miners?sortBy=hashrate&limit=1", |t| {
+        Some(t["miners"][0]["miner"] == MINER_A)
+    })
+    .await;
+    assert_eq!(by_rate["miners"][0]["hashrate"], 1000, "600000 over 600 s");
+
+    let hmget = |con: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_hmget:calls="))
+            .and_then(|l| l.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = hmget(&mut con);
+    let requests = 60u64;
+    for hours in 1..=requests {
+        let top = http.json(&format!("/get_top10miners?excludeInactive=true&inactiveHours={hours}&limit=1000")).await;
+        // Miners 0..=hours (their last share within the period) and MINER_A.
+        assert_eq!(top["total"], hours + 2, "inactiveHours={hours}: {top}");
+    }
+    let spent = hmget(&mut con) - before;
+    // The collector's own reads (the active miners each run, every known one each minute) at most.
+    assert!(spent < 2 * known + 100, "{spent} HMGET for {requests} requests");
+    drop(stack);
+}
+
+/// `/workers`: one page of an address's workers.
+fn workers_page() -> Value {
+    json!({"address": "str", "workers": [worker()], "total": "u64", "page": "u64", "limit": "u64", "totalPages": "u64"})
 }

@@ -476,10 +476,16 @@ fn pool_server_rules() {
         "poolServer.maxConnectionsPerIp must be >= 1, got 0",
     );
     rejects(|v| v["poolServer"]["instanceId"] = json!("xyz"), "poolServer.instanceId must be 8 hex characters");
-    rejects(|v| v["poolServer"]["reserveSize"] = json!(7), "poolServer.reserveSize must be between 8 and 127, got 7");
+    rejects(|v| v["poolServer"]["reserveSize"] = json!(7), "poolServer.reserveSize must be between 16 and 127, got 7");
+    // Room for the extra nonce but not for a proxy's two nonces.
+    rejects(
+        |v| v["poolServer"]["reserveSize"] = json!(15),
+        "poolServer.reserveSize must be between 16 and 127, got 15 (every job writes an 8-byte extra nonce",
+    );
+    accepts(|v| v["poolServer"]["reserveSize"] = json!(16));
     rejects(
         |v| v["poolServer"]["reserveSize"] = json!(128),
-        "poolServer.reserveSize must be between 8 and 127, got 128",
+        "poolServer.reserveSize must be between 16 and 127, got 128",
     );
     rejects(|v| v["poolServer"]["bindIp"] = json!("localhost"), "poolServer.bindIp must be an IP address");
 }
@@ -841,4 +847,24 @@ fn redis_sentinel_rules() {
     assert_eq!(target.wait.replicas, 1);
     assert_eq!(target.wait.timeout, std::time::Duration::from_millis(500));
     assert_eq!(target.describe(), "master \"pastella\" via sentinels 10.0.0.1:26379, [::1]:26380");
+}
+
+#[test]
+fn upgrade_keys_have_defaults_and_path_named_errors() {
+    let (config, _) = accepts(|v| {
+        v.as_object_mut().unwrap().remove("upgrade");
+    });
+    assert_eq!(config.upgrade.socket, PathBuf::from("pastella-pool.sock"));
+    assert_eq!(config.upgrade.drain, Duration::from_secs(60));
+    assert_eq!(config.upgrade.binary, None);
+    let (config, _) = accepts(|v| {
+        v["upgrade"] = json!({"socket": "/run/pool.sock", "drainSeconds": 5, "binary": "/opt/pool/bin/pastella-pool"})
+    });
+    assert_eq!(config.upgrade.socket, PathBuf::from("/run/pool.sock"));
+    assert_eq!(config.upgrade.drain, Duration::from_secs(5));
+    assert_eq!(config.upgrade.binary, Some(PathBuf::from("/opt/pool/bin/pastella-pool")));
+    rejects(|v| v["upgrade"]["drainSeconds"] = json!(0), "upgrade.drainSeconds must be between 1 and 3600, got 0");
+    rejects(|v| v["upgrade"]["socket"] = json!(""), "upgrade.socket");
+    rejects(|v| v["upgrade"]["socket"] = json!("/x".repeat(60)), "upgrade.socket must be at most 100 bytes");
+    rejects(|v| v["upgrade"]["binary"] = json!(""), "upgrade.binary");
 }

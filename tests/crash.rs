@@ -1,7 +1,7 @@
 //! Crash safety of the money path: the pool binary running the unlocker and payments is killed
 //! with SIGKILL (every third time stopped with SIGTERM) at random moments, again and again,
 //! while a stratum node keeps finding blocks through daemon outages and the devnet wallet fails
-//! sends in every way it can. After every stop, and exactly at the end: credited = balance +
+//! sends and prepares in every way it can. After every stop, and exactly at the end: credited = balance +
 //! pending + paid + fees, `pastella-pool audit` says OK, no block is credited twice, and the
 //! wallet never sent a payout twice. The devnet mines only between pool blocks, so no pool
 //! block is orphaned however slow the machine is.
@@ -159,6 +159,7 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
     };
     let mut rng = rand::thread_rng();
     let kills = kills();
+    let mut rescanned = std::collections::HashSet::new();
     for round in 0..kills {
         match round % 4 {
             1 => devnet.fail_wallet_sends(1, Failure { kind: FailureKind::Error, code: 31, hold: Duration::ZERO }),
@@ -166,6 +167,17 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
                 .fail_wallet_sends(1, Failure { kind: FailureKind::DropAfterSuccess, code: 0, hold: Duration::ZERO }),
             3 => devnet
                 .fail_wallet_sends(1, Failure { kind: FailureKind::Timeout, code: 30, hold: Duration::from_secs(3) }),
+            _ => {}
+        }
+        // Lost answers to `prepare`: the wallet prepares and locks the inputs, the pool never
+        // learns the hash (as when it is killed between the call and recording it).
+        match round % 8 {
+            4 => devnet
+                .fail_wallet_sends(1, Failure { kind: FailureKind::PrepareThenDrop, code: 0, hold: Duration::ZERO }),
+            7 => devnet.fail_wallet_sends(
+                1,
+                Failure { kind: FailureKind::PrepareThenHold, code: 0, hold: Duration::from_secs(3) },
+            ),
             _ => {}
         }
         // Daemon outages: refused connections, then a daemon that is not synced (blocks found
@@ -188,6 +200,7 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
         }
         check(&redis, &devnet, false, round).await;
         audit_ok(binary, &config_path, round);
+        rescan_if_waiting(&mut redis.conn(), &devnet, &mut rescanned).await;
     }
     // However slow the machine, the pool finds a few blocks before the miners stop.
     let enough = eventually(Duration::from_secs(600), || (found.load(Ordering::Relaxed) >= 3).then_some(())).await;
@@ -201,8 +214,6 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
     let mut child = spawn(kills);
     let mut con = redis.conn();
     let deadline = Instant::now() + Duration::from_secs(240);
-    let rescan_after = Instant::now() + Duration::from_secs(60);
-    let mut rescanned = false;
     loop {
         let journal: u64 = con.zcard("pastella:payments:journal").unwrap();
         let candidates: u64 = con.zcard("pastella:blocks:candidates").unwrap();
@@ -214,19 +225,7 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
         if journal == 0 && candidates == 0 && owed == 0 {
             break;
         }
-        if journal == 0 && candidates == 0 && !rescanned && Instant::now() > rescan_after {
-            // A run killed between `prepare` and recording the prepared hash leaves a prepared
-            // transaction the pool never knew: the wallet keeps its inputs locked (the real one
-            // does too) and payments wait for unlocked funds. The books never counted it; the
-            // operator's remedy is a wallet rescan (`PUT /reset`, docs/PAYOUTS.md). Known gap.
-            let url = format!("http://{}/reset", devnet.wallet_addr);
-            let answer = reqwest::Client::new().put(url).header("X-API-KEY", "devnet-api-key").send().await;
-            eprintln!(
-                "crash test: payouts still waiting after 60 s; wallet rescanned ({:?})",
-                answer.map(|r| r.status())
-            );
-            rescanned = true;
-        }
+        rescan_if_waiting(&mut con, &devnet, &mut rescanned).await;
         assert!(Instant::now() < deadline, "not settled: journal {journal}, candidates {candidates}, payable {owed}");
         tokio::time::sleep(Duration::from_millis(500)).await;
         devnet.mine(1);
@@ -250,13 +249,39 @@ async fn sigkill_during_unlocking_and_payments_never_loses_or_doubles_money() {
     let orphaned: u64 = con.hget::<_, _, Option<u64>>("pastella:totals", "blocksOrphaned").unwrap().unwrap_or(0);
     let paid_batches: u64 = con.zcard("pastella:payments:all").unwrap();
     eprintln!(
-        "crash test: {kills} stops (SIGKILL, every third SIGTERM), {confirmed} blocks credited, {orphaned} orphaned, {paid_batches} payments; logs in {}",
+        "crash test: {kills} stops (SIGKILL, every third SIGTERM), {confirmed} blocks credited, {orphaned} orphaned, {paid_batches} payments, {} wallet rescan(s) for a lost prepare; logs in {}",
+        rescanned.len(),
         logs.display()
     );
     assert_eq!(orphaned, 0, "the devnet mines only between pool blocks: no pool block may be orphaned");
     assert!(confirmed >= 3, "the test did real work: {confirmed} blocks credited");
     assert!(paid_batches >= 2, "the test did real work: {paid_batches} payments");
     stratum.stop();
+}
+
+/// The operator's action, keyed on what the pool reports: a journaled batch waiting for the
+/// wallet's inputs (a kill or a lost answer between `prepare` and recording its hash left a
+/// transaction the pool never learnt, its inputs locked; `payments list`, `/admin_payments` and
+/// `audit` say so) gets the remedy docs/PAYOUTS.md names, a wallet rescan (`PUT /reset`), once
+/// per batch. Only between pool runs or while the last one runs to the end.
+async fn rescan_if_waiting(
+    con: &mut redis::Connection,
+    devnet: &pastella_pool::devnet::DevnetHandle,
+    rescanned: &mut std::collections::HashSet<String>,
+) {
+    let ids: Vec<String> = con.zrange("pastella:payments:journal", 0, -1).unwrap();
+    let waiting = ids.into_iter().find(|id| {
+        let waiting: Option<String> = con.hget(format!("pastella:payments:batch:{id}"), "waiting").unwrap();
+        waiting.as_deref() == Some("inputs") && !rescanned.contains(id)
+    });
+    let Some(id) = waiting else { return };
+    let url = format!("http://{}/reset", devnet.wallet_addr);
+    let answer = reqwest::Client::new().put(url).header("X-API-KEY", "devnet-api-key").send().await;
+    eprintln!(
+        "crash test: batch {id} waits for the wallet's inputs; wallet rescanned ({:?})",
+        answer.map(|r| r.status())
+    );
+    rescanned.insert(id);
 }
 
 /// `pastella-pool audit` says the books balance.

@@ -724,6 +724,23 @@ async fn payments_flow_fail_and_persist() {
     h.mine(1);
     assert_eq!(h.received(MINER_A).pending, 0);
     assert_eq!(h.received(MINER_A).received, COIN + 3 * COIN + (2 * COIN - 3000) + 1000 + 2000);
+
+    // A prepare whose answer is lost: the transaction is prepared and its inputs locked, but the
+    // client never learns the hash (the connection drops, or the answer comes after its timeout).
+    let before = w.balance().await.unwrap();
+    control(&h, "POST", "/devnet/wallet/fail", json!({"kind": "prepare_then_drop"})).await;
+    assert!(matches!(w.prepare_advanced(&[dest(MINER_A, 7000)], None).await, Err(WalletError::Uncertain(_))));
+    let impatient = wallet_client(&h, Duration::from_millis(700));
+    control(&h, "POST", "/devnet/wallet/fail", json!({"kind": "prepare_then_hold", "seconds": 1.5})).await;
+    assert!(matches!(impatient.prepare_advanced(&[dest(MINER_A, 3000)], None).await, Err(WalletError::Uncertain(_))));
+    assert_eq!(h.state().wallet.prepared.len(), 2);
+    let locked = w.balance().await.unwrap();
+    assert_eq!(locked.locked, before.locked + 7000 + 1000 + 3000 + 1000, "both prepared, inputs locked");
+    assert!(h.state().mempool.is_empty(), "nothing sent");
+    // Only a rescan frees them, and drops the prepared transactions with it.
+    w.reset().await.unwrap();
+    assert_eq!(w.balance().await.unwrap(), before);
+    assert!(h.state().wallet.prepared.is_empty());
     h.stop().await;
 }
 

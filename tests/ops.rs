@@ -63,6 +63,29 @@ impl PoolBinary {
         PoolBinary { child, log }
     }
 
+    /// Like [`PoolBinary::start`], with the open-file limit (soft and hard) set to `files`.
+    fn start_with_open_files(name: &str, config: &Value, files: u64) -> PoolBinary {
+        use std::os::unix::process::CommandExt;
+        let config_path = temp_path(&format!("{name}.json"));
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let log = temp_path(&format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pastella-pool"));
+        command.args(["run", "--config"]).arg(&config_path).stdout(file.try_clone().unwrap()).stderr(file);
+        // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit { rlim_cur: files, rlim_max: files };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        PoolBinary { child: command.spawn().unwrap(), log }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -592,6 +615,35 @@ fn the_dockerfile_stages_hold_together() {
             assert!(root().join(source).exists(), "COPY {source}: not in the repository");
         }
     }
+    // Every file the sources compile in (include_bytes!/include_str!) is in a COPY'd path:
+    // the build stage has nothing else.
+    let copied: Vec<PathBuf> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            parts[1..parts.len() - 1].iter().map(|s| root().join(s)).collect::<Vec<_>>()
+        })
+        .collect();
+    let mut included = 0;
+    for file in rust_sources(&root().join("src")).into_iter().chain(rust_sources(&root().join("loadtest/src"))) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for piece in text.split("include_").skip(1) {
+            let Some(rest) = piece.strip_prefix("bytes!(\"").or_else(|| piece.strip_prefix("str!(\"")) else {
+                continue;
+            };
+            let path = file.parent().unwrap().join(&rest[..rest.find('"').unwrap()]);
+            let path = path.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                copied.iter().any(|c| path.starts_with(c.canonicalize().unwrap())),
+                "{} includes {}, which the Dockerfile does not COPY",
+                file.display(),
+                path.display()
+            );
+            included += 1;
+        }
+    }
+    assert!(included > 10, "found the sources' included files ({included})");
     let user = stages[1].lines().rev().find_map(|l| l.strip_prefix("USER ")).expect("a USER line");
     assert!(user != "root" && user != "0", "runs as {user}");
     assert!(stages[1].contains("HEALTHCHECK") && stages[1].contains("http://127.0.0.1:8117/health"));
@@ -613,6 +665,20 @@ fn the_dockerfile_stages_hold_together() {
     );
     let cmd = dockerfile.lines().find(|l| l.starts_with("CMD ")).unwrap();
     assert_eq!(cmd, "CMD [\"run\", \"--config\", \"/etc/pastella-pool/config.json\"]");
+}
+
+/// The `.rs` files under `dir`, recursively.
+fn rust_sources(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// Waits until the pool's `/metrics` satisfies `check`; the scrape.
@@ -670,4 +736,36 @@ async fn randomx_memory_stays_bounded_across_epoch_changes() {
         }
     }
     assert_eq!(checked.len(), 15);
+}
+
+/// A process whose open-file limit is below `poolServer.maxConnections` says how many miners it
+/// can hold and how to raise it: in its log, on `/health` (with the connections open now) and
+/// as a metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_reports_its_session_capacity() {
+    let redis = RedisServer::start();
+    let devnet = devnet(1000).await;
+    let port = free_port();
+    let config = pool_config_json(&redis, &devnet, &[(port, 1000)], json!({"logging": {"level": "info"}}));
+    let api = config["api"]["port"].as_u64().unwrap();
+    let pool = PoolBinary::start_with_open_files("capacity", &config, 1000);
+    let _ = get_when_up(&format!("http://127.0.0.1:{api}/stats")).await;
+    let log = pool.log();
+    assert!(
+        log.contains("Session capacity: 744 miners (the open-file limit 1000 less 256") && log.contains("LimitNOFILE="),
+        "{log}"
+    );
+    let mut miner = TestMiner::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await;
+    miner.login(MINER_A, "rig").await;
+    let health: Value = serde_json::from_str(&get_when_up(&format!("http://127.0.0.1:{api}/health")).await).unwrap();
+    let sessions = &health["sessions"];
+    assert_eq!(sessions["capacity"], 744, "{health}");
+    assert_eq!(sessions["connected"], 1, "{health}");
+    assert_eq!(sessions["openFileLimit"], 1000, "{health}");
+    assert_eq!(sessions["limitedBy"], "openFileLimit", "{health}");
+    assert!(sessions["howToRaise"].as_str().unwrap().contains("LimitNOFILE="), "{health}");
+    let scrape =
+        metrics_until(api, "the capacity gauge", |s| gauge(s, "pastella_pool_session_capacity").is_some()).await;
+    assert_eq!(gauge(&scrape, "pastella_pool_session_capacity"), Some(744.0), "{scrape}");
+    assert_eq!(gauge(&scrape, "pastella_pool_open_files_limit"), Some(1000.0), "{scrape}");
 }

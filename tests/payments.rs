@@ -261,6 +261,226 @@ async fn a_prepared_transaction_is_never_left_behind() {
     books.audit_ok().await;
 }
 
+/// The operator's command line on these books: (exit code, stdout + stderr).
+fn payments_cli(books: &Books, name: &str, args: &[&str]) -> (Option<i32>, String) {
+    let config = temp_path(name);
+    let json = pool_config_json(&books.redis, &books.devnet, &[(free_port(), 1000)], serde_json::json!({}));
+    std::fs::write(&config, json.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pastella-pool"))
+        .args(["payments", "--config"])
+        .arg(&config)
+        .args(args)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// §3b: the wallet prepares the transaction and locks its inputs, but its answer is lost (the
+/// connection drops). The batch was recorded `preparing` before the call, so it is not released
+/// while the wallet's locked balance may hold those inputs: the other miners are paid, the
+/// batch goes `held` after `holdAfter`, the operator's `--not-sent` and `--sent` are refused.
+/// After the wallet's rescan the pool releases it by itself and pays every miner exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_prepare_answer_is_not_released_while_the_wallets_inputs_are_locked() {
+    use pastella_pool::accounting::payments::{resolve_held, wallet_books, Resolution, ResolveError};
+    let mut books = Books::start(4).await;
+    books.settings.settle_after = Duration::ZERO;
+    let (alice, bob) = (fresh_address(), fresh_address());
+    books.credit(&[(&alice, 2 * COIN)]).await;
+    books.devnet.fail_wallet_sends(1, Failure { kind: FailureKind::PrepareThenDrop, code: 0, hold: Duration::ZERO });
+    let report = books.run().await;
+    assert_eq!((report.uncertain, report.released, report.sent.len()), (1, 0, 0), "{report:?}");
+    let journal = books.journal();
+    assert_eq!(journal[0]["state"], "preparing", "{journal:?}");
+    assert!(!journal[0].contains_key("txHash"), "the pool never learnt the hash");
+    let id = books.store.journal().await.unwrap()[0].id.clone();
+    let state = books.devnet.state();
+    assert_eq!(state.wallet.prepared.len(), 1, "the wallet prepared it");
+    assert_eq!(state.wallet.locked, 2 * COIN + 1000, "and locked its inputs");
+    assert_eq!(books.field(&alice, "pending"), 2 * COIN);
+
+    // Later runs: the inputs are locked, so the batch is kept (and says why); other miners
+    // are paid meanwhile.
+    books.credit(&[(&bob, COIN)]).await;
+    let report = books.run().await;
+    assert_eq!((report.waiting, report.released, report.sent.len()), (1, 0, 1), "{report:?}");
+    books.paid_once(&bob, 1);
+    books.devnet.mine(1);
+    let report = books.run().await;
+    assert_eq!((report.waiting, report.released, report.sent.len()), (1, 0, 0), "{report:?}");
+    let journal = books.journal();
+    assert_eq!((journal[0]["state"].as_str(), journal[0]["waiting"].as_str()), ("preparing", "inputs"));
+    assert!(journal[0]["error"].contains("PUT /reset"), "{journal:?}");
+    assert_eq!(books.field(&alice, "pending"), 2 * COIN, "still reserved");
+    assert_eq!(books.devnet.received(&alice).transactions.len(), 0);
+    // The books explain the locked inputs: audit OK, the batch listed as waiting.
+    let audit = books.store.audit().await.unwrap();
+    assert_eq!(audit.problems(), Vec::<String>::new());
+    assert_eq!(audit.waiting_inputs.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), vec![id.clone()]);
+    let check = wallet_books(&books.store, &books.wallet).await.unwrap();
+    assert_eq!(
+        (check.batches_without_tx, check.in_flight_without_tx, check.in_flight_prepared),
+        (1, 2 * COIN + 1000, 0)
+    );
+    assert_eq!(check.problems(), Vec::<String>::new(), "{check:?}");
+    // The operator cannot settle it either way while the inputs are locked.
+    let refused = resolve_held(&books.store, &books.wallet, &id, Resolution::NotSent).await;
+    assert!(matches!(&refused, Err(ResolveError::Contradicted(why)) if why.contains("may still exist")), "{refused:?}");
+    let refused = resolve_held(&books.store, &books.wallet, &id, Resolution::Sent).await;
+    assert!(
+        matches!(&refused, Err(ResolveError::Contradicted(why)) if why.contains("no transaction hash")),
+        "{refused:?}"
+    );
+
+    // Past holdAfter it is held for the operator, still reserved.
+    books.settings.hold_after = Duration::ZERO;
+    let report = books.run().await;
+    assert_eq!((report.held, report.released), (1, 0), "{report:?}");
+    assert_eq!(books.journal()[0]["state"], "held");
+    assert_eq!(books.store.audit().await.unwrap().held_batches, vec![id.clone()]);
+    let (code, text) = payments_cli(&books, "payments-preparing.json", &["resolve", &id, "--not-sent"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("refused") && text.contains("PUT /reset"), "{text}");
+    let (code, text) = payments_cli(&books, "payments-preparing.json", &["resolve", &id, "--sent"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no transaction hash"), "{text}");
+    assert_eq!(books.field(&alice, "pending"), 2 * COIN, "nothing changed");
+
+    // The operator rescans the wallet: the inputs are free, the pool releases the batch by
+    // itself and pays it with a new transaction, once.
+    books.wallet.reset().await.unwrap();
+    let report = books.run().await;
+    assert_eq!((report.released, report.sent.len()), (1, 1), "{report:?}");
+    books.devnet.mine(1);
+    let report = books.run().await;
+    assert!(report.sent.is_empty() && report.released == 0, "{report:?}");
+    assert!(books.journal().is_empty());
+    books.paid_once(&alice, 1);
+    books.paid_once(&bob, 1);
+    assert_eq!(books.field(&alice, "paid"), 2 * COIN);
+    books.audit_ok().await;
+    assert_eq!(books.store.audit().await.unwrap().problems(), Vec::<String>::new());
+    let check = wallet_books(&books.store, &books.wallet).await.unwrap();
+    assert_eq!(check.problems(), Vec::<String>::new(), "{check:?}");
+}
+
+/// A `reserved` batch without a hash whose prepare was never reached is released at restart as
+/// before: one of this version (it records `preparing` before the wallet call) at once, one an
+/// earlier version journaled once the wallet's locked balance shows no inputs held for it (and
+/// kept while it does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserved_batch_that_never_reached_the_wallet_is_released() {
+    use pastella_pool::store::BatchDestination;
+    let mut books = Books::start(2).await;
+    books.settings.settle_after = Duration::ZERO;
+    let (carol, dave) = (fresh_address(), fresh_address());
+    books.credit(&[(&carol, COIN), (&dave, COIN / 2)]).await;
+    let reserve = |address: &str, amount: u64, id: &str| {
+        let batch = vec![BatchDestination { address: address.into(), amount, fee: 0, reserved: amount }];
+        let (store, token, id) = (books.store.clone(), books.token.clone(), id.to_string());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        async move { assert!(store.reserve_batch(&token, &id, now, &batch, 1000).await.unwrap()) }
+    };
+    reserve(&carol, COIN, "1-current").await;
+    reserve(&dave, COIN / 2, "2-earlier").await;
+    let _: () = books.redis.conn().hdel("pastella:payments:batch:2-earlier", "intent").unwrap();
+    assert_eq!(books.field(&carol, "pending"), COIN);
+    let report = books.run().await;
+    assert_eq!(report.released, 2, "{report:?}");
+    assert_eq!(report.sent.len(), 1, "both paid again in the same run: {report:?}");
+    let released: HashMap<String, String> = books.redis.conn().hgetall("pastella:payments:batch:2-earlier").unwrap();
+    assert!(released["error"].contains("no transaction prepared for it holds the wallet's inputs"), "{released:?}");
+    books.paid_once(&carol, 1);
+    books.paid_once(&dave, 1);
+    books.devnet.mine(1);
+    books.run().await; // the payment is seen in a block: its change no longer locked
+
+    // An earlier version's `reserved` batch while the wallet holds inputs nothing explains (a
+    // transaction it prepared and then forgot in a restart): kept, until the rescan.
+    let erin = fresh_address();
+    books.credit(&[(&erin, COIN)]).await;
+    let forgotten = pastella_pool::node::wallet::Destination { address: fresh_address(), amount: COIN / 4 };
+    books.wallet.prepare_advanced(&[forgotten], None).await.unwrap();
+    books.devnet.restart_wallet();
+    reserve(&erin, COIN, "3-earlier").await;
+    let _: () = books.redis.conn().hdel("pastella:payments:batch:3-earlier", "intent").unwrap();
+    let report = books.run().await;
+    assert_eq!((report.waiting, report.released, report.sent.len()), (1, 0, 0), "{report:?}");
+    let kept: HashMap<String, String> = books.redis.conn().hgetall("pastella:payments:batch:3-earlier").unwrap();
+    assert_eq!((kept["state"].as_str(), kept["waiting"].as_str()), ("preparing", "inputs"), "{kept:?}");
+    assert_eq!(books.field(&erin, "pending"), COIN);
+    books.wallet.reset().await.unwrap();
+    let report = books.run().await;
+    assert_eq!((report.released, report.sent.len()), (1, 1), "{report:?}");
+    books.paid_once(&erin, 1);
+    books.audit_ok().await;
+}
+
+/// The running pool reports a lost prepare to the operator: `/admin_payments` lists the batch
+/// `preparing` with `waitingInputs` and the remedy, the gauge counts it, and after the rescan
+/// the pool releases it by itself and pays the miner once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_reports_a_batch_waiting_for_the_wallets_inputs() {
+    let books = Books::start(2).await;
+    let miner = fresh_address();
+    books.credit(&[(&miner, COIN)]).await;
+    books.store.release_lease(&books.token).await.unwrap();
+    books.devnet.fail_wallet_sends(1, Failure { kind: FailureKind::PrepareThenDrop, code: 0, hold: Duration::ZERO });
+    let api_port = free_port();
+    let patch = serde_json::json!({
+        "payments": {"enabled": true, "interval": 1, "minPayment": 100000, "transferFee": 1000,
+                     "minerPayFee": false, "blockedAddressesFile": "/nonexistent/payment_blocked.json"},
+        "blockUnlocker": {"leaseTtl": 2},
+        "walletApi": {"timeoutMs": 2000},
+        "api": {"port": api_port, "password": "s3cret-admin"},
+        "metrics": {"enabled": true},
+    });
+    let pool = PoolProcess::start(
+        pool_config(&books.redis, &books.devnet, &[(free_port(), 1000)], patch),
+        &[pastella_pool::config::Module::Api, pastella_pool::config::Module::Payments],
+    );
+    let mut con = books.redis.conn();
+    let waiting = eventually(Duration::from_secs(60), || {
+        let ids: Vec<String> = con.zrange("pastella:payments:journal", 0, -1).ok()?;
+        let flag: Option<String> = con.hget(format!("pastella:payments:batch:{}", ids.first()?), "waiting").ok()?;
+        (flag.as_deref() == Some("inputs")).then(|| ids[0].clone())
+    })
+    .await;
+    let id = waiting.expect("the pool flags the batch as waiting for the wallet's inputs");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let admin: serde_json::Value =
+        http.get(format!("{base}/admin_payments?password=s3cret-admin")).send().await.unwrap().json().await.unwrap();
+    let batch = &admin["inFlight"][0];
+    assert_eq!((batch["id"].as_str(), batch["state"].as_str()), (Some(id.as_str()), Some("preparing")), "{admin}");
+    assert_eq!(batch["waitingInputs"], true, "{admin}");
+    assert!(batch["txHash"].is_null() && batch["error"].as_str().unwrap().contains("PUT /reset"), "{admin}");
+    // The gauge is set after each run: wait for the run that saw it.
+    let mut gauge = String::new();
+    for _ in 0..600 {
+        gauge = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        if gauge.lines().any(|l| l == "pastella_pool_payment_batches_waiting_inputs 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gauge.lines().any(|l| l == "pastella_pool_payment_batches_waiting_inputs 1"), "{gauge}");
+    assert_eq!(books.field(&miner, "pending"), COIN, "kept reserved");
+
+    books.wallet.reset().await.unwrap();
+    let paid = eventually(Duration::from_secs(60), || {
+        let paid: u64 = con.hget(format!("pastella:balances:{miner}"), "paid").ok()?;
+        (paid == COIN).then_some(())
+    })
+    .await;
+    assert!(paid.is_some(), "released by the pool after the rescan and paid");
+    pool.stop();
+    books.paid_once(&miner, 1);
+    books.audit_ok().await;
+    assert!(books.journal().is_empty());
+}
+
 /// §4: one bad-checksum address with a large balance plus 14 valid miners, `maxAddresses` 15:
 /// all 14 are paid in the first run, the bad one is quarantined with its balance kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

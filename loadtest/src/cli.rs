@@ -33,6 +33,50 @@ pub enum Command {
     /// Internal: a worker process of `run --processes N` (reads its plan on stdin).
     #[command(hide = true)]
     Worker,
+    /// The stats API under a farm's load: hashrate records of N workers written straight
+    /// into Redis, and browsers polling the old frontend's pages (docs/LOADTEST.md, "API").
+    Api(ApiArgs),
+}
+
+/// Flags of `api`.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Redis the pool uses.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub redis: String,
+    /// The pool's Redis key prefix (its `coin`).
+    #[arg(long, default_value = "pastella")]
+    pub prefix: String,
+    /// The pool's API base URL (its `/metrics` must answer there too).
+    #[arg(long, value_name = "URL")]
+    pub api: String,
+    /// Simulated workers.
+    #[arg(long, default_value_t = 100_000)]
+    pub workers: u64,
+    /// Addresses they mine to (worker i mines to address i mod this).
+    #[arg(long, default_value_t = 1000)]
+    pub addresses: u64,
+    /// Seconds between two shares of one worker.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub share_interval: u64,
+    /// Job difficulty of every share.
+    #[arg(long, default_value_t = 100_000)]
+    pub difficulty: u64,
+    /// Seconds of records written before the phases (the pool's `api.hashrateWindow`).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub window: u64,
+    /// Browsers polling the API in the second phase.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Length of each phase.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub seconds: f64,
+    /// Pause before each phase (the collector settles).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
+    pub settle: f64,
+    /// Write the JSON result here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
 }
 
 /// Flags of `run`.

@@ -17,8 +17,10 @@
 //! - [`net`], [`procfs`], [`identity`], [`devnet`]: sockets, /proc, miner addresses, devnet control.
 //! - [`tls`]: `--tls`, the rustls client of the simulated miners (pinned or unverified certificate).
 //! - [`startup`]: timing a pool's start to its first job.
+//! - [`api_load`]: `api`, the stats API polled by many browsers over a farm's hashrate window.
 
 mod abuse;
+mod api_load;
 mod cli;
 mod coordinator;
 mod devnet;
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Raw(args) => raw(&args).map(|_| ExitCode::SUCCESS),
         Command::Startup(args) => runtime(2).and_then(|rt| rt.block_on(startup::run(args)).map(|_| ExitCode::SUCCESS)),
         Command::Worker => worker(),
+        Command::Api(args) => runtime(2).and_then(|rt| rt.block_on(api_load::run(args)).map(|_| ExitCode::SUCCESS)),
     };
     match result {
         Ok(code) => code,

@@ -5,26 +5,15 @@
 //! checked, so the pool does its full handshake work either way.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use pastella_pool::stratum::transport::client_connector;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use tokio_rustls::rustls::crypto::{self, CryptoProvider};
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio_rustls::rustls::{self, pki_types::ServerName};
 use tokio_rustls::TlsConnector;
 
-/// Which server certificate a TLS session accepts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Trust {
-    /// The certificate whose DER has this SHA-256 (64 lowercase hex digits).
-    Fingerprint(String),
-    /// Any certificate (load tests against a self-signed pool only).
-    Any,
-}
+/// Which server certificate a TLS session accepts (the pool crate's client verifier).
+pub use pastella_pool::stratum::transport::ClientTrust as Trust;
 
 /// Parses `--tls-fingerprint`: 64 hex digits, colons allowed (`openssl x509 -fingerprint` style).
 pub fn parse_fingerprint(text: &str) -> Result<String, String> {
@@ -40,15 +29,7 @@ pub fn parse_fingerprint(text: &str) -> Result<String, String> {
 
 /// The shard's connector for `trust`.
 pub fn connector(trust: &Trust) -> Result<TlsConnector, String> {
-    let provider = Arc::new(crypto::ring::default_provider());
-    let verifier = Accept { trust: trust.clone(), provider: provider.clone() };
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS client set-up: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    client_connector(trust.clone()).map_err(|e| format!("TLS client set-up: {e}"))
 }
 
 /// Runs the handshake on a connected socket; the error is a short reason for the report.
@@ -67,54 +48,6 @@ pub async fn handshake(
     })
 }
 
-/// The certificate check of [`Trust`]; signatures are verified with the provider's algorithms.
-#[derive(Debug)]
-struct Accept {
-    trust: Trust,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Accept {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match &self.trust {
-            Trust::Any => Ok(ServerCertVerified::assertion()),
-            Trust::Fingerprint(pin) if hex::encode(Sha256::digest(end_entity.as_ref())) == *pin => {
-                Ok(ServerCertVerified::assertion())
-            }
-            Trust::Fingerprint(_) => Err(rustls::Error::General("certificate fingerprint mismatch".into())),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::process::{Child, Command, Stdio};
@@ -124,7 +57,9 @@ mod tests {
     use pastella_pool::config::{Config, Module};
     use pastella_pool::devnet::DevnetConfig;
     use serde_json::json;
+    use sha2::{Digest, Sha256};
     use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
 
     use super::*;
     use crate::cli::{Cli, Command as CliCommand};

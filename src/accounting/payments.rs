@@ -1,14 +1,17 @@
 //! The PaymentProcessor actor: balances → transactions, through the wallet API, crash-safe.
 //!
-//! Each batch follows the journal: reserve (balance → pending, batch recorded), prepare the
-//! transaction (`/transactions/prepare/advanced`), record its hash, relay it
-//! (`/transactions/send/prepared`), then finalize (pending → paid, payment records). At every
-//! step Redis says what may have happened, so a crash or a wallet failure is resolved by asking
-//! the wallet about the recorded hash. A batch is released only when it provably was not sent;
-//! an ambiguous send leaves it `unknown` (reserved) until the wallet says, then `held` for the
-//! operator. Finalized batches are checked later for confirmation. Addresses the wallet cannot
-//! pay are quarantined, and a run pays what fits in the wallet's unlocked balance. Batches are
-//! paid one after another, never concurrently. docs/PAYOUTS.md describes the states.
+//! Each batch follows the journal: reserve (balance → pending, batch recorded), record the
+//! intent to prepare (`preparing`), prepare the transaction (`/transactions/prepare/advanced`),
+//! record its hash, relay it (`/transactions/send/prepared`), then finalize (pending → paid,
+//! payment records). At every step Redis says what may have happened, so a crash or a wallet
+//! failure is resolved by asking the wallet about the recorded hash. A batch is released only
+//! when it provably was not sent; an ambiguous send leaves it `unknown` (reserved) until the
+//! wallet says, then `held` for the operator. A batch whose prepare got no answer (`preparing`)
+//! may have a prepared transaction holding the wallet's inputs: it is released only once the
+//! wallet's locked balance shows those inputs free. Finalized batches are checked later for
+//! confirmation. Addresses the wallet cannot pay are quarantined, and a run pays what fits in
+//! the wallet's unlocked balance. Batches are paid one after another, never concurrently.
+//! docs/PAYOUTS.md describes the states.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -69,6 +72,9 @@ pub struct PaymentReport {
     pub quarantined: Vec<String>,
     /// Finalized batches flagged as dropped during this run.
     pub dropped: usize,
+    /// Batches whose prepare had no answer, kept while the wallet's inputs may be locked by a
+    /// transaction prepared for them (not yet held).
+    pub waiting: usize,
 }
 
 /// Why a run stopped early.
@@ -148,9 +154,30 @@ async fn resolve_journal(
                 finalized(&entry, report);
             }
             // A process that just lost the lease may still be preparing or sending it.
-            ("reserved" | "prepared", _) if age < settings.settle_after => report.uncertain += 1,
-            // Reserved, no transaction recorded: nothing this pool prepared can be relayed.
-            ("reserved", _) | ("prepared" | "unknown", None) => {
+            ("reserved" | "preparing" | "prepared", _) if age < settings.settle_after => report.uncertain += 1,
+            // Reserved by this version, which records `preparing` before asking the wallet: the
+            // wallet was never asked, so no transaction of it can exist.
+            ("reserved", _) if entry.intent => {
+                store
+                    .release_batch(token, &entry.id, unix_ms(), "interrupted before the wallet was asked to prepare")
+                    .await?;
+                report.released += 1;
+                crate::metrics::payment_batch("released", 0);
+            }
+            // Reserved by an earlier version, which asked the wallet without recording it first:
+            // it may have prepared a transaction. Settled like a lost prepare answer.
+            ("reserved", _) => {
+                let note = "journaled by an earlier version without a prepare intent: the wallet may have prepared it";
+                if store.batch_preparing(token, &entry.id, unix_ms(), note).await? {
+                    let entry = JournalEntry { state: "preparing".into(), ..entry };
+                    settle_preparing(store, wallet, token, settings, &entry, report).await?;
+                }
+            }
+            ("preparing", _) | ("held", None) => {
+                settle_preparing(store, wallet, token, settings, &entry, report).await?
+            }
+            // Prepared or unknown always carry a hash; without one nothing can be relayed.
+            ("prepared" | "unknown", None) => {
                 store
                     .release_batch(token, &entry.id, unix_ms(), "interrupted before a transaction was prepared")
                     .await?;
@@ -256,6 +283,70 @@ async fn settle_unknown(
         return Ok(());
     }
     report.uncertain += 1;
+    Ok(())
+}
+
+/// A batch whose prepare got no answer (`preparing`, or `held` from it): the wallet may hold a
+/// transaction prepared for it, its inputs locked, whose hash the pool never learnt (it can
+/// never relay it, but the wallet's own copy could still be sent until the wallet restarts).
+/// Released once the wallet's locked balance shows no such inputs (the prepare never happened,
+/// or the operator rescanned the wallet); until then kept reserved, logged with the operator's
+/// remedy each run, and held past `hold_after`.
+async fn settle_preparing(
+    store: &Store,
+    wallet: &WalletClient,
+    token: &str,
+    settings: &PaymentSettings,
+    entry: &JournalEntry,
+    report: &mut PaymentReport,
+) -> Result<(), PaymentError> {
+    let held = entry.state == "held";
+    let why = match batch_inputs(store, wallet, entry).await? {
+        Inputs::Free { locked, explained } => {
+            let reason = format!(
+                "no transaction prepared for it holds the wallet's inputs: {locked} locked, explained by the wallet's young block rewards and batches with a transaction ({explained})"
+            );
+            if store.release_batch(token, &entry.id, unix_ms(), &reason).await? {
+                tracing::warn!(batch = %entry.id, state = %entry.state, "prepare had no answer, but {reason}; amounts back to balances");
+                report.released += 1;
+                crate::metrics::payment_batch("released", 0);
+            }
+            return Ok(());
+        }
+        Inputs::Locked(why) => {
+            store.batch_waiting(token, &entry.id, &why).await?;
+            tracing::warn!(
+                batch = %entry.id,
+                state = %entry.state,
+                total = entry.total(),
+                "payment kept reserved: {why}"
+            );
+            why
+        }
+        Inputs::ChangePending(why) => {
+            tracing::info!(batch = %entry.id, "payment whose prepare had no answer kept reserved: {why}");
+            why
+        }
+        Inputs::Unknown(e) => {
+            tracing::warn!(batch = %entry.id, "payment whose prepare had no answer kept reserved: cannot read the wallet's balance ({e})");
+            format!("the wallet's balance could not be read: {e}")
+        }
+    };
+    if held {
+        report.held += 1;
+        return Ok(());
+    }
+    let age = Duration::from_millis(unix_ms().saturating_sub(entry.created_ms));
+    if age >= settings.hold_after {
+        let reason = format!("unresolved after {} s: {why}", age.as_secs());
+        if store.hold_batch(token, &entry.id, unix_ms(), &reason).await? {
+            tracing::error!(batch = %entry.id, "payment held for the operator ({reason}): see `pastella-pool payments list`");
+            crate::metrics::payment_batch("held", 0);
+        }
+        report.held += 1;
+        return Ok(());
+    }
+    report.waiting += 1;
     Ok(())
 }
 
@@ -444,6 +535,21 @@ enum BatchOutcome {
     Refused(String),
 }
 
+/// Whether a failed prepare definitely prepared nothing: the wallet answered with a refusal
+/// (an error code, a 4xx), or was never reached. A lost or broken answer, a timeout or a 5xx
+/// may follow a transaction the wallet prepared and whose inputs it locked.
+fn prepare_refused(e: &WalletError) -> bool {
+    match e {
+        WalletError::Api { .. }
+        | WalletError::Unreachable(_)
+        | WalletError::Unauthorized
+        | WalletError::NoWalletOpen
+        | WalletError::WalletAlreadyOpen => true,
+        WalletError::Http { status, .. } => *status < 500,
+        WalletError::Uncertain(_) | WalletError::Decode(_) => false,
+    }
+}
+
 /// Wallet error codes that never concern one destination: no point looking for a bad one.
 const NOT_A_DESTINATION: [i64; 8] = [9, 11, 17, 30, 31, 56, 57, 58];
 
@@ -482,12 +588,25 @@ async fn pay_batch(
         tracing::debug!(batch = %id, "balances changed since planning; batch skipped");
         return Ok(BatchOutcome::Skipped);
     }
+    // The intent first: from the moment the wallet is asked, it may hold a prepared transaction
+    // (its inputs locked) whose hash only its answer would tell.
+    store.batch_preparing(token, &id, unix_ms(), "the wallet was asked to prepare it; no answer recorded").await?;
+    if !lease.holds(token) {
+        return Err(PaymentError::LostLease);
+    }
     let destinations: Vec<Destination> =
         batch.iter().map(|d| Destination { address: d.address.clone(), amount: d.amount }).collect();
     let prepared = match timed_wallet("prepare", wallet.prepare_advanced(&destinations, Some(tx_fee))).await {
         Ok(prepared) => prepared,
+        Err(e) if !prepare_refused(&e) => {
+            // The wallet may have prepared it and locked its inputs: kept `preparing` until its
+            // locked balance shows those inputs free (settle_preparing).
+            tracing::warn!(batch = %id, destinations = batch.len(), "the wallet gave no definitive answer to prepare ({e}); kept reserved until its inputs are known to be free");
+            crate::metrics::payment_batch("prepare_unknown", 0);
+            return Ok(BatchOutcome::Uncertain);
+        }
         Err(e) => {
-            // No hash was recorded, so nothing this pool prepared can ever be relayed.
+            // The wallet answered and prepared nothing: no transaction of it can exist.
             tracing::error!(batch = %id, destinations = batch.len(), "wallet refused to prepare the payment: {e}; amounts back to balances");
             store.release_batch(token, &id, unix_ms(), &format!("prepare failed: {e}")).await?;
             crate::metrics::payment_batch("released", 0);
@@ -548,8 +667,15 @@ pub struct WalletBooks {
     /// Rewards of the pool's blocks not yet credited (candidates): what may still be locked
     /// as young coinbase outputs.
     pub immature: u64,
-    /// Payment batches journaled (reserved, prepared, unknown, held, sent).
+    /// Payment batches journaled (reserved, preparing, prepared, unknown, held, sent).
     pub batches_in_flight: usize,
+    /// Of those, the batches without a recorded transaction (reserved, preparing, or held
+    /// from preparing): a transaction prepared for one locks at most its amount + fee.
+    pub batches_without_tx: usize,
+    /// Amounts + fees of the batches without a recorded transaction: inputs they may hold
+    /// explain that much locked balance (never counted as having left the wallet: the pool
+    /// cannot send a transaction whose hash it does not know).
+    pub in_flight_without_tx: u64,
     /// Finalized payments not yet seen in a block (their change is locked until then).
     pub payments_unconfirmed: usize,
     /// Amounts + fees of journaled batches with a prepared transaction: they may already have
@@ -575,40 +701,130 @@ impl WalletBooks {
                 self.unlocked, self.locked, self.owed, self.in_flight_prepared
             ));
         }
-        // With nothing in flight, only young block rewards may be locked.
-        if self.batches_in_flight == 0 && self.payments_unconfirmed == 0 && self.locked > self.immature {
+        // With no transaction in flight, only young block rewards and what batches without a
+        // transaction may have prepared can be locked (a sent transaction's change is locked
+        // until its block, so then this part is not judged).
+        let explained = self.immature.saturating_add(self.in_flight_without_tx);
+        let judged = self.batches_in_flight == self.batches_without_tx && self.payments_unconfirmed == 0;
+        if judged && self.locked > explained {
             out.push(format!(
-                "the wallet has {} locked but the books explain at most {} (young block rewards): inputs of a prepared transaction the wallet forgot stay locked until the wallet rescans (PUT /reset)",
-                self.locked, self.immature
+                "the wallet has {} locked but the books explain at most {explained} (young block rewards and batches being prepared): inputs of a prepared transaction the wallet forgot stay locked until the wallet rescans (PUT /reset)",
+                self.locked
             ));
         }
         out
     }
 }
 
-/// Whether the wallet's inputs that `entry`'s prepared transaction locked are free again: its
-/// locked balance is explained by young block rewards and the other batches in flight, with no
-/// payment unconfirmed (whose change would be locked too). A wallet that forgot a prepared
-/// transaction keeps its inputs locked until it rescans (`PUT /reset`).
-async fn inputs_free(store: &Store, wallet: &WalletClient, entry: &JournalEntry) -> Result<bool, PaymentError> {
+/// What the wallet's locked balance says about the inputs a batch's transaction may hold.
+enum Inputs {
+    /// Everything locked is explained by young block rewards and the other batches that have a
+    /// transaction, with no payment's change waiting for a block.
+    Free {
+        /// The wallet's locked balance.
+        locked: u64,
+        /// What explains it.
+        explained: u64,
+    },
+    /// Finalized payments wait for a block: their change is locked, so the locked balance
+    /// proves nothing until they are in one (why).
+    ChangePending(String),
+    /// More is locked than that explains: the batch's own transaction may hold inputs (why).
+    Locked(String),
+    /// The wallet's balance could not be read.
+    Unknown(WalletError),
+}
+
+/// Block rewards the wallet itself holds locked: its coinbase transactions whose unlock height
+/// the network has not reached (`unlock_time > block count + 1`, the devnet's and the real
+/// wallet's `isInputUnlocked`). Exact where the pool's candidates are not: a candidate may
+/// already be unlocked, still waiting for its submission, or orphaned. `None` when a block
+/// arrived while the wallet was read (the figures may not match: ask again next run).
+async fn young_coinbase(wallet: &WalletClient, count_before: u64) -> Result<Option<u64>, WalletError> {
+    let txs = timed_wallet("transactions", wallet.transactions()).await?;
+    let count = timed_wallet("status", wallet.status()).await?.network_block_count;
+    if count != count_before {
+        return Ok(None);
+    }
+    let locked = txs
+        .iter()
+        .filter(|t| t.is_coinbase_transaction && t.unlock_time > count.saturating_add(1))
+        .flat_map(|t| t.transfers.iter())
+        .filter_map(|t| u64::try_from(t.amount).ok())
+        .fold(0u64, u64::saturating_add);
+    Ok(Some(locked))
+}
+
+/// Whether the inputs a transaction of `entry` may have locked are free: the wallet's locked
+/// balance is at most its own young block rewards plus the amounts + fees of the *other*
+/// batches that have a recorded transaction, and no finalized payment waits for a block (its
+/// change would be locked). Batches without a transaction (another `preparing` one) explain
+/// nothing here: if they did, two lost prepares could each be explained by the other's locked
+/// inputs. The young rewards are the wallet's own (its coinbase transactions still locked), not
+/// the pool's candidates, which may count a reward the wallet does not hold locked and so hide
+/// a prepared transaction of that size.
+async fn batch_inputs(store: &Store, wallet: &WalletClient, entry: &JournalEntry) -> Result<Inputs, StoreError> {
+    let count = match timed_wallet("status", wallet.status()).await {
+        Ok(status) => status.network_block_count,
+        Err(e) => return Ok(Inputs::Unknown(e)),
+    };
     let books = match wallet_books(store, wallet).await {
         Ok(books) => books,
-        Err(PaymentError::Wallet(e)) => {
-            tracing::debug!(batch = %entry.id, "wallet balance: {e}");
-            return Ok(false);
-        }
-        Err(e) => return Err(e),
+        Err(PaymentError::Wallet(e)) => return Ok(Inputs::Unknown(e)),
+        Err(PaymentError::Store(e)) => return Err(e),
+        Err(e) => return Ok(Inputs::Unknown(WalletError::Decode(e.to_string()))),
     };
-    let others: u64 = store.journal().await?.iter().filter(|e| e.id != entry.id).map(|e| e.total() + e.tx_fee).sum();
-    let free = books.explains_locked(others);
-    if !free {
-        tracing::warn!(
-            batch = %entry.id,
-            locked = books.locked,
-            "the wallet no longer knows this payment, but funds it may hold are still locked: kept reserved until they are free (rescan the wallet: PUT /reset)"
-        );
+    let young = match young_coinbase(wallet, count).await {
+        Ok(Some(young)) => young,
+        Ok(None) => {
+            return Ok(Inputs::ChangePending(
+                "a block arrived while the wallet was read; its inputs are checked again next run".into(),
+            ))
+        }
+        Err(e) => return Ok(Inputs::Unknown(e)),
+    };
+    let others: u64 = store
+        .journal()
+        .await?
+        .iter()
+        .filter(|e| e.id != entry.id && e.tx_hash.is_some())
+        .map(|e| e.total() + e.tx_fee)
+        .sum();
+    let explained = young.saturating_add(others);
+    let books = WalletBooks { immature: young, ..books };
+    if books.explains_locked(others) {
+        return Ok(Inputs::Free { locked: books.locked, explained });
     }
-    Ok(free)
+    if books.payments_unconfirmed > 0 {
+        return Ok(Inputs::ChangePending(format!(
+            "{} finalized payment(s) not yet in a block lock their change; the wallet's inputs are checked again next run",
+            books.payments_unconfirmed
+        )));
+    }
+    Ok(Inputs::Locked(format!(
+        "the wallet has {} locked, its young block rewards and batches with a transaction explain {explained}: a transaction prepared for this batch may hold the rest; rescan the wallet (PUT /reset, or restart it and let it rescan; a restart first makes sure it forgot that transaction) and the pool releases the batch by itself",
+        books.locked
+    )))
+}
+
+/// Whether the wallet's inputs that `entry`'s prepared transaction locked are free again (see
+/// [`batch_inputs`]). A wallet that forgot a prepared transaction keeps its inputs locked until
+/// it rescans (`PUT /reset`).
+async fn inputs_free(store: &Store, wallet: &WalletClient, entry: &JournalEntry) -> Result<bool, PaymentError> {
+    match batch_inputs(store, wallet, entry).await? {
+        Inputs::Free { .. } => Ok(true),
+        Inputs::Locked(why) | Inputs::ChangePending(why) => {
+            tracing::warn!(
+                batch = %entry.id,
+                "the wallet no longer knows this payment, but funds it may hold are still locked: kept reserved ({why})"
+            );
+            Ok(false)
+        }
+        Inputs::Unknown(e) => {
+            tracing::debug!(batch = %entry.id, "wallet balance: {e}");
+            Ok(false)
+        }
+    }
 }
 
 /// Reads the wallet's balance and the books it should match.
@@ -618,12 +834,15 @@ pub async fn wallet_books(store: &Store, wallet: &WalletClient) -> Result<Wallet
     let immature = store.candidates().await?.iter().filter_map(|c| c.reward).sum();
     let journal = store.journal().await?;
     let in_flight_prepared = journal.iter().filter(|e| e.tx_hash.is_some()).map(|e| e.total() + e.tx_fee).sum();
+    let without_tx: Vec<&JournalEntry> = journal.iter().filter(|e| e.tx_hash.is_none()).collect();
     Ok(WalletBooks {
         unlocked: balance.unlocked,
         locked: balance.locked,
         owed,
         immature,
         batches_in_flight: journal.len(),
+        batches_without_tx: without_tx.len(),
+        in_flight_without_tx: without_tx.iter().map(|e| e.total() + e.tx_fee).sum(),
         payments_unconfirmed: store.confirming().await?.len(),
         in_flight_prepared,
     })
@@ -673,6 +892,10 @@ pub async fn resolve_held(
     outcome: Resolution,
 ) -> Result<Resolution, ResolveError> {
     let entry = store.batch(id).await?.ok_or_else(|| ResolveError::NoBatch(id.to_string()))?;
+    let journaled = ["reserved", "preparing", "held"].contains(&entry.state.as_str());
+    if journaled && entry.tx_hash.is_none() {
+        return resolve_without_tx(store, wallet, &entry, outcome).await;
+    }
     if entry.state != "held" {
         return Err(ResolveError::NotHeld { id: id.to_string(), state: entry.state });
     }
@@ -717,6 +940,37 @@ pub async fn resolve_held(
     Ok(outcome)
 }
 
+/// The operator's resolution of a batch whose prepare had no answer: no hash was recorded, so
+/// nothing shows it sent (`--sent` is refused); "not sent" is accepted for a held batch only
+/// once the wallet's inputs are free, since until then a transaction prepared for it may still
+/// exist (and could be sent from the wallet by hand).
+async fn resolve_without_tx(
+    store: &Store,
+    wallet: &WalletClient,
+    entry: &JournalEntry,
+    outcome: Resolution,
+) -> Result<Resolution, ResolveError> {
+    let id = &entry.id;
+    if outcome == Resolution::Sent {
+        return Err(ResolveError::Contradicted(format!(
+            "batch {id} has no transaction hash (the wallet's answer to prepare was lost): nothing can show it was sent, and the pool never sent it; use --not-sent once the wallet's inputs are free"
+        )));
+    }
+    match batch_inputs(store, wallet, entry).await? {
+        Inputs::Free { .. } if entry.state == "held" => {
+            store
+                .release_batch("", id, unix_ms(), "operator: not sent (no hash recorded, the wallet's inputs are free)")
+                .await?;
+            Ok(Resolution::NotSent)
+        }
+        Inputs::Free { .. } => Err(ResolveError::NotHeld { id: id.clone(), state: entry.state.clone() }),
+        Inputs::Locked(why) | Inputs::ChangePending(why) => Err(ResolveError::Contradicted(format!(
+            "batch {id}: a transaction prepared for it may still exist in the wallet and could be sent: {why}"
+        ))),
+        Inputs::Unknown(e) => Err(ResolveError::Wallet(e)),
+    }
+}
+
 /// The gauges of the states that need attention.
 async fn report_states(store: &Store) -> Result<(), StoreError> {
     let journal = store.journal().await?;
@@ -724,6 +978,7 @@ async fn report_states(store: &Store) -> Result<(), StoreError> {
     let dropped = store.dropped().await?.len();
     let quarantined = store.quarantined().await?.len();
     crate::metrics::payment_states(count("unknown"), count("held"), dropped, quarantined);
+    crate::metrics::payment_batches_preparing(count("preparing"), journal.iter().filter(|e| e.waiting_inputs).count());
     Ok(())
 }
 
@@ -775,6 +1030,7 @@ impl PaymentProcessor {
                             released = report.released,
                             uncertain = report.uncertain,
                             held = report.held,
+                            waiting = report.waiting,
                             deferred = report.deferred,
                             quarantined = report.quarantined.len(),
                             "payment run done"
@@ -868,6 +1124,39 @@ mod tests {
         // While payments are in flight their change is locked too: not judged.
         assert!(WalletBooks { batches_in_flight: 1, ..b.clone() }.problems().is_empty());
         assert!(WalletBooks { payments_unconfirmed: 2, ..b.clone() }.problems().is_empty());
+    }
+
+    #[test]
+    fn a_batch_being_prepared_explains_its_amount_of_locked_balance_but_never_left_the_wallet() {
+        // A lost prepare of 200 (amount + fee): its inputs are locked in the wallet.
+        let b = WalletBooks {
+            locked: 300,
+            unlocked: 700,
+            batches_in_flight: 1,
+            batches_without_tx: 1,
+            in_flight_without_tx: 200,
+            ..books()
+        };
+        assert_eq!(b.problems(), Vec::<String>::new(), "young rewards 100 + the batch's 200");
+        let more = WalletBooks { locked: 301, unlocked: 699, ..b.clone() };
+        assert!(more.problems()[0].contains("301 locked"), "{:?}", more.problems());
+        // Not counted as possibly sent: the wallet must still hold everything owed.
+        let short = WalletBooks { unlocked: 699, ..b.clone() };
+        assert!(short.problems()[0].contains("less than the 1000"), "{:?}", short.problems());
+        // With a batch that has a transaction in flight, its change may be locked: not judged.
+        let with_tx = WalletBooks { batches_in_flight: 2, in_flight_prepared: 50, ..more.clone() };
+        assert!(with_tx.problems().is_empty(), "{:?}", with_tx.problems());
+    }
+
+    #[test]
+    fn only_an_answered_refusal_or_no_connection_proves_nothing_was_prepared() {
+        let api = WalletError::Api { code: 11, message: "not enough".into() };
+        assert!(prepare_refused(&api));
+        assert!(prepare_refused(&WalletError::Unreachable("connection refused".into())));
+        assert!(prepare_refused(&WalletError::Http { status: 400, body: String::new() }));
+        assert!(!prepare_refused(&WalletError::Http { status: 502, body: String::new() }));
+        assert!(!prepare_refused(&WalletError::Uncertain("timed out".into())));
+        assert!(!prepare_refused(&WalletError::Decode("201 without a hash".into())));
     }
 
     #[test]

@@ -332,6 +332,7 @@ async fn admin_payments(state: web::Data<ApiState>, req: HttpRequest) -> HttpRes
             "updated": e.updated_ms,
             "absentRounds": e.absent_rounds,
             "error": e.error,
+            "waitingInputs": e.waiting_inputs,
             "destinations": e.destinations.len(),
             "amount": e.total(),
         })

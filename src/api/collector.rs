@@ -16,10 +16,27 @@ use actix::prelude::*;
 use serde_json::{json, Map, Value};
 
 use super::shapes::{self, num, BlockRecord, BlockTotals, Merge};
+use super::top::{TopRow, TopTable};
+use super::window::HashrateWindow;
 use super::Shared;
 use crate::config::{ChartSeries, Config, TlsMode};
 use crate::node::{DaemonClient, WalletClient};
 use crate::store::{Store, StoreError};
+
+/// How far behind its clock each read of the hashrate window starts: a flush may reach Redis
+/// after its own timestamp (its round trip, a retry) and stratum nodes' clocks differ a little.
+/// A write later than this is caught by the size check and costs one full read.
+const WINDOW_OVERLAP_SECS: u64 = 15;
+
+/// Every known miner's totals are re-read this often; in between, only the addresses in the
+/// hashrate window (the only ones whose totals change).
+const ROSTER_REFRESH: Duration = Duration::from_secs(60);
+
+/// A miner or worker already in the indexes is rewritten when its last share moved on by this.
+const INDEX_REFRESH_SECS: u64 = 60;
+
+/// A full read of the hashrate window asks for this many seconds of records at a time.
+const FULL_READ_SLICE_SECS: u64 = 10;
 
 /// Chart series expire after this long without a sample (the old pool's `cleanupInterval`).
 const CHART_TTL_SECS: u64 = 15 * 86_400;
@@ -65,6 +82,8 @@ pub struct Snapshot {
     pub miners_hashrate_json: String,
     /// `{"workersHashrate": …}` rendered.
     pub workers_hashrate_json: String,
+    /// Every known miner's totals for `/get_top10miners`.
+    pub top: Arc<TopTable>,
 }
 
 impl Snapshot {
@@ -278,6 +297,15 @@ struct Carry {
     balances_at: u64,
     payments_seen: Option<u64>,
     miners_paid: u64,
+    window: Option<HashrateWindow>,
+    /// Known address → (`hashes`, last share unix s), for `/get_top10miners`.
+    roster: HashMap<String, (u64, u64)>,
+    roster_at: u64,
+    /// The collector's own Redis connection, once open.
+    store: Option<Store>,
+    /// What the miner and worker indexes were last given (unix s), by address / worker.
+    indexed_miners: HashMap<String, u64>,
+    indexed_workers: HashMap<(String, String), u64>,
 }
 
 /// The actor.
@@ -313,12 +341,15 @@ impl StatsCollector {
         if self.running.swap(true, Ordering::AcqRel) {
             return; // the previous run is still going
         }
-        let run = Run { shared: self.shared.clone(), daemon: self.daemon.clone(), wallet: self.wallet.clone() };
+        let shared = self.shared.clone();
+        let (daemon, wallet) = (self.daemon.clone(), self.wallet.clone());
         let carry = self.carry.clone();
         let running = self.running.clone();
         actix::spawn(async move {
             let started = Instant::now();
             let mut carry = carry.lock().await;
+            let store = own_connection(&shared, &mut carry).await;
+            let run = Run { shared, store, daemon, wallet };
             if let Err(e) = run.once(&mut carry).await {
                 crate::metrics::collector_error("redis");
                 tracing::warn!("stats collector: {e}");
@@ -333,6 +364,7 @@ impl Actor for StatsCollector {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::register_collector_window();
         self.tick();
         ctx.run_interval(self.shared.config.api.update_interval, |act, _| act.tick());
     }
@@ -390,8 +422,30 @@ impl Handler<CheckHealth> for StatsCollector {
 /// The handles one run needs.
 struct Run {
     shared: Arc<Shared>,
+    /// The collector's own connection (see [`own_connection`]).
+    store: Store,
     daemon: DaemonClient,
     wallet: WalletClient,
+}
+
+/// The collector's own Redis connection, opened at its first run: its reads and index writes
+/// are large at farm scale, and on the requests' connection every request would queue behind
+/// them. Until it connects, the requests' connection.
+async fn own_connection(shared: &Shared, carry: &mut Carry) -> Store {
+    if let Some(store) = &carry.store {
+        return store.clone();
+    }
+    let config = &shared.config;
+    match Store::connect_to(&config.redis.target(), config.redis_prefix(), Duration::from_secs(3)).await {
+        Ok(store) => {
+            carry.store = Some(store.clone());
+            store
+        }
+        Err(e) => {
+            tracing::debug!("stats collector: no connection of its own yet ({e}); sharing the API's");
+            shared.store.clone()
+        }
+    }
 }
 
 fn due(last: u64, now: u64, every: Duration) -> bool {
@@ -408,16 +462,60 @@ fn merge_for(name: &str) -> Merge {
 
 impl Run {
     fn store(&self) -> &Store {
-        &self.shared.store
+        &self.store
+    }
+
+    /// Brings the in-memory hashrate window up to date (reading only what is new, or all of it
+    /// when it is new or Redis says it changed under it) and answers its figures.
+    async fn window_figures(&self, carry: &mut Carry, now: u64) -> Result<shapes::WindowFigures, StoreError> {
+        let length = self.shared.config.api.hashrate_window.as_secs().max(1);
+        let window = carry.window.get_or_insert_with(|| HashrateWindow::new(length, WINDOW_OVERLAP_SECS));
+        if window.window() != length {
+            *window = HashrateWindow::new(length, WINDOW_OVERLAP_SECS);
+        }
+        let start = now.saturating_sub(length);
+        let started = Instant::now();
+        let mut read = 0;
+        if window.needs_full_read() {
+            read += self.full_window_read(window, start, now).await?;
+        }
+        let (members, len) =
+            self.store().read_hashrate_window(start, window.read_from(start), window.check_from(start)).await?;
+        let mut applied = window.apply(start, now, members, len);
+        read += applied.read;
+        if !applied.consistent {
+            crate::metrics::collector_window_resync();
+            tracing::debug!(members = len, "hashrate window changed under the collector: reading it whole");
+            read += self.full_window_read(window, start, now).await?;
+            let (members, len) =
+                self.store().read_hashrate_window(start, window.read_from(start), window.check_from(start)).await?;
+            applied = window.apply(start, now, members, len);
+            read += applied.read;
+        }
+        crate::metrics::collector_window(read, applied.expired, window.len(), started.elapsed());
+        Ok(window.figures())
+    }
+
+    /// Loads the window from `start` up to where the ordinary read begins, a few seconds of
+    /// records per request; answers the members read.
+    async fn full_window_read(&self, window: &mut HashrateWindow, start: u64, now: u64) -> Result<u64, StoreError> {
+        let end = window.slices_end(now);
+        let mut read = 0;
+        let mut from = start;
+        while from < end {
+            let to = (from + FULL_READ_SLICE_SECS).min(end);
+            read += window.load_slice(to, self.store().hashrate_slice(from, to).await?);
+            from = to;
+        }
+        Ok(read)
     }
 
     async fn once(&self, carry: &mut Carry) -> Result<(), StoreError> {
         let config = self.shared.config.clone();
         let api = &config.api;
         let now = unix_now();
-        let window = api.hashrate_window.as_secs().max(1);
-        let read = self.store().read_pool(now.saturating_sub(window), api.blocks, api.payments).await?;
-        let figures = shapes::window_figures(&read.hashrate, window);
+        let figures = self.window_figures(carry, now).await?;
+        let read = self.store().read_pool(api.blocks, api.payments).await?;
 
         // Blocks: candidates (pending, reward from blocks:info) and matured.
         let mut candidates = shapes::parse_blocks(&read.candidates, false);
@@ -567,7 +665,9 @@ impl Run {
         };
         let stats = stats_object(&config, &inputs);
         carry.generation += 1;
+        let top = self.top_table(carry, now, &figures).await;
         let snapshot = Snapshot {
+            top,
             generation: carry.generation,
             updated: now,
             stats_prefix: prefix_of(&stats),
@@ -583,13 +683,33 @@ impl Run {
         self.shared.updates.send_replace(carry.generation);
         crate::metrics::pool_figures(figures.hashrate, figures.miner_count, figures.worker_count);
 
-        // Indexes for the per-miner routes.
-        let active: Vec<(String, u64)> = figures.last_seen.iter().map(|(a, t)| (a.clone(), *t)).collect();
-        let workers: Vec<(String, String, u64)> =
-            figures.worker_last_seen.iter().map(|((a, w), t)| (a.clone(), w.clone(), *t)).collect();
-        if let Err(e) = self.store().index_active(now, &active, &workers).await {
-            crate::metrics::collector_error("index");
-            tracing::debug!("miner index not updated: {e}");
+        // Indexes for the per-miner routes: new entries at once, known ones once their time
+        // moved on by INDEX_REFRESH_SECS (a farm's 100k workers are not rewritten every run;
+        // the exact last share is in each worker's own statistics hash).
+        let stale = |written: Option<&u64>, t: u64| written.map_or(true, |w| t >= w + INDEX_REFRESH_SECS);
+        let active: Vec<(String, u64)> = figures
+            .last_seen
+            .iter()
+            .filter(|(a, t)| stale(carry.indexed_miners.get(*a), **t))
+            .map(|(a, t)| (a.clone(), *t))
+            .collect();
+        let workers: Vec<(String, String, u64)> = figures
+            .worker_last_seen
+            .iter()
+            .filter(|(k, t)| stale(carry.indexed_workers.get(*k), **t))
+            .map(|((a, w), t)| (a.clone(), w.clone(), *t))
+            .collect();
+        match self.store().index_active(now, &active, &workers).await {
+            Ok(()) => {
+                carry.indexed_miners.retain(|a, _| figures.last_seen.contains_key(a));
+                carry.indexed_workers.retain(|k, _| figures.worker_last_seen.contains_key(k));
+                carry.indexed_miners.extend(active);
+                carry.indexed_workers.extend(workers.into_iter().map(|(a, w, t)| ((a, w), t)));
+            }
+            Err(e) => {
+                crate::metrics::collector_error("index");
+                tracing::debug!("miner index not updated: {e}");
+            }
         }
 
         if due(carry.monitored_at, now, config.monitoring.check_interval) {
@@ -597,6 +717,54 @@ impl Run {
             self.monitor(now).await;
         }
         Ok(())
+    }
+
+    /// Known miners' totals (`workers:<address>` `hashes`, `lastShare`) with the window's
+    /// hashrates, for `/get_top10miners`. All of them every [`ROSTER_REFRESH`], otherwise only the
+    /// addresses in the window; on a Redis error the previous totals stay.
+    async fn top_table(&self, carry: &mut Carry, now: u64, figures: &shapes::WindowFigures) -> Arc<TopTable> {
+        let full = due(carry.roster_at, now, ROSTER_REFRESH);
+        let seen: Vec<(String, u64)> = if full {
+            match self.store().known_miners().await {
+                Ok(known) => known,
+                Err(_) => {
+                    crate::metrics::collector_error("top_miners");
+                    Vec::new()
+                }
+            }
+        } else {
+            figures.last_seen.iter().map(|(a, t)| (a.clone(), *t)).collect()
+        };
+        let addresses: Vec<String> = seen.iter().map(|(a, _)| a.clone()).collect();
+        match self.store().miner_totals(&addresses).await {
+            Ok(totals) => {
+                if full {
+                    carry.roster.clear();
+                    carry.roster_at = now;
+                }
+                for ((address, seen), (hashes, last)) in seen.into_iter().zip(totals) {
+                    let last = last.as_deref().and_then(shapes::parse_int).unwrap_or(0).max(seen as i64).max(0) as u64;
+                    let hashes = hashes.as_deref().and_then(shapes::parse_int).unwrap_or(0).max(0) as u64;
+                    carry.roster.insert(address, (hashes, last));
+                }
+            }
+            Err(_) => crate::metrics::collector_error("top_miners"),
+        }
+        for (address, at) in &figures.last_seen {
+            let entry = carry.roster.entry(address.clone()).or_default();
+            entry.1 = entry.1.max(*at);
+        }
+        let rows = carry
+            .roster
+            .iter()
+            .map(|(address, (hashes, last))| TopRow {
+                miner: address.clone(),
+                hashrate: figures.miners.get(address).copied().unwrap_or(0),
+                last_share: *last,
+                hashes: *hashes,
+            })
+            .collect();
+        Arc::new(TopTable::new(rows))
     }
 
     /// Per-miner and per-worker hashrate series (spec §8.10: only miners with a hashrate).

@@ -5,6 +5,9 @@
 //!   window, rounds, blocks and payments from Redis and the last block from the daemon, keeps
 //!   the chart series and the monitoring status, and publishes a [`Snapshot`] with the `/stats`
 //!   JSON already rendered. Requests read the snapshot; long polls wake on the next one.
+//! - [`window`]: the hashrate window in memory, brought up to date from the newest part of the
+//!   Redis zset each run (a full read only at start or when Redis changed under it).
+//! - [`top`]: `/get_top10miners` from the collector's table of known miners, no Redis.
 //! - [`shapes`]: pure parsing of the old Redis members and the JSON shapes.
 //! - `routes`, `admin`, `page`, `block_payouts`: the handlers.
 //!
@@ -15,6 +18,8 @@
 
 pub mod collector;
 pub mod shapes;
+pub mod top;
+pub mod window;
 
 mod admin;
 mod block_payouts;
@@ -36,7 +41,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::config::Config;
 use crate::jobs::JobTemplate;
 use crate::store::Store;
-use crate::stratum::PortSupervisor;
+use crate::stratum::capacity::SessionCapacity;
+use crate::stratum::{PortSupervisor, StratumContext};
 
 pub use collector::{Snapshot, StatsCollector};
 
@@ -74,6 +80,8 @@ pub struct Shared {
     /// Port of the separate `metrics.port` listener (0: none). That listener answers only
     /// `/metrics`, and the API port then does not.
     pub metrics_listener: AtomicU16,
+    /// This process's session capacity and its open connections, when it runs stratum.
+    pub capacity: OnceLock<(SessionCapacity, Arc<StratumContext>)>,
 }
 
 /// Long polls held at once; beyond this they are answered at once.
@@ -103,6 +111,7 @@ impl ApiState {
                 top_cache: Mutex::new(routes::TopCache::default()),
                 longpolls: AtomicUsize::new(0),
                 metrics_listener: AtomicU16::new(0),
+                capacity: OnceLock::new(),
             }),
         }
     }
@@ -115,6 +124,16 @@ impl ApiState {
     /// Marks `port` as the separate metrics listener.
     pub fn set_metrics_listener(&self, port: u16) {
         self.inner.metrics_listener.store(port, Ordering::Release);
+    }
+
+    /// Reports `capacity` and `stratum`'s open connections on `/health`.
+    pub fn set_session_capacity(&self, capacity: SessionCapacity, stratum: Arc<StratumContext>) {
+        let _ = self.inner.capacity.set((capacity, stratum));
+    }
+
+    /// `/health`'s `sessions` object, when this process runs stratum.
+    pub fn sessions_json(&self) -> Option<serde_json::Value> {
+        self.inner.capacity.get().map(|(capacity, stratum)| capacity.json(stratum.limits.total() as u64))
     }
 
     /// The shared state.

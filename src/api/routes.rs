@@ -11,11 +11,16 @@ use serde_json::{json, Map, Value};
 
 use super::collector::{fill_rewards, unix_now, CheckHealth};
 use super::shapes::{self, num, BlockRecord, BlockStatus};
+use super::top::TopQuery;
 use super::{admin, ApiState, MAX_LONGPOLLS};
 use crate::store::StoreError;
 
 /// Largest `limit` the paged routes accept.
 const MAX_PAGE: u64 = 1000;
+
+/// Workers `/stats_address` lists (the newest by last share): a farm's address may have
+/// tens of thousands, each costing a hash and a chart read. `/workers` pages through all.
+pub const STATS_ADDRESS_WORKERS: usize = 1000;
 
 /// Registers every route of the API (mounted at `/` and under `/api`).
 pub fn register(cfg: &mut web::ServiceConfig) {
@@ -162,7 +167,7 @@ async fn worker_list(state: &ApiState, address: &str, index: &[(String, u64)]) -
 /// The `/stats_address` object, `None` when the pool knows nothing of `address`.
 async fn miner_object(state: &ApiState, address: &str) -> Result<Option<Value>, StoreError> {
     let config = &state.config;
-    let read = state.store.read_miner(address, config.api.payments).await?;
+    let read = state.store.read_miner(address, config.api.payments, STATS_ADDRESS_WORKERS).await?;
     if address.is_empty() || (read.worker_stats.is_empty() && read.balances.is_empty()) {
         return Ok(None);
     }
@@ -269,20 +274,34 @@ async fn miner_blocks(state: &ApiState, address: &str, recent: &[BlockRecord]) -
         .collect())
 }
 
+/// `/workers?address=&page=&limit=`: one page of an address's workers, newest share first
+/// (`limit` 1000 by default and at most).
 async fn workers(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     let params = Params::of(&req);
     let Some(address) = params.get("address").filter(|a| !a.is_empty()) else {
         return json_value(&json!({"error": "Parameters are incomplete"}));
     };
-    let read = match state.store.read_miner(address, 0).await {
-        Ok(r) => r,
+    let page = shapes::page_param(params.get("page"), 1, u32::MAX as u64);
+    let limit = shapes::page_param(params.get("limit"), MAX_PAGE, MAX_PAGE);
+    let (exists, (total, index)) = match tokio::try_join!(
+        state.store.miner_exists(address),
+        state.store.worker_page(address, (page - 1) * limit, limit)
+    ) {
+        Ok(read) => read,
         Err(e) => return query_failed(e),
     };
-    if read.worker_stats.is_empty() && read.balances.is_empty() && read.workers.is_empty() {
+    if !exists && total == 0 {
         return json_value(&json!({"error": "Not found"}));
     }
-    match worker_list(&state, address, &read.workers).await {
-        Ok(list) => json_value(&json!({"address": address, "workers": list})),
+    match worker_list(&state, address, &index).await {
+        Ok(list) => json_value(&json!({
+            "address": address,
+            "workers": list,
+            "total": total,
+            "page": page,
+            "limit": limit,
+            "totalPages": total.div_ceil(limit),
+        })),
         Err(e) => query_failed(e),
     }
 }
@@ -363,60 +382,31 @@ pub struct TopCache {
     answers: HashMap<String, String>,
 }
 
+/// `/get_top10miners`, from the collector's table of known miners: no Redis, whatever the
+/// parameters. The 64 most recent distinct queries of a generation are kept rendered.
 async fn top_miners(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     let params = Params::of(&req);
-    let sort_by = if params.get("sortBy") == Some("hashrate") { "hashrate" } else { "hashes" };
+    let by_hashrate = params.get("sortBy") == Some("hashrate");
     let limit =
         params.get("limit").and_then(shapes::parse_int).filter(|v| *v > 0).unwrap_or(10).min(MAX_PAGE as i64) as usize;
-    let exclude = params.get("excludeInactive") == Some("true");
+    let exclude_inactive = params.get("excludeInactive") == Some("true");
     let hours = params.get("inactiveHours").and_then(shapes::parse_float).filter(|h| *h != 0.0).unwrap_or(24.0);
-    let threshold = (hours * 3600.0).round() as i64;
-    let key = format!("{sort_by}:{limit}:{exclude}:{threshold}");
-    let generation = state.snapshot.load().generation;
+    let inactive_secs = (hours * 3600.0).round() as i64;
+    let query = TopQuery { by_hashrate, limit, exclude_inactive, inactive_secs };
+    let key = format!("{by_hashrate}:{limit}:{exclude_inactive}:{inactive_secs}");
+    let snapshot = state.snapshot.load();
     {
         let cache = state.top_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.generation == generation {
+        if cache.generation == snapshot.generation {
             if let Some(body) = cache.answers.get(&key) {
                 return json_text(body.clone());
             }
         }
     }
-    let known = match state.store.known_miners().await {
-        Ok(k) => k,
-        Err(e) => return query_failed(e),
-    };
-    let addresses: Vec<String> = known.iter().map(|(a, _)| a.clone()).collect();
-    let totals = match state.store.miner_totals(&addresses).await {
-        Ok(t) => t,
-        Err(e) => return query_failed(e),
-    };
-    let snapshot = state.snapshot.load();
-    let now = unix_now() as i64;
-    let mut miners: Vec<(String, u64, u64, u64)> = known
-        .iter()
-        .zip(totals)
-        .map(|((address, seen), (hashes, last))| {
-            let last = last.as_deref().and_then(shapes::parse_int).unwrap_or(0).max(*seen as i64).max(0) as u64;
-            let hashes = hashes.as_deref().and_then(shapes::parse_int).unwrap_or(0).max(0) as u64;
-            let hashrate = snapshot.miners.get(address).map_or(0, |m| m.hashrate);
-            (address.clone(), hashrate, last, hashes)
-        })
-        .filter(|(_, _, last, _)| !exclude || (*last > 0 && now - *last as i64 <= threshold))
-        .collect();
-    if sort_by == "hashrate" {
-        miners.sort_by(|a, b| b.1.cmp(&a.1).then(b.3.cmp(&a.3)));
-    } else {
-        miners.sort_by(|a, b| b.3.cmp(&a.3).then(b.1.cmp(&a.1)));
-    }
-    miners.truncate(limit);
-    let list: Vec<Value> = miners
-        .iter()
-        .map(|(miner, hashrate, last, hashes)| json!({"miner": miner, "hashrate": hashrate, "lastShare": last, "hashes": hashes}))
-        .collect();
-    let body = json!({"miners": list, "sortBy": sort_by, "excludeInactive": exclude, "total": list.len()}).to_string();
+    let body = snapshot.top.answer(query, unix_now() as i64).to_string();
     let mut cache = state.top_cache.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.generation != generation {
-        cache.generation = generation;
+    if cache.generation != snapshot.generation {
+        cache.generation = snapshot.generation;
         cache.answers.clear();
     }
     if cache.answers.len() < 64 {
@@ -557,6 +547,9 @@ async fn health(state: web::Data<ApiState>) -> HttpResponse {
             let mut body = report.json();
             if state.config.payments.enabled {
                 body["books"] = wallet_books_json(&state).await;
+            }
+            if let Some(sessions) = state.sessions_json() {
+                body["sessions"] = sessions;
             }
             response.content_type("application/json").body(body.to_string())
         }

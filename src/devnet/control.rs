@@ -124,7 +124,7 @@ fn fail(shared: &Shared, body: &Value) -> Result<Response, Response> {
     }
     let kind: FailureKind = match body.get("kind") {
         Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
-            bad("\"kind\" must be one of \"error\", \"timeout\", \"drop_after_success\", \"relay_then_error\"")
+            bad("\"kind\" must be one of \"error\", \"timeout\", \"drop_after_success\", \"relay_then_error\", \"prepare_then_drop\", \"prepare_then_hold\"")
         })?,
         None => FailureKind::Error,
     };

@@ -391,7 +391,7 @@ impl Shared {
         height
     }
 
-    /// Queues `count` failures for the next wallet sends.
+    /// Queues `count` failures for the next wallet sends (or prepares, for the prepare kinds).
     pub fn fail_sends(&self, count: usize, failure: Failure) {
         let mut state = self.lock();
         for _ in 0..count {

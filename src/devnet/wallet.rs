@@ -10,7 +10,9 @@
 //! Like the real wallet (its Transfer code locks a transaction's inputs when it is prepared), a
 //! prepared transaction holds its amount + fee out of the unlocked balance until it is sent. A
 //! restart (or `DELETE /transactions/prepared/<hash>`) forgets the prepared transaction but not
-//! the lock: its amount stays locked until `PUT /reset` rescans the wallet.
+//! the lock: its amount stays locked until `PUT /reset` rescans the wallet. The rescan drops a
+//! prepared transaction still held too (the devnet's choice: the real wallet's behaviour there
+//! is not documented, and operators restart the wallet before the rescan anyway).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -33,9 +35,23 @@ pub enum FailureKind {
     /// Relay the transaction, then answer HTTP 400 with the given error code (a daemon error
     /// after the relay happened).
     RelayThenError,
+    /// For a prepare (`/transactions/prepare/*`): prepare the transaction and lock its inputs,
+    /// then close the connection without a complete answer (the client never learns the hash).
+    PrepareThenDrop,
+    /// For a prepare: prepare the transaction and lock its inputs, then hold the answer for a
+    /// while (set it past the client's timeout) before sending it.
+    PrepareThenHold,
 }
 
-/// One injected failure, consumed by the next send that would otherwise be relayed.
+impl FailureKind {
+    /// Whether this failure hits a prepare (else a send).
+    pub fn on_prepare(self) -> bool {
+        matches!(self, FailureKind::PrepareThenDrop | FailureKind::PrepareThenHold)
+    }
+}
+
+/// One injected failure, consumed by the next send that would otherwise be relayed (or, for
+/// the prepare kinds, by the next prepare that would otherwise succeed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// What happens.
@@ -147,9 +163,19 @@ impl Wallet {
         }
     }
 
-    /// `PUT /reset`: the rescan frees the inputs of forgotten prepared transactions.
+    /// The first queued failure for a prepare (`prepare`) or a send (else); the others stay
+    /// queued in order.
+    pub fn take_failure(&mut self, prepare: bool) -> Option<Failure> {
+        let index = self.failures.iter().position(|f| f.kind.on_prepare() == prepare)?;
+        self.failures.remove(index)
+    }
+
+    /// `PUT /reset`: the rescan rebuilds the wallet from the chain: the inputs of forgotten
+    /// prepared transactions are free again, and a prepared transaction still held (it is not on
+    /// the chain) is dropped, so it can never be sent after its inputs were freed.
     pub fn reset(&mut self) {
         self.stale_locks.clear();
+        self.prepared.clear();
     }
 
     fn text(&self) -> String {
@@ -361,6 +387,22 @@ mod tests {
     }
 
     #[test]
+    fn sends_and_prepares_take_only_their_own_failures_in_order() {
+        let address = Address::from_key(super::super::ledger::derived_point("pool"));
+        let mut wallet = Wallet::new(address, "pool.wallet", "pw", true);
+        let failure = |kind| Failure { kind, code: 31, hold: Duration::ZERO };
+        wallet.failures.push_back(failure(FailureKind::PrepareThenDrop));
+        wallet.failures.push_back(failure(FailureKind::Error));
+        wallet.failures.push_back(failure(FailureKind::PrepareThenHold));
+        wallet.failures.push_back(failure(FailureKind::Timeout));
+        assert_eq!(wallet.take_failure(false).map(|f| f.kind), Some(FailureKind::Error));
+        assert_eq!(wallet.take_failure(true).map(|f| f.kind), Some(FailureKind::PrepareThenDrop));
+        assert_eq!(wallet.take_failure(true).map(|f| f.kind), Some(FailureKind::PrepareThenHold));
+        assert_eq!(wallet.take_failure(true), None);
+        assert_eq!(wallet.take_failure(false).map(|f| f.kind), Some(FailureKind::Timeout));
+    }
+
+    #[test]
     fn prepared_transactions_lock_their_amount_until_sent_or_reset() {
         let address = Address::from_key(super::super::ledger::derived_point("pool"));
         let mut wallet = Wallet::new(address, "pool.wallet", "pw", true);
@@ -389,5 +431,12 @@ mod tests {
         assert_eq!(restored.balance(&ledger), (398_999_000, 1_001_000), "the lock survives a reload");
         wallet.reset();
         assert_eq!(wallet.balance(&ledger), (400_000_000, 0), "a rescan frees the inputs");
+        let blob = vec![8, 8];
+        let tx = PoolTx { hash: keccak(&blob), blob, fee: 1000, destinations: vec![("PAS1x".into(), 1_000_000)] };
+        wallet.prepared.push(Prepared { tx });
+        assert_eq!(wallet.balance(&ledger), (398_999_000, 1_001_000));
+        wallet.reset();
+        assert!(wallet.prepared.is_empty(), "a rescan drops a prepared transaction still held");
+        assert_eq!(wallet.balance(&ledger), (400_000_000, 0));
     }
 }

@@ -27,7 +27,9 @@
 //!   the real code never returns 14 from there.
 //! - Order of checks in a send, as `sendTransactionAdvanced`: destinations (18, 19, address),
 //!   balance including a fixed fee (9 overflow, 11), fee below the minimum (17), outputs (56),
-//!   then the relay to the daemon (30 offline, 31 daemon error), where injected failures hit.
+//!   then the relay to the daemon (30 offline, 31 daemon error), where injected send failures
+//!   hit. Injected prepare failures hit a prepare that succeeded: its inputs are locked, the
+//!   answer is lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -537,12 +539,40 @@ async fn make_transaction(shared: &Arc<Shared>, body: &Value, basic: bool, relay
     };
     if !relay {
         let answer = json!({"transactionHash": tx.hash, "fee": tx.fee, "relayedToNetwork": false});
-        shared.lock().wallet.prepared.push(Prepared { tx });
+        let hash = tx.hash;
+        let failure = {
+            let mut state = shared.lock();
+            state.wallet.prepared.push(Prepared { tx });
+            state.wallet.take_failure(true)
+        };
         shared.changed();
-        return Ok(wallet_json(201, answer));
+        return Ok(match failure {
+            None => wallet_json(201, answer),
+            Some(failure) => lose_prepare_answer(shared, hash, failure, answer).await,
+        });
     }
     let answer = json!({"transactionHash": tx.hash, "fee": tx.fee, "relayedToNetwork": true});
     relay_transaction(shared, tx, answer).await
+}
+
+/// An injected lost answer to a prepare that happened: its inputs are locked, the client
+/// never learns the hash (the connection drops, or the answer comes after its timeout).
+async fn lose_prepare_answer(shared: &Shared, hash: Hash, failure: super::wallet::Failure, answer: Value) -> Response {
+    let body = json::pretty(&json::sorted(answer));
+    if failure.kind == FailureKind::PrepareThenHold {
+        tracing::info!(tx = %hash, hold = ?failure.hold, "devnet: prepared a transaction, holding the answer (injected)");
+        tokio::select! {
+            _ = tokio::time::sleep(failure.hold) => {}
+            _ = shared.stop.cancelled() => {}
+        }
+        return Response::json(201, body);
+    }
+    tracing::info!(tx = %hash, "devnet: prepared a transaction, dropping the answer (injected)");
+    let mut bytes = http::response_head(201, true, body.len(), false);
+    bytes.extend_from_slice(&body[..body.len() / 2]);
+    // Let the client see the partial answer before the close.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Response::Broken(bytes)
 }
 
 /// `sendPreparedTransaction`.
@@ -576,7 +606,7 @@ async fn relay_transaction(shared: &Arc<Shared>, tx: PoolTx, answer: Value) -> R
         DaemonMode::NotSynced => return Err(ApiError { code: 31, message: rpc::NOT_SYNCED.into() }.into()),
         DaemonMode::Normal => {}
     }
-    let failure = shared.lock().wallet.failures.pop_front();
+    let failure = shared.lock().wallet.take_failure(false);
     let Some(failure) = failure else {
         commit(shared, tx);
         return Ok(wallet_json(201, answer));
@@ -596,6 +626,11 @@ async fn relay_transaction(shared: &Arc<Shared>, tx: PoolTx, answer: Value) -> R
             tracing::info!(tx = %tx.hash, code = failure.code, "devnet: relayed a wallet send, answering an error (injected)");
             commit(shared, tx);
             Err(ApiError::code(failure.code).into())
+        }
+        // Never taken by a send (`take_failure`): a send they reached would simply succeed.
+        FailureKind::PrepareThenDrop | FailureKind::PrepareThenHold => {
+            commit(shared, tx);
+            Ok(wallet_json(201, answer))
         }
         FailureKind::DropAfterSuccess => {
             tracing::info!(tx = %tx.hash, "devnet: relayed a wallet send, dropping the answer (injected)");

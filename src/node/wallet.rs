@@ -1,10 +1,11 @@
 //! Pastella-Wallet-API (spec §6, CORE `src/walletapi/ApiDispatcher.cpp`): REST with an
 //! `X-API-KEY` header, JSON bodies, errors as HTTP 400 `{"errorCode","errorMessage"}`.
 //!
-//! Sends are the one place where a lost answer matters: [`WalletError::Unreachable`] means the
-//! request never reached the wallet (the connection was refused or could not be opened), so
-//! nothing was sent; [`WalletError::Uncertain`] means it may have been processed and relayed,
-//! and the caller must look the transaction up (by the prepared hash) before trying again.
+//! Sends and prepares are the places where a lost answer matters: [`WalletError::Unreachable`]
+//! means the request never reached the wallet (the connection was refused or could not be
+//! opened), so nothing was sent or prepared; [`WalletError::Uncertain`] means it may have been
+//! processed (relayed, or prepared with its inputs locked), and the caller must not assume
+//! otherwise.
 
 use std::time::Duration;
 
@@ -32,9 +33,10 @@ pub enum WalletError {
     /// change nothing, did not answer in time. A send that fails this way was not sent.
     #[error("wallet API unreachable: {0}")]
     Unreachable(String),
-    /// A send request was written but no complete answer came back: it may have been relayed.
-    /// Look the transaction up by hash before sending again.
-    #[error("wallet API did not answer a send completely, the transaction may have been sent: {0}")]
+    /// A send or prepare request was written but no complete answer came back: it may have
+    /// been relayed (look the transaction up by hash before sending again) or prepared (its
+    /// inputs locked in the wallet).
+    #[error("wallet API did not answer completely, the transaction may have been sent or prepared: {0}")]
     Uncertain(String),
     /// HTTP 401: missing or wrong `X-API-KEY` (the wallet's `--rpc-password`).
     #[error("wallet API refused the API key (HTTP 401): check walletApi password against the wallet's --rpc-password")]
@@ -229,7 +231,7 @@ pub fn decode_wallet_empty(status: u16, body: &[u8]) -> Result<(), WalletError> 
 enum Effect {
     /// Reads, or writes that are harmless to repeat.
     Safe,
-    /// Relays a transaction: a lost answer is [`WalletError::Uncertain`].
+    /// Relays or prepares a transaction: a lost answer is [`WalletError::Uncertain`].
     Sends,
 }
 
@@ -334,8 +336,10 @@ impl WalletClient {
         body
     }
 
-    /// `POST /transactions/prepare/advanced`: builds a transaction and holds it unsent.
-    /// `fee: None` lets the wallet use the network minimum.
+    /// `POST /transactions/prepare/advanced`: builds a transaction and holds it unsent, its
+    /// inputs locked. `fee: None` lets the wallet use the network minimum. A lost answer is
+    /// [`WalletError::Uncertain`]: the wallet may hold a prepared transaction whose hash the
+    /// caller never learnt.
     pub async fn prepare_advanced(
         &self,
         destinations: &[Destination],
@@ -343,7 +347,7 @@ impl WalletClient {
     ) -> Result<PreparedTransaction, WalletError> {
         let body = Self::advanced_body(destinations, fee);
         let (status, bytes) =
-            self.call(reqwest::Method::POST, "/transactions/prepare/advanced", Some(&body), Effect::Safe).await?;
+            self.call(reqwest::Method::POST, "/transactions/prepare/advanced", Some(&body), Effect::Sends).await?;
         decode_wallet(status, &bytes)
     }
 

@@ -34,6 +34,7 @@ script!(batch_unknown_script, "lua/batch_unknown.lua");
 script!(hold_batch_script, "lua/hold_batch.lua");
 script!(quarantine_script, "lua/quarantine_address.lua");
 script!(batch_confirmation_script, "lua/batch_confirmation.lua");
+script!(batch_waiting_script, "lua/batch_waiting.lua");
 
 /// A block candidate waiting for maturity (from `blocks:candidates` + `blocks:info`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +86,8 @@ pub struct BatchDestination {
 pub struct JournalEntry {
     /// Batch id.
     pub id: String,
-    /// `reserved`, `prepared`, `unknown`, `held` or `sent` while journaled; `finalized` or
-    /// `released` after.
+    /// `reserved`, `preparing`, `prepared`, `unknown`, `held` or `sent` while journaled;
+    /// `finalized` or `released` after.
     pub state: String,
     /// Transaction hash once prepared.
     pub tx_hash: Option<String>,
@@ -102,6 +103,13 @@ pub struct JournalEntry {
     pub error: Option<String>,
     /// Destinations.
     pub destinations: Vec<BatchDestination>,
+    /// Reserved by a version that records `preparing` before asking the wallet to prepare: a
+    /// `reserved` batch with it never reached the wallet. Without it (an earlier version's
+    /// journal), a `reserved` batch may have a prepared transaction.
+    pub intent: bool,
+    /// Kept because the wallet's locked balance may hold the inputs of a transaction prepared
+    /// for it whose hash was never recorded (see `batch_waiting`).
+    pub waiting_inputs: bool,
 }
 
 impl JournalEntry {
@@ -169,6 +177,9 @@ pub struct MoneyAudit {
     pub unknown_batches: Vec<String>,
     /// Batches waiting for the operator (`held`), by id.
     pub held_batches: Vec<String>,
+    /// Batches whose prepare had no answer (`preparing`, or held from it), kept while the
+    /// wallet's inputs may be locked by a transaction prepared for them: (id, why).
+    pub waiting_inputs: Vec<(String, String)>,
     /// Quarantined addresses (never paid, balance kept) with the reason.
     pub quarantined: Vec<(String, String)>,
     /// Finalized batches whose transaction never confirmed (dropped from the mempool), by id.
@@ -452,7 +463,7 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Records the prepared transaction of a reserved batch.
+    /// Records the prepared transaction of a batch being prepared.
     pub async fn batch_prepared(
         &self,
         token: &str,
@@ -464,12 +475,29 @@ impl Store {
         self.batch_state(
             token,
             id,
-            "reserved",
+            "preparing",
             "prepared",
             now_ms,
             &[("txHash", tx_hash), ("txFee", &tx_fee.to_string())],
         )
         .await
+    }
+
+    /// Records the intent to prepare, before the wallet is asked: `reserved` → `preparing`. From
+    /// then on the wallet may hold a prepared transaction for the batch whose hash the journal
+    /// does not know. `note` says why (recorded as the batch's `error`).
+    pub async fn batch_preparing(&self, token: &str, id: &str, now_ms: u64, note: &str) -> Result<bool, StoreError> {
+        self.batch_state(token, id, "reserved", "preparing", now_ms, &[("error", note)]).await
+    }
+
+    /// A batch without a transaction hash kept because the wallet's inputs may be locked by a
+    /// transaction prepared for it: records `why` (no amount, no `updated` change). False if
+    /// it is not `preparing` or `held` without a hash.
+    pub async fn batch_waiting(&self, token: &str, id: &str, why: &str) -> Result<bool, StoreError> {
+        let mut invocation = batch_waiting_script().prepare_invoke();
+        invocation.arg(&self.prefix).arg(token).arg(id).arg(why);
+        let done: i64 = self.acked("batch_waiting", &invocation).await?;
+        Ok(done == 1)
     }
 
     /// Records that a prepared batch was relayed.
@@ -557,6 +585,8 @@ impl Store {
             tx_fee: field_u64(&raw, "txFee"),
             error: raw.get("held").or(raw.get("error")).cloned(),
             destinations,
+            intent: raw.get("intent").is_some_and(|v| v == "1"),
+            waiting_inputs: raw.get("waiting").is_some_and(|v| v == "inputs"),
             id: id.to_string(),
         }))
     }
@@ -579,7 +609,8 @@ impl Store {
         Ok(u64::try_from(rounds).ok())
     }
 
-    /// `unknown` → `held`: left to the operator, amounts still reserved.
+    /// `unknown`, `prepared` or `preparing` → `held`: left to the operator, amounts still
+    /// reserved.
     pub async fn hold_batch(&self, token: &str, id: &str, now_ms: u64, why: &str) -> Result<bool, StoreError> {
         let mut invocation = hold_batch_script().prepare_invoke();
         invocation.arg(&self.prefix).arg(token).arg(id).arg(now_ms).arg(why);
@@ -654,6 +685,10 @@ impl Store {
         let journal = self.journal().await?;
         audit.in_flight_batches = journal.len();
         for entry in journal {
+            if entry.waiting_inputs {
+                let why = entry.error.clone().unwrap_or_default();
+                audit.waiting_inputs.push((entry.id.clone(), why));
+            }
             match entry.state.as_str() {
                 "unknown" => audit.unknown_batches.push(entry.id),
                 "held" => audit.held_batches.push(entry.id),

@@ -23,8 +23,6 @@ const WORKER_INDEX_TTL_SECS: u64 = 15 * 86_400;
 /// Everything the collector reads from Redis for one run of the pool figures.
 #[derive(Debug, Default, Clone)]
 pub struct PoolRead {
-    /// `hashrate` members inside the window.
-    pub hashrate: Vec<String>,
     /// `stats` hash (`lastBlockFoundprop`, `lastBlockFoundsolo`).
     pub stats: StringMap,
     /// All `blocks:candidates` members, highest first.
@@ -106,12 +104,46 @@ impl Store {
         self.conn()
     }
 
-    /// Drops `hashrate` entries older than `window_start` and reads everything the pool-wide
-    /// figures need, in one round trip.
-    pub async fn read_pool(&self, window_start: u64, blocks: usize, payments: usize) -> Result<PoolRead, StoreError> {
+    /// Drops `hashrate` entries older than `window_start`, then reads the members with a score
+    /// (unix s) from `from` on, with their scores, and how many members have a score from
+    /// `check_from` on, atomically (`MULTI`): the count tells the collector whether its copy of
+    /// the window is still whole.
+    pub async fn read_hashrate_window(
+        &self,
+        window_start: u64,
+        from: u64,
+        check_from: u64,
+    ) -> Result<(Vec<(String, u64)>, u64), StoreError> {
+        let key = self.key("hashrate");
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYSCORE").arg(self.key("hashrate")).arg("-inf").arg(format!("({window_start}")).ignore();
-        pipe.cmd("ZRANGEBYSCORE").arg(self.key("hashrate")).arg(window_start).arg("+inf");
+        pipe.atomic();
+        pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(format!("({window_start}")).ignore();
+        pipe.cmd("ZRANGEBYSCORE").arg(&key).arg(from).arg("+inf").arg("WITHSCORES");
+        pipe.cmd("ZCOUNT").arg(&key).arg(check_from).arg("+inf");
+        let (members, len): (Vec<(String, f64)>, u64) =
+            timed("stats_read_hashrate_window", pipe.query_async(&mut self.c())).await?;
+        Ok((scored(members), len))
+    }
+
+    /// `hashrate` members with a score in `[from, to)`, with their scores (one slice of a full
+    /// read of the window).
+    pub async fn hashrate_slice(&self, from: u64, to: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let raw: Vec<(String, f64)> = timed(
+            "stats_hashrate_slice",
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(self.key("hashrate"))
+                .arg(from)
+                .arg(format!("({to}"))
+                .arg("WITHSCORES")
+                .query_async(&mut self.c()),
+        )
+        .await?;
+        Ok(scored(raw))
+    }
+
+    /// Reads everything else the pool-wide figures need, in one round trip.
+    pub async fn read_pool(&self, blocks: usize, payments: usize) -> Result<PoolRead, StoreError> {
+        let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(self.key("stats"));
         pipe.cmd("ZREVRANGE").arg(self.key("blocks:candidates")).arg(0).arg(-1).arg("WITHSCORES");
         pipe.cmd("ZREVRANGE").arg(self.key("blocks:matured")).arg(0).arg(blocks as i64 - 1).arg("WITHSCORES");
@@ -125,7 +157,6 @@ impl Store {
         pipe.cmd("HGET").arg(self.key("status:wallet")).arg("lastStatus");
         #[allow(clippy::type_complexity)]
         let (
-            hashrate,
             stats,
             candidates,
             matured,
@@ -138,7 +169,6 @@ impl Store {
             daemon_status,
             wallet_status,
         ): (
-            Vec<String>,
             StringMap,
             Vec<(String, f64)>,
             Vec<(String, f64)>,
@@ -152,7 +182,6 @@ impl Store {
             Option<String>,
         ) = timed("stats_read_pool", pipe.query_async(&mut self.c())).await?;
         Ok(PoolRead {
-            hashrate,
             stats,
             candidates: scored(candidates),
             matured_recent: if blocks == 0 { Vec::new() } else { scored(matured) },
@@ -387,8 +416,9 @@ impl Store {
         Ok(JournalRead { open, oldest_ms: oldest.first().map(|(_, s)| *s as u64) })
     }
 
-    /// Everything `/stats_address` reads about `address` (one round trip).
-    pub async fn read_miner(&self, address: &str, payments: usize) -> Result<MinerRead, StoreError> {
+    /// Everything `/stats_address` reads about `address` (one round trip): its newest
+    /// `payments` payments and `workers` workers.
+    pub async fn read_miner(&self, address: &str, payments: usize, workers: usize) -> Result<MinerRead, StoreError> {
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(self.key(&format!("workers:{address}")));
         pipe.cmd("HGETALL").arg(self.key(&format!("balances:{address}")));
@@ -398,9 +428,13 @@ impl Store {
             .arg(payments as i64 - 1)
             .arg("WITHSCORES");
         pipe.cmd("GET").arg(self.key(&format!("charts:hashrate:{address}")));
-        pipe.cmd("ZREVRANGE").arg(self.key(&format!("stats:workers:{address}"))).arg(0).arg(-1).arg("WITHSCORES");
+        pipe.cmd("ZREVRANGE")
+            .arg(self.key(&format!("stats:workers:{address}")))
+            .arg(0)
+            .arg(workers as i64 - 1)
+            .arg("WITHSCORES");
         #[allow(clippy::type_complexity)]
-        let (worker_stats, balances, payments_raw, chart, workers): (
+        let (worker_stats, balances, payments_raw, chart, worker_index): (
             StringMap,
             StringMap,
             Vec<(String, f64)>,
@@ -412,8 +446,20 @@ impl Store {
             balances,
             payments: if payments == 0 { Vec::new() } else { scored(payments_raw) },
             chart,
-            workers: scored(workers),
+            workers: if workers == 0 { Vec::new() } else { scored(worker_index) },
         })
+    }
+
+    /// One page of `address`'s workers from the worker index, newest share first, and how many
+    /// it has.
+    pub async fn worker_page(&self, address: &str, offset: u64, limit: u64) -> Result<(u64, Vec<Scored>), StoreError> {
+        let key = self.key(&format!("stats:workers:{address}"));
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZCARD").arg(&key);
+        pipe.cmd("ZREVRANGE").arg(&key).arg(offset).arg(offset + limit.max(1) - 1).arg("WITHSCORES");
+        let (total, raw): (u64, Vec<(String, f64)>) =
+            timed("stats_worker_page", pipe.query_async(&mut self.c())).await?;
+        Ok((total, if limit == 0 { Vec::new() } else { scored(raw) }))
     }
 
     /// True if the pool has statistics or money for `address`.

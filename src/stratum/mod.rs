@@ -11,6 +11,7 @@
 //! (`allow`/`deny`), PROXY header and TLS.
 
 pub mod bans;
+pub mod capacity;
 pub mod inflight;
 pub mod line;
 pub mod login;

@@ -54,6 +54,27 @@ pub struct SubmitParams<'a> {
     /// 64 hex characters, the claimed RandomX hash.
     #[serde(borrow, default)]
     pub result: Option<Cow<'a, str>>,
+    /// xmr-node-proxy: the integer it wrote at `client_pool_offset`.
+    #[serde(borrow, default, rename = "poolNonce")]
+    pub pool_nonce: Option<&'a RawValue>,
+    /// xmr-node-proxy: the integer its worker's job had at `client_nonce_offset`.
+    #[serde(borrow, default, rename = "workerNonce")]
+    pub worker_nonce: Option<&'a RawValue>,
+}
+
+impl SubmitParams<'_> {
+    /// A proxy submit's `(poolNonce, workerNonce)`: both present and JSON integers that fit the
+    /// 4 bytes they are written to (no strings, fractions, exponents or negatives).
+    pub fn proxy_nonces(&self) -> Option<(u32, u32)> {
+        Some((parse_proxy_nonce(self.pool_nonce?)?, parse_proxy_nonce(self.worker_nonce?)?))
+    }
+}
+
+/// One proxy nonce: a JSON integer in `0..=u32::MAX`.
+pub fn parse_proxy_nonce(raw: &RawValue) -> Option<u32> {
+    let text = raw.get().trim();
+    // `u32::from_str` also takes a leading `+`, which JSON never has.
+    text.bytes().all(|b| b.is_ascii_digit()).then(|| text.parse::<u32>().ok()).flatten()
 }
 
 /// `getjob` / `keepalived` parameters.
@@ -135,13 +156,55 @@ pub struct JobFields<'a> {
     /// Pre-serialized tail shared by every job of a template:
     /// `,"algo":"rx/0","height":N,"seed_hash":"..","next_seed_hash":".."}`.
     pub template_tail: &'a str,
+    /// Set for an xmr-node-proxy: a block-template job, `blob_hex` being the full block blob.
+    pub proxy: Option<ProxyJobFields>,
+}
+
+/// What a block-template job (xmr-node-proxy, spec §7.2) adds to a job.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyJobFields {
+    /// First reserved byte in the block blob (the pool's extra nonce is written there).
+    pub reserved_offset: usize,
+    /// Where the proxy writes its pool nonce (`client_pool_offset`).
+    pub pool_nonce_offset: usize,
+    /// Where the proxy writes its worker nonce (`client_nonce_offset`).
+    pub worker_nonce_offset: usize,
+    /// Network difficulty of the template.
+    pub network_difficulty: u64,
+    /// The job's share difficulty (what each share is credited).
+    pub difficulty: u64,
 }
 
 /// Appends a job object.
 pub fn write_job(out: &mut String, job: &JobFields<'_>) {
+    if let Some(proxy) = &job.proxy {
+        write_proxy_job(out, job, proxy);
+        return;
+    }
     out.push_str("{\"blob\":\"");
     out.push_str(job.blob_hex);
     let _ = write!(out, "\",\"job_id\":\"{}\",\"target\":\"{}\",\"id\":\"{}\"", job.job_id, job.target, job.session_id);
+    out.push_str(job.template_tail);
+}
+
+/// A block-template job: the proxy writes its pool nonce at `client_pool_offset` and each of its
+/// workers' nonce at `client_nonce_offset`, then hashes the block's hashing blob;
+/// `target_diff_hex` is the share target, as `target` in an ordinary job.
+fn write_proxy_job(out: &mut String, job: &JobFields<'_>, proxy: &ProxyJobFields) {
+    out.push_str("{\"blocktemplate_blob\":\"");
+    out.push_str(job.blob_hex);
+    let _ = write!(
+        out,
+        "\",\"difficulty\":{},\"reserved_offset\":{},\"client_pool_offset\":{},\"client_nonce_offset\":{},\"target_diff\":{},\"target_diff_hex\":\"{}\",\"job_id\":\"{}\",\"id\":\"{}\"",
+        proxy.network_difficulty,
+        proxy.reserved_offset,
+        proxy.pool_nonce_offset,
+        proxy.worker_nonce_offset,
+        proxy.difficulty,
+        job.target,
+        job.job_id,
+        job.session_id
+    );
     out.push_str(job.template_tail);
 }
 
@@ -211,6 +274,10 @@ pub mod msg {
     pub const RATE_LIMITED: &str = "Too many requests from your IP: rate limit exceeded, slow down";
     /// A claimed block whose hash was not the claimed one (the IP is banned).
     pub const FAKE_BLOCK: &str = "Rejected share: invalid block candidate";
+    /// A proxy submit without integer `poolNonce`/`workerNonce` (the old pool's text).
+    pub const PROXY_MALFORMED_NONCES: &str = "Duplicate share3";
+    /// A proxy submit whose (nonce, poolNonce, workerNonce) was already submitted for the job.
+    pub const PROXY_DUPLICATE: &str = "Duplicate share4";
 }
 
 #[cfg(test)]
@@ -261,7 +328,14 @@ mod tests {
     #[test]
     fn job_and_login_shapes_are_valid_json() {
         let tail = template_tail(5, "aa", "bb");
-        let job = JobFields { blob_hex: "00ff", job_id: 12, target: "711b0d00", session_id: 99, template_tail: &tail };
+        let job = JobFields {
+            blob_hex: "00ff",
+            job_id: 12,
+            target: "711b0d00",
+            session_id: 99,
+            template_tail: &tail,
+            proxy: None,
+        };
         let mut out = String::new();
         write_job_push(&mut out, &job);
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
@@ -281,5 +355,62 @@ mod tests {
         assert_eq!(v["result"]["status"], "OK");
         assert_eq!(v["result"]["extensions"], serde_json::json!(["algo", "keepalive"]));
         assert_eq!(v["result"]["job"]["blob"], "00ff");
+    }
+
+    #[test]
+    fn proxy_job_shape() {
+        let tail = template_tail(5, "aa", "bb");
+        let proxy = ProxyJobFields {
+            reserved_offset: 125,
+            pool_nonce_offset: 133,
+            worker_nonce_offset: 137,
+            network_difficulty: 900,
+            difficulty: 50,
+        };
+        let job = JobFields {
+            blob_hex: "0200",
+            job_id: 12,
+            target: "7b5e0400",
+            session_id: 99,
+            template_tail: &tail,
+            proxy: Some(proxy),
+        };
+        let mut out = String::new();
+        write_job_push(&mut out, &job);
+        let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+        let p = &v["params"];
+        assert_eq!(p["blocktemplate_blob"], "0200");
+        assert_eq!(p["difficulty"], 900);
+        assert_eq!(p["height"], 5);
+        assert_eq!((p["reserved_offset"].as_u64(), p["client_pool_offset"].as_u64()), (Some(125), Some(133)));
+        assert_eq!(p["client_nonce_offset"], 137);
+        assert_eq!((p["target_diff"].as_u64(), p["target_diff_hex"].as_str()), (Some(50), Some("7b5e0400")));
+        assert_eq!((p["job_id"].as_str(), p["id"].as_str()), (Some("12"), Some("99")));
+        assert_eq!((p["seed_hash"].as_str(), p["next_seed_hash"].as_str()), (Some("aa"), Some("bb")));
+        assert!(p.get("blob").is_none(), "a proxy hashes the block blob itself: {p}");
+    }
+
+    #[test]
+    fn proxy_nonces_are_json_integers_that_fit_four_bytes() {
+        let submit = |extra: &str| {
+            let text = format!(r#"{{"id":"1","job_id":"2","nonce":"00000000","result":"00"{extra}}}"#);
+            let p: SubmitParams = serde_json::from_str(&text).unwrap();
+            p.proxy_nonces()
+        };
+        assert_eq!(submit(r#","poolNonce":7,"workerNonce":4294967295"#), Some((7, u32::MAX)));
+        assert_eq!(submit(r#","poolNonce": 0 ,"workerNonce":12"#), Some((0, 12)));
+        for bad in [
+            "",
+            r#","poolNonce":7"#,
+            r#","poolNonce":7,"workerNonce":null"#,
+            r#","poolNonce":"7","workerNonce":1"#,
+            r#","poolNonce":7.5,"workerNonce":1"#,
+            r#","poolNonce":7e2,"workerNonce":1"#,
+            r#","poolNonce":-1,"workerNonce":1"#,
+            r#","poolNonce":4294967296,"workerNonce":1"#,
+            r#","poolNonce":[1],"workerNonce":1"#,
+        ] {
+            assert_eq!(submit(bad), None, "{bad}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use super::inflight::{Permit, SessionWork};
 use super::line::{LineError, LineReader};
 use super::login::{self, Login};
-use super::protocol::{self, msg, JobFields, Parsed};
+use super::protocol::{self, msg, JobFields, Parsed, ProxyJobFields};
 use super::ratelimit::{self, Decision};
 use super::supervisor::{PortSupervisor, Register, SessionLoggedIn, Unregister};
 use super::transport::{MinerStream, StreamWriter};
@@ -30,7 +30,7 @@ use super::{unix_ms, StratumContext, SubmitTicket, JOBS_KEPT, MAX_LINE, MAX_OUTB
 use crate::accounting::ledger::{CandidateShare, RecordShare};
 use crate::chain::difficulty::{hash_difficulty, target_hex4, target_hex8};
 use crate::chain::{Hash, HashingBlob};
-use crate::jobs::{JobTemplate, SubmitBlock, EXTRA_NONCE_LEN};
+use crate::jobs::{JobTemplate, ProxyNonces, SubmitBlock, EXTRA_NONCE_LEN, PROXY_POOL_NONCE_AT, PROXY_WORKER_NONCE_AT};
 use crate::pow::{PowError, Priority};
 
 /// A new template to build a job from (sent by the port supervisor).
@@ -82,6 +82,8 @@ struct Job {
     extra_nonce: [u8; EXTRA_NONCE_LEN],
     difficulty: u64,
     nonces: Vec<u32>,
+    /// A proxy's submissions: (nonce, its pool and worker nonces).
+    proxy_submissions: Vec<(u32, ProxyNonces)>,
 }
 
 struct Miner {
@@ -96,6 +98,8 @@ struct Miner {
     next_job: usize,
     vardiff: VarDiff,
     trust: Option<Trust>,
+    /// An xmr-node-proxy (agent): gets block-template jobs and submits with its own nonces.
+    proxy: bool,
 }
 
 impl Miner {
@@ -145,6 +149,10 @@ pub struct MinerSession {
     exempt: bool,
     /// Shares in flight, shared with their permits; closed when the session stops.
     work: Arc<SessionWork>,
+    /// Submits taken whose verdict has not been answered yet.
+    verdicts_due: usize,
+    /// Asked to close (upgrade drain): closes once every verdict is answered.
+    retiring: bool,
 }
 
 /// Where and how a session was accepted.
@@ -189,6 +197,8 @@ impl MinerSession {
                 ip_recorded: Instant::now(),
                 exempt,
                 work: SessionWork::new(),
+                verdicts_due: 0,
+                retiring: false,
             }
         })
     }
@@ -280,9 +290,7 @@ impl MinerSession {
             miner.set_difficulty(difficulty);
         }
         let extra_nonce = template.next_extra_nonce();
-        let blob = template.template.hashing_blob(&extra_nonce);
-        let mut blob_hex = String::with_capacity(2 * blob.as_slice().len());
-        blob.write_hex(&mut blob_hex);
+        let blob_hex = job_blob_hex(template, &extra_nonce, miner.proxy);
         let id = self.shared.next_job_id();
         let (difficulty, target) = miner.job_difficulty(template);
         let fields = JobFields {
@@ -291,6 +299,7 @@ impl MinerSession {
             target: &target,
             session_id: self.id,
             template_tail: &template.json_tail,
+            proxy: miner.proxy.then(|| proxy_job_fields(template, difficulty)),
         };
         match shape {
             JobShape::Push => protocol::write_job_push(out, &fields),
@@ -302,7 +311,14 @@ impl MinerSession {
             }
         }
         let slot = miner.next_job;
-        miner.jobs[slot] = Some(Job { id, template: template.clone(), extra_nonce, difficulty, nonces: Vec::new() });
+        miner.jobs[slot] = Some(Job {
+            id,
+            template: template.clone(),
+            extra_nonce,
+            difficulty,
+            nonces: Vec::new(),
+            proxy_submissions: Vec::new(),
+        });
         miner.next_job = (slot + 1) % JOBS_KEPT;
     }
 
@@ -447,6 +463,7 @@ impl MinerSession {
             next_job: 0,
             vardiff: VarDiff::new(unix_ms()),
             trust: config.share_trust.enabled.then(|| Trust::new(&config.share_trust)),
+            proxy: self.agent.as_deref().is_some_and(is_proxy_agent),
         });
         miner.set_difficulty(difficulty);
         tracing::debug!(
@@ -492,8 +509,7 @@ impl MinerSession {
             (job.template.seq == template.seq && m.pending_difficulty.is_none()).then_some(job)
         });
         if let (Some(job), Some(miner)) = (cached, self.miner.as_ref()) {
-            let mut blob_hex = String::with_capacity(160);
-            job.template.template.hashing_blob(&job.extra_nonce).write_hex(&mut blob_hex);
+            let blob_hex = job_blob_hex(&job.template, &job.extra_nonce, miner.proxy);
             let mut body = String::with_capacity(512);
             let (_, target) = miner.job_difficulty(&job.template);
             protocol::write_job(
@@ -504,6 +520,7 @@ impl MinerSession {
                     target: &target,
                     session_id: self.id,
                     template_tail: &job.template.json_tail,
+                    proxy: miner.proxy.then(|| proxy_job_fields(&job.template, job.difficulty)),
                 },
             );
             protocol::write_result(&mut out, id, &body);
@@ -533,6 +550,7 @@ impl MinerSession {
                 let shared = self.shared.clone();
                 let session = ctx.address();
                 let (ip, exempt) = (self.ip, self.exempt);
+                self.verdicts_due += 1;
                 actix::spawn(async move {
                     let verdict = check.run(&shared, ip, exempt, permit).await;
                     drop(ticket);
@@ -554,7 +572,7 @@ impl MinerSession {
         let unauthenticated = Rejection::new(msg::UNAUTHENTICATED, "unauthenticated", false);
         let miner = self.miner.as_mut().filter(|_| session_ok).ok_or(unauthenticated)?;
         let current_height = self.shared.current.load().as_ref().map(|t| t.height()).unwrap_or(0);
-        let Miner { jobs, trust, login, worker, solo, .. } = &mut **miner;
+        let Miner { jobs, trust, login, worker, solo, proxy, .. } = &mut **miner;
         let job_id = p.job_id.as_deref().and_then(|j| j.parse::<u64>().ok());
         let job = jobs.iter_mut().flatten().find(|j| Some(j.id) == job_id).ok_or(Rejection::new(
             msg::INVALID_JOB_ID,
@@ -573,10 +591,25 @@ impl MinerSession {
             .and_then(|r| Hash::from_hex(r).ok())
             .ok_or(Rejection::new(msg::MALFORMED_RESULT, "malformed", true))?;
         let nonce_value = u32::from_le_bytes(nonce);
-        if job.nonces.contains(&nonce_value) {
-            return Err(Rejection::new(msg::DUPLICATE, "duplicate", true));
+        // A proxy's workers share the job: a duplicate is the same nonce from the same worker.
+        let proxy = if *proxy {
+            let (pool, worker) =
+                p.proxy_nonces().ok_or(Rejection::new(msg::PROXY_MALFORMED_NONCES, "malformed", true))?;
+            Some(ProxyNonces { pool, worker })
+        } else {
+            None
+        };
+        if let Some(nonces) = proxy {
+            if job.proxy_submissions.contains(&(nonce_value, nonces)) {
+                return Err(Rejection::new(msg::PROXY_DUPLICATE, "duplicate", true));
+            }
+            job.proxy_submissions.push((nonce_value, nonces));
+        } else {
+            if job.nonces.contains(&nonce_value) {
+                return Err(Rejection::new(msg::DUPLICATE, "duplicate", true));
+            }
+            job.nonces.push(nonce_value);
         }
-        job.nonces.push(nonce_value);
         let claimed_difficulty = hash_difficulty(&claimed);
         if claimed_difficulty < job.difficulty {
             if let Some(trust) = trust.as_mut() {
@@ -584,7 +617,10 @@ impl MinerSession {
             }
             return Err(Rejection::new(msg::LOW_DIFFICULTY, "low_difficulty", true));
         }
-        let mut blob = job.template.template.hashing_blob(&job.extra_nonce);
+        let mut blob = match proxy {
+            Some(nonces) => job.template.template.hashing_blob(&nonces.reserved(&job.extra_nonce)),
+            None => job.template.template.hashing_blob(&job.extra_nonce),
+        };
         blob.set_nonce(nonce);
         let block = claimed_difficulty >= job.template.template.difficulty;
         let trusted = !block && trust.map(|t| t.skip_verification(rand::random::<f32>())).unwrap_or(false);
@@ -594,6 +630,7 @@ impl MinerSession {
             job_id: job.id,
             template: job.template.clone(),
             extra_nonce: job.extra_nonce,
+            proxy,
             nonce,
             blob,
             claimed,
@@ -680,7 +717,10 @@ impl MinerSession {
                 if let Some(job) =
                     self.miner.as_mut().and_then(|m| m.jobs.iter_mut().flatten().find(|j| j.id == v.job_id))
                 {
-                    job.nonces.retain(|n| *n != v.nonce);
+                    match v.proxy {
+                        Some(nonces) => job.proxy_submissions.retain(|s| *s != (v.nonce, nonces)),
+                        None => job.nonces.retain(|n| *n != v.nonce),
+                    }
                 }
                 self.reply_error(&v.reply_id, msg::VERIFY_FAILED, ctx);
                 crate::metrics::share("error", v.read_at.elapsed());
@@ -772,6 +812,35 @@ fn job_target(difficulty: u64) -> String {
     }
 }
 
+/// xmr-node-proxy announces itself in the login agent (the old pool's test).
+fn is_proxy_agent(agent: &str) -> bool {
+    agent.contains("xmr-node-proxy")
+}
+
+/// The blob of a job: the hashing blob (nonce zero), or for a proxy the whole block blob with
+/// the extra nonce written (it writes its own nonces and builds its workers' hashing blobs).
+fn job_blob_hex(template: &JobTemplate, extra_nonce: &[u8; EXTRA_NONCE_LEN], proxy: bool) -> String {
+    if proxy {
+        return hex::encode(template.template.block_blob(extra_nonce, [0; 4]));
+    }
+    let blob = template.template.hashing_blob(extra_nonce);
+    let mut blob_hex = String::with_capacity(2 * blob.as_slice().len());
+    blob.write_hex(&mut blob_hex);
+    blob_hex
+}
+
+/// The offsets and difficulties of a proxy's block-template job.
+fn proxy_job_fields(template: &JobTemplate, difficulty: u64) -> ProxyJobFields {
+    let reserved = template.template.reserved_offset;
+    ProxyJobFields {
+        reserved_offset: reserved,
+        pool_nonce_offset: reserved + PROXY_POOL_NONCE_AT,
+        worker_nonce_offset: reserved + PROXY_WORKER_NONCE_AT,
+        network_difficulty: template.template.difficulty,
+        difficulty,
+    }
+}
+
 /// The submitted nonce: exactly 8 hex characters.
 pub(crate) fn parse_nonce(text: &str) -> Option<[u8; 4]> {
     let mut nonce = [0u8; 4];
@@ -785,6 +854,8 @@ struct ShareCheck {
     job_id: u64,
     template: Arc<JobTemplate>,
     extra_nonce: [u8; EXTRA_NONCE_LEN],
+    /// A proxy's nonces, written after the extra nonce.
+    proxy: Option<ProxyNonces>,
     nonce: [u8; 4],
     blob: HashingBlob,
     claimed: Hash,
@@ -826,6 +897,7 @@ struct Verdict {
     /// The job and nonce, so a share that could not be verified can be submitted again.
     job_id: u64,
     nonce: u32,
+    proxy: Option<ProxyNonces>,
     outcome: Outcome,
     block: bool,
     trusted: bool,
@@ -875,6 +947,7 @@ impl ShareCheck {
             read_at: self.read_at,
             job_id: self.job_id,
             nonce: u32::from_le_bytes(self.nonce),
+            proxy: self.proxy,
             outcome,
             block: self.block,
             trusted: self.trusted,
@@ -906,7 +979,10 @@ impl ShareCheck {
                 "Block candidate found; submitting"
             );
             let submit = SubmitBlock {
-                blob_hex: hex::encode(t.block_blob(&self.extra_nonce, self.nonce)),
+                blob_hex: hex::encode(match self.proxy {
+                    Some(nonces) => t.block_blob(&nonces.reserved(&self.extra_nonce), self.nonce),
+                    None => t.block_blob(&self.extra_nonce, self.nonce),
+                }),
                 hash,
                 height: t.height,
                 prev_hash: t.block.header.prev_id,
@@ -1012,5 +1088,26 @@ impl Handler<Verdict> for MinerSession {
     type Result = ();
     fn handle(&mut self, msg: Verdict, ctx: &mut Context<Self>) {
         self.on_verdict(msg, ctx);
+        self.verdicts_due = self.verdicts_due.saturating_sub(1);
+        if self.retiring && self.verdicts_due == 0 {
+            self.close_after_flush(ctx);
+        }
+    }
+}
+
+/// Closes the session once every submit it took is answered and written (upgrade drain: the
+/// miner reconnects to the new process and loses no reply).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for MinerSession {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        crate::metrics::disconnect("upgrade");
+        self.retiring = true;
+        if self.verdicts_due == 0 {
+            self.close_after_flush(ctx);
+        }
     }
 }

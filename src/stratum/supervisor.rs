@@ -11,7 +11,7 @@ use actix::prelude::*;
 use futures_util::stream;
 use tokio::net::{TcpListener, TcpSocket};
 
-use super::session::{Accepted, Fanout, MinerSession, Push, Tick};
+use super::session::{Accepted, Fanout, MinerSession, Push, Retire, Tick};
 use super::transport::{canonical_ip, Access, MinerStream, Refusal};
 use super::StratumContext;
 use crate::config::PortConfig;
@@ -71,6 +71,8 @@ pub struct PortStats {
 struct Entry {
     addr: Addr<MinerSession>,
     login: Option<(String, bool)>,
+    /// Asked to close (upgrade drain).
+    retired: bool,
 }
 
 /// Supervises one stratum port.
@@ -99,6 +101,13 @@ impl PortSupervisor {
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         socket.listen(BACKLOG)
+    }
+
+    /// A listening socket inherited from the process this one upgrades (fd passing): the
+    /// kernel's accept queue is shared, so no connection is refused during the handover.
+    pub fn inherit(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        TcpListener::from_std(listener)
     }
 
     /// A supervisor for `port` accepting on `listener`.
@@ -276,7 +285,7 @@ impl Handler<NewTemplate> for PortSupervisor {
 impl Handler<Register> for PortSupervisor {
     type Result = ();
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
-        self.sessions.insert(msg.id, Entry { addr: msg.addr, login: None });
+        self.sessions.insert(msg.id, Entry { addr: msg.addr, login: None, retired: false });
     }
 }
 
@@ -353,5 +362,40 @@ impl Handler<RetirePort> for PortSupervisor {
         if self.sessions.is_empty() {
             ctx.stop();
         }
+    }
+}
+
+/// Stops calling accept (upgrade: the new process serves the shared socket); the sessions and
+/// the job fan-out go on. This process's copy of the listening socket is closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopListening;
+
+impl Handler<StopListening> for PortSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: StopListening, ctx: &mut Context<Self>) {
+        if let Some(accepting) = self.accepting.take() {
+            ctx.cancel_future(accepting);
+        }
+        self.listener = None;
+    }
+}
+
+/// Asks up to `0` more sessions to close once their submits are answered (upgrade drain);
+/// answers how many it asked.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct RetireSessions(pub usize);
+
+impl Handler<RetireSessions> for PortSupervisor {
+    type Result = usize;
+    fn handle(&mut self, msg: RetireSessions, _: &mut Context<Self>) -> usize {
+        let mut asked = 0;
+        for entry in self.sessions.values_mut().filter(|e| !e.retired).take(msg.0) {
+            entry.retired = true;
+            entry.addr.do_send(Retire);
+            asked += 1;
+        }
+        asked
     }
 }

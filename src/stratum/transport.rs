@@ -547,3 +547,76 @@ mod tests {
         assert!(error.contains("/nonexistent/cert.pem"), "{error}");
     }
 }
+
+/// Which server certificate a stratum TLS client accepts (the load generator's simulated miners,
+/// the tests): like xmrig, the certificate whose SHA-256 is pinned (`--tls-fingerprint`, what
+/// the pool logs at start), or any certificate (load tests against a self-signed pool only).
+/// Handshake signatures are always checked, so the server does its full work either way.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ClientTrust {
+    /// The certificate whose DER has this SHA-256 (64 lowercase hex digits).
+    Fingerprint(String),
+    /// Any certificate.
+    Any,
+}
+
+/// A TLS client connector (ring provider) accepting server certificates as `trust` says.
+pub fn client_connector(trust: ClientTrust) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    use tokio_rustls::rustls::crypto;
+    let provider = Arc::new(crypto::ring::default_provider());
+    let verifier = PinnedServer { trust, provider: provider.clone() };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The certificate check of [`ClientTrust`]; signatures are verified with the provider's
+/// algorithms.
+#[derive(Debug)]
+struct PinnedServer {
+    trust: ClientTrust,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match &self.trust {
+            ClientTrust::Fingerprint(pin) if fingerprint(end_entity.as_ref()) != *pin => {
+                Err(rustls::Error::General("certificate fingerprint mismatch".into()))
+            }
+            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

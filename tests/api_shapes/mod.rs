@@ -178,10 +178,14 @@ pub fn health() -> Value {
     let one = json!({"ok": "bool", "required": "bool", "detail": "str"});
     // With payments enabled: the wallet's balance against the books (docs/PAYOUTS.md).
     let wallet = json!({"unlocked": "u64", "locked": "u64", "owed": "u64", "immature": "u64",
-                        "batches_in_flight": "u64", "payments_unconfirmed": "u64", "in_flight_prepared": "u64"});
+                        "batches_in_flight": "u64", "payments_unconfirmed": "u64", "in_flight_prepared": "u64",
+                        "batches_without_tx": "u64", "in_flight_without_tx": "u64"});
     let books = json!({"ok": "bool", "?wallet": wallet, "problems": ["str"]});
+    // When the process runs stratum: how many miners it can hold.
+    let sessions = json!({"capacity": "u64", "connected": "u64", "openFileLimit": "u64", "openFileHardLimit": "u64",
+                          "reservedFiles": "u64", "maxConnections": "u64", "limitedBy": "str", "?howToRaise": "str"});
     json!({"status": "str", "redis": one.clone(), "daemon": one.clone(), "wallet": one.clone(), "redisConfig": one,
-           "?books": books})
+           "?books": books, "?sessions": sessions})
 }
 
 #[test]

@@ -1,5 +1,5 @@
 -- A batch's transaction was not sent: pending → balance, journal entry removed. Only from
--- `reserved`, `prepared`, `unknown` or `held`; idempotent.
+-- `reserved`, `preparing`, `prepared`, `unknown` or `held`; idempotent.
 -- ARGV: prefix, fence token ('' = the operator, held batches only), batch id, now ms, reason.
 local p, token, id = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. ':payments:batch:' .. id
@@ -13,7 +13,7 @@ elseif redis.call('GET', p .. ':leader') ~= token then
   return redis.error_reply('FENCED: not the leader')
 end
 local allowed = false
-for _, s in ipairs({'reserved', 'prepared', 'unknown', 'held'}) do
+for _, s in ipairs({'reserved', 'preparing', 'prepared', 'unknown', 'held'}) do
   allowed = allowed or state == s
 end
 if not allowed then

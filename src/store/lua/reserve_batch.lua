@@ -1,4 +1,6 @@
 -- Journals a payment batch and moves its amounts from balance to pending, all or nothing.
+-- `intent` = 1 marks a batch that records `preparing` before the wallet is asked to prepare
+-- (journals of earlier versions lack it: their `reserved` batches may have been prepared).
 -- ARGV: prefix, fence token, batch id, now ms, destinations JSON, total sent, tx fee, n,
 --       then n pairs: address, amount reserved (sent + fee charged), then Σ fees charged;
 --       all decimal strings.
@@ -22,6 +24,7 @@ for i = 0, n - 1 do
   redis.call('HINCRBY', b, 'pending', need)
 end
 redis.call('HSET', p .. ':payments:batch:' .. id, 'state', 'reserved', 'destinations', ARGV[5],
-  'total', ARGV[6], 'txFee', ARGV[7], 'fees', ARGV[9 + 2 * n], 'created', ARGV[4], 'updated', ARGV[4])
+  'total', ARGV[6], 'txFee', ARGV[7], 'fees', ARGV[9 + 2 * n], 'created', ARGV[4], 'updated', ARGV[4],
+  'intent', '1')
 redis.call('ZADD', p .. ':payments:journal', ARGV[4], id)
 return 1
