@@ -14,6 +14,8 @@
 #   LOADTEST_API_ARGS="..."    extra flags for `pastella-loadtest api` (--share-interval, --addresses, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=harness.sh
+source scripts/harness.sh
 
 workers="${1:-100000}"
 clients="${2:-1000}"
@@ -32,32 +34,11 @@ ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d /tmp/pastella-loadtest-api.XXXXXX)
 pids=()
 stop() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  stop_pids "${pids[@]}"
   echo "logs: $work"
 }
 trap stop EXIT
 trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_tcp() { # host port seconds what
-  python3 - "$@" <<'EOF'
-import socket, sys, time
-host, port, limit, what = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-end = time.time() + limit
-while time.time() < end:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.05)
-sys.exit(f"{what} did not listen on {host}:{port} within {limit:.0f} s")
-EOF
-}
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \

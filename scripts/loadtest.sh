@@ -19,6 +19,8 @@
 #                              pinning the certificate's SHA-256 (`--tls --tls-fingerprint`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=harness.sh
+source scripts/harness.sh
 
 miners="${1:-10000}"
 seconds="${2:-20}"
@@ -57,14 +59,6 @@ work=$(mktemp -d /tmp/pastella-loadtest.XXXXXX)
 pool_pids=()
 other_pids=()
 # Pools first (they write their pending shares to Redis on SIGTERM), then devnet and Redis.
-stop_pids() {
-  local pid
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do
-    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-}
 stop() {
   stop_pids "${pool_pids[@]}"
   stop_pids "${other_pids[@]}"
@@ -72,22 +66,6 @@ stop() {
 }
 trap stop EXIT
 trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_tcp() { # host port seconds what
-  python3 - "$@" <<'EOF'
-import socket, sys, time
-host, port, limit, what = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-end = time.time() + limit
-while time.time() < end:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.05)
-sys.exit(f"{what} did not listen on {host}:{port} within {limit:.0f} s")
-EOF
-}
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \

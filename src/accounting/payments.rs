@@ -1087,10 +1087,7 @@ impl Handler<UpdatePaymentSettings> for PaymentProcessor {
         let rearm = msg.0.interval != self.settings.interval;
         self.settings = msg.0;
         if rearm {
-            if let Some(timer) = self.timer.take() {
-                ctx.cancel_future(timer);
-            }
-            self.timer = Some(ctx.run_interval(self.settings.interval, |act, ctx| act.tick(ctx)));
+            super::rearm(ctx, &mut self.timer, self.settings.interval, Self::tick);
         }
     }
 }
