@@ -27,5 +27,5 @@ pub(crate) fn rearm<A>(
     if let Some(old) = timer.take() {
         ctx.cancel_future(old);
     }
-    *timer = Some(ctx.run_interval(every, move |act, ctx| tick(act, ctx)));
+    *timer = Some(ctx.run_interval(every, tick));
 }
