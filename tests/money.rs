@@ -190,9 +190,10 @@ async fn a_staking_output_in_the_coinbase_is_never_credited() {
     let mut a = TestMiner::connect(addr(port)).await;
     a.login(MINER_A, "a1").await;
     // The block at `height` must carry a staking payout to another key; the pool picks the new
-    // template up at its next refresh (1 s here).
+    // template up at its next refresh (1 s here) and pushes its job. (A block found on the old
+    // job is rejected by the daemon and does not hold the height: the next one is submitted.)
     let height = devnet.attach_staking(123_456_789);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    a.next_push(Duration::from_secs(60)).await.expect("the refreshed template's job");
     let mut miners = [a];
     assert_eq!(mine_blocks(&devnet, &mut miners, &hasher, 1, Duration::from_secs(120)).await, 1);
     devnet.mine(10);
@@ -260,4 +261,51 @@ async fn old_pool_balances_are_imported_once_and_the_books_balance() {
     assert_eq!(store.import_old_balances().await.unwrap(), 0, "imported once");
     let row: HashMap<String, String> = con.hgetall(format!("pastella:balances:{MINER_A}")).unwrap();
     assert_eq!(row["balance"], "123456789");
+}
+
+/// The daemon rejects the first block the pool finds at a height (it was built on a template
+/// the daemon has since replaced: here the coinbase lacks a staking payout attached after the
+/// job went out); the next block found at that height is still submitted and lands. Before the
+/// fix the one-block-per-height rule kept the rejected block's claim on the height, and every
+/// later block there was dropped as "second at height" until the chain moved on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_the_daemon_rejected_does_not_hold_its_height() {
+    let redis = RedisServer::start();
+    let devnet = devnet(12).await;
+    let port = free_port();
+    let mut patch = money_patch();
+    merge(&mut patch, &json!({"poolServer": {"templateRefreshInterval": 1}}));
+    let config = pool_config(&redis, &devnet, &[(port, 2)], patch);
+    let pool = PoolProcess::start(config, &[Module::Stratum]);
+    let hasher = SharedHasher::new();
+    let mut miner = TestMiner::connect(addr(port)).await;
+    miner.login(MINER_A, "a1").await;
+    let old = miner.job.clone().expect("a job");
+    // A staking payout at the job's height: the daemon now wants it in that block's coinbase.
+    assert_eq!(devnet.attach_staking(123_456_789), old.height);
+    let new = miner.next_push(Duration::from_secs(60)).await.expect("the refreshed template's job");
+    assert_eq!(new.height, old.height, "same height, new template");
+
+    // A block on the old job: the pool answers OK and submits it, the daemon rejects it.
+    let (nonce, hash) = hasher.search(old.seed, &old.blob, 12, 0);
+    let reply = miner.submit(&old, nonce, &hash).await;
+    assert_eq!(reply["result"]["status"], "OK", "{reply}");
+    let mut con = redis.conn();
+    let rejected = eventually(Duration::from_secs(120), || {
+        let keys: Vec<String> = con.keys("pastella:blocks:submit:*").ok()?;
+        keys.iter()
+            .any(|k| con.hget::<_, _, Option<String>>(k, "status").ok().flatten().as_deref() == Some("rejected"))
+            .then_some(())
+    })
+    .await;
+    assert!(rejected.is_some(), "the daemon rejected the block of the old template");
+    assert_eq!(devnet.block_count(), old.height, "nothing landed");
+
+    // A block on the new job at the same height: submitted and on the chain.
+    let (nonce, hash) = hasher.search(new.seed, &new.blob, 12, 0);
+    let reply = miner.submit(&new, nonce, &hash).await;
+    assert_eq!(reply["result"]["status"], "OK", "{reply}");
+    let landed = eventually(Duration::from_secs(120), || (devnet.block_count() > new.height).then_some(())).await;
+    assert!(landed.is_some(), "the second block found at the height was submitted and accepted");
+    pool.stop();
 }

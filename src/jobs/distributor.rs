@@ -293,6 +293,11 @@ impl JobDistributor {
                             log_outcome(height, &hash, status, &detail);
                             crate::metrics::block_candidate(status.as_str());
                             c.resolved = Some((status, detail));
+                            if status == SubmissionStatus::Rejected {
+                                if let Ok(parent) = Hash::from_hex(&c.submission.prev_hash) {
+                                    act.book.rejected(height, parent, &hash);
+                                }
+                            }
                             if status == SubmissionStatus::Accepted {
                                 // The tip moved: fetch the next template now, not at the next tick.
                                 act.retry_at = Instant::now();

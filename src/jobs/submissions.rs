@@ -93,6 +93,15 @@ impl Submissions {
         admission
     }
 
+    /// The daemon rejected `hash`, found at `height` on `parent`: a rejected block holds no
+    /// height (typically one built on a template the daemon has since replaced), so the next
+    /// block found there is submitted.
+    pub fn rejected(&mut self, height: u64, parent: Hash, hash: &Hash) {
+        if self.first.get(&(height, parent)) == Some(hash) {
+            self.first.remove(&(height, parent));
+        }
+    }
+
     /// Tracks `hash` as pending, due now (a resumed one is not subject to [`Submissions::admit`]:
     /// it was admitted by the run that found it).
     pub fn track(&mut self, hash: Hash, now: Instant) {
@@ -148,6 +157,16 @@ mod tests {
         // After a reorg the same height on another parent is a different race.
         assert_eq!(s.admit(10, h(9), h(4)), Admission::First);
         assert_eq!(s.admit(11, h(2), h(5)), Admission::First);
+    }
+
+    #[test]
+    fn a_rejected_block_frees_its_height_for_the_next_one() {
+        let mut s = Submissions::default();
+        assert_eq!(s.admit(10, h(1), h(2)), Admission::First);
+        s.rejected(10, h(1), &h(3));
+        assert_eq!(s.admit(10, h(1), h(4)), Admission::SecondAtHeight(h(2)), "only the first's rejection frees it");
+        s.rejected(10, h(1), &h(2));
+        assert_eq!(s.admit(10, h(1), h(4)), Admission::First);
     }
 
     #[test]
