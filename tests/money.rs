@@ -283,29 +283,46 @@ async fn a_block_the_daemon_rejected_does_not_hold_its_height() {
     let old = miner.job.clone().expect("a job");
     // A staking payout at the job's height: the daemon now wants it in that block's coinbase.
     assert_eq!(devnet.attach_staking(123_456_789), old.height);
-    let new = miner.next_push(Duration::from_secs(60)).await.expect("the refreshed template's job");
-    assert_eq!(new.height, old.height, "same height, new template");
+    let mut con = redis.conn();
+    let rejected = |con: &mut redis::Connection| -> usize {
+        let keys: Vec<String> = con.keys("pastella:blocks:submit:*").unwrap();
+        keys.iter()
+            .filter(|k| con.hget::<_, _, Option<String>>(*k, "status").unwrap().as_deref() == Some("rejected"))
+            .count()
+    };
 
     // A block on the old job: the pool answers OK and submits it, the daemon rejects it.
     let (nonce, hash) = hasher.search(old.seed, &old.blob, 12, 0);
     let reply = miner.submit(&old, nonce, &hash).await;
     assert_eq!(reply["result"]["status"], "OK", "{reply}");
-    let mut con = redis.conn();
-    let rejected = eventually(Duration::from_secs(120), || {
-        let keys: Vec<String> = con.keys("pastella:blocks:submit:*").ok()?;
-        keys.iter()
-            .any(|k| con.hget::<_, _, Option<String>>(k, "status").ok().flatten().as_deref() == Some("rejected"))
-            .then_some(())
-    })
-    .await;
-    assert!(rejected.is_some(), "the daemon rejected the block of the old template");
+    let first = eventually(Duration::from_secs(120), || (rejected(&mut con) == 1).then_some(())).await;
+    assert!(first.is_some(), "the daemon rejected the block of the old template");
     assert_eq!(devnet.block_count(), old.height, "nothing landed");
 
-    // A block on the new job at the same height: submitted and on the chain.
-    let (nonce, hash) = hasher.search(new.seed, &new.blob, 12, 0);
-    let reply = miner.submit(&new, nonce, &hash).await;
-    assert_eq!(reply["result"]["status"], "OK", "{reply}");
-    let landed = eventually(Duration::from_secs(120), || (devnet.block_count() > new.height).then_some(())).await;
-    assert!(landed.is_some(), "the second block found at the height was submitted and accepted");
+    // Blocks on the newest job at the same height: each one is submitted (accepted, or rejected
+    // again while the pool still serves the old template) until one lands.
+    let mut start = u32::from_le_bytes(nonce).wrapping_add(1);
+    for _ in 0..10 {
+        let before = rejected(&mut con);
+        let (reply, nonce, _) = miner.mine_and_submit(&hasher, 12, start).await;
+        start = u32::from_le_bytes(nonce).wrapping_add(1);
+        assert_eq!(reply["result"]["status"], "OK", "{reply}");
+        let job = miner.job.clone().expect("the job mined");
+        assert_eq!(job.height, old.height, "the chain did not move: same height");
+        let outcome = eventually(Duration::from_secs(120), || {
+            if devnet.block_count() > old.height {
+                Some(true)
+            } else {
+                (rejected(&mut con) > before).then_some(false)
+            }
+        })
+        .await;
+        match outcome {
+            Some(true) => break,
+            Some(false) => continue,
+            None => panic!("a block found at the height of a rejected one was never submitted"),
+        }
+    }
+    assert!(devnet.block_count() > old.height, "a later block at the height landed");
     pool.stop();
 }
