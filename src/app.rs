@@ -41,8 +41,9 @@ pub struct Pool {
     pub engine: Option<PowEngine>,
     /// The share ledger (stratum module only).
     pub ledger: Option<Addr<ShareLedger>>,
-    /// One supervisor per stratum port.
-    pub supervisors: Vec<Addr<PortSupervisor>>,
+    /// One supervisor per stratum port, ports added by a reload included (shared with the
+    /// reloader; connection figures, drain and shutdown read it).
+    supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
     /// The template being mined.
     pub current: Arc<ArcSwapOption<JobTemplate>>,
     /// Where the HTTP server listens, if the API module runs.
@@ -65,8 +66,6 @@ pub struct Pool {
     unlocker: Option<Addr<BlockUnlocker>>,
     /// The payment processor, if it runs here (a reload sends it new settings).
     payments: Option<Addr<PaymentProcessor>>,
-    /// Every port supervisor, ports added by a reload included (connection figures, shutdown).
-    ports: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
     /// How many sessions this process can hold (stratum module only).
     capacity: Option<SessionCapacity>,
     /// Duplicates of the listening sockets, handed to the new process by an upgrade.
@@ -121,7 +120,7 @@ pub async fn start_inheriting(config: Config, modules: &[Module], inherited: &mu
         store: store.clone(),
         engine: None,
         ledger: None,
-        supervisors: Vec::new(),
+        supervisors: Arc::default(),
         current: current.clone(),
         http_addr: None,
         leader: None,
@@ -134,7 +133,6 @@ pub async fn start_inheriting(config: Config, modules: &[Module], inherited: &mu
         session_arbiters: None,
         unlocker: None,
         payments: None,
-        ports: Arc::default(),
         capacity: None,
         handoff: Arc::default(),
     };
@@ -257,8 +255,7 @@ async fn start_stratum(pool: &mut Pool, inherited: &mut Inherited) -> anyhow::Re
         );
         let supervisor = PortSupervisor::new(port.clone(), listener, shared.clone(), handles.clone()).start();
         distributor.do_send(Subscribe(supervisor.clone().recipient()));
-        pool.supervisors.push(supervisor.clone());
-        pool.ports.lock().unwrap_or_else(|e| e.into_inner()).push(supervisor);
+        pool.supervisors.lock().unwrap_or_else(|e| e.into_inner()).push(supervisor);
     }
     spawn_stratum_reporting(pool, engine.clone());
     pool.engine = Some(engine);
@@ -370,7 +367,7 @@ pub(crate) fn payment_settings(config: &Config) -> PaymentSettings {
 
 /// Periodic figures: verifier state (metrics) and connection counts (Redis, for the API).
 fn spawn_stratum_reporting(pool: &Pool, engine: PowEngine) {
-    let registry = pool.ports.clone();
+    let registry = pool.supervisors.clone();
     let store = pool.store.clone();
     let metrics = pool.metrics.clone();
     actix::spawn(async move {
@@ -433,7 +430,7 @@ async fn start_http(pool: &mut Pool, modules: &[Module], inherited: &mut Inherit
         .with_context(|| format!("connecting the API to Redis at {}", config.redis.target().describe()))?;
     let metrics = config.metrics.enabled.then(|| pool.metrics.clone());
     let state =
-        crate::api::ApiState::new(config.clone(), store, metrics, pool.supervisors.clone(), pool.current.clone());
+        crate::api::ApiState::new(config.clone(), store, metrics, pool.port_supervisors(), pool.current.clone());
     if let (Some(capacity), Some(stratum)) = (pool.capacity, &pool.stratum) {
         state.set_session_capacity(capacity, stratum.clone());
     }
@@ -511,7 +508,7 @@ impl Pool {
     /// are closed at once. Returns how many sessions it closed.
     pub async fn drain(self, over: Duration, hurry: impl std::future::Future<Output = ()>) -> usize {
         let mut hurry = std::pin::pin!(hurry);
-        for supervisor in &self.supervisors {
+        for supervisor in &self.port_supervisors() {
             supervisor.do_send(StopListening);
         }
         self.handoff.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -555,7 +552,7 @@ impl Pool {
 
     async fn retire(&self, mut count: usize) -> usize {
         let mut asked = 0;
-        for supervisor in &self.supervisors {
+        for supervisor in &self.port_supervisors() {
             if count == 0 {
                 break;
             }
@@ -566,9 +563,14 @@ impl Pool {
         asked
     }
 
+    /// Every port supervisor now: those of the start and those a reload added.
+    fn port_supervisors(&self) -> Vec<Addr<PortSupervisor>> {
+        self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     async fn connections(&self) -> usize {
         let mut total = 0;
-        for supervisor in &self.supervisors {
+        for supervisor in &self.port_supervisors() {
             total += supervisor.send(GetPortStats).await.map(|s| s.connections).unwrap_or(0);
         }
         total
@@ -577,7 +579,7 @@ impl Pool {
     /// Stops accepting connections and submits, lets the submits in flight be verified and
     /// booked, writes every pending share and block candidate to Redis, and stops the threads.
     pub async fn shutdown(self) {
-        for supervisor in &self.supervisors {
+        for supervisor in &self.port_supervisors() {
             supervisor.do_send(StopAccepting);
         }
         if let Some(shared) = &self.stratum {
@@ -644,7 +646,7 @@ pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
     let mut inherited = Inherited::from_env().context("taking over the listening sockets of the running pool")?;
     let binary = crate::upgrade::resolve_binary(config.upgrade.binary.as_deref())
         .context("resolving this binary's path for upgrades (set upgrade.binary)")?;
-    let mut pool = start_inheriting(config, &modules, &mut inherited).await?;
+    let pool = start_inheriting(config, &modules, &mut inherited).await?;
     if let Some(hangups) = hangups {
         crate::reload::spawn(hangups, pool.reloader());
     }
@@ -664,15 +666,11 @@ pub async fn run(config: Config, modules: Vec<Module>) -> anyhow::Result<()> {
     tokio::select! {
         _ = wait_for_signal() => {
             tracing::info!("shutting down");
-            // Ports added by a reload stop accepting too.
-            pool.supervisors = pool.ports.lock().unwrap_or_else(|e| e.into_inner()).clone();
             pool.shutdown().await;
         }
         handover = next_upgrade(control.as_mut(), &pool.handoff) => {
             let Handover { pid, mut report } = handover;
             drop(control);
-            // Ports added by a reload are drained too.
-            pool.supervisors = pool.ports.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let drain = pool.config.upgrade.drain;
             let sessions = pool.connections().await;
             tracing::info!(new_pid = pid, "[Upgrade] the new process serves; this one drains and exits");
@@ -691,6 +689,7 @@ async fn next_upgrade(control: Option<&mut Control>, handoff: &Mutex<Vec<Listene
         None => std::future::pending().await,
     }
 }
+
 impl Pool {
     /// What a config reload needs to reach the running actors.
     fn reloader(&self) -> crate::reload::Reloader {
@@ -699,7 +698,7 @@ impl Pool {
                 shared: shared.clone(),
                 arbiters: arbiters.clone(),
                 distributor: distributor.clone(),
-                supervisors: self.supervisors.clone(),
+                supervisors: self.port_supervisors(),
             }),
             _ => None,
         };
@@ -708,7 +707,7 @@ impl Pool {
             stratum,
             self.unlocker.clone(),
             self.payments.clone(),
-            self.ports.clone(),
+            self.supervisors.clone(),
             self.handoff.clone(),
         )
     }
