@@ -198,6 +198,14 @@ impl PortSupervisor {
         }
     }
 
+    /// Cancels the accept loop, which drops its listener: this process accepts nothing more
+    /// on the port (a reload removed it, or an upgrade's new process serves it).
+    fn stop_listening(&mut self, ctx: &mut Context<Self>) {
+        if let Some(accepting) = self.accepting.take() {
+            ctx.cancel_future(accepting);
+        }
+    }
+
     fn fan_out(&mut self, msg: NewTemplate) {
         let fanout = Fanout::new(self.port.port, self.sessions.len(), Instant::now());
         for entry in self.sessions.values() {
@@ -349,10 +357,7 @@ pub struct RetirePort;
 impl Handler<RetirePort> for PortSupervisor {
     type Result = ();
     fn handle(&mut self, _: RetirePort, ctx: &mut Context<Self>) {
-        if let Some(accepting) = self.accepting.take() {
-            // Cancelling the stream drops the listener: the port is closed from now on.
-            ctx.cancel_future(accepting);
-        }
+        self.stop_listening(ctx);
         self.retiring = true;
         tracing::info!(
             "[Pool] Port {} removed by a reload: no longer accepting, {} session(s) left to finish",
@@ -374,14 +379,11 @@ pub struct StopListening;
 impl Handler<StopListening> for PortSupervisor {
     type Result = ();
     fn handle(&mut self, _: StopListening, ctx: &mut Context<Self>) {
-        if let Some(accepting) = self.accepting.take() {
-            ctx.cancel_future(accepting);
-        }
-        self.listener = None;
+        self.stop_listening(ctx);
     }
 }
 
-/// Asks up to `0` more sessions to close once their submits are answered (upgrade drain);
+/// Asks up to `.0` more sessions to close once their submits are answered (upgrade drain);
 /// answers how many it asked.
 #[derive(Message)]
 #[rtype(result = "usize")]
