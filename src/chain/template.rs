@@ -63,14 +63,17 @@ impl HashingBlob {
         block_id(self.as_slice())
     }
 
+    /// The lower-case hex form, written into `buf` (no allocation: this runs once per session
+    /// in every job fan-out).
+    pub fn hex<'b>(&self, buf: &'b mut [u8; 2 * MAX_HASHING_BLOB]) -> &'b str {
+        let hex = &mut buf[..2 * self.len as usize];
+        hex::encode_to_slice(self.as_slice(), hex).expect("the buffer holds twice the blob");
+        std::str::from_utf8(hex).expect("hex digits are ASCII")
+    }
+
     /// Writes the lower-case hex form into `out` (appending).
     pub fn write_hex(&self, out: &mut String) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        out.reserve(self.len as usize * 2);
-        for &b in self.as_slice() {
-            out.push(DIGITS[(b >> 4) as usize] as char);
-            out.push(DIGITS[(b & 15) as usize] as char);
-        }
+        out.push_str(self.hex(&mut [0; 2 * MAX_HASHING_BLOB]));
     }
 }
 
@@ -176,10 +179,7 @@ impl Template {
         let mut len = header.len();
         bytes[len..len + 32].copy_from_slice(&root.0);
         len += 32;
-        let mut count = Vec::with_capacity(3);
-        varint::write(&mut count, 1 + self.block.tx_hashes.len() as u64);
-        bytes[len..len + count.len()].copy_from_slice(&count);
-        len += count.len();
+        len += varint::write_slice(&mut bytes[len..], 1 + self.block.tx_hashes.len() as u64);
         HashingBlob { bytes, len: len as u8, nonce_offset: self.layout.nonce_offset as u8 }
     }
 

@@ -26,6 +26,19 @@ pub fn write(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+/// Writes the varint encoding of `value` at the start of `out` and returns its length (the
+/// caller makes room for [`len`]`(value)` bytes; panics otherwise).
+pub fn write_slice(out: &mut [u8], mut value: u64) -> usize {
+    let mut n = 0;
+    while value >= 0x80 {
+        out[n] = (value as u8 & 0x7f) | 0x80;
+        value >>= 7;
+        n += 1;
+    }
+    out[n] = value as u8;
+    n + 1
+}
+
 /// The encoded length of `value` in bytes (1..=10).
 pub fn len(value: u64) -> usize {
     let bits = 64 - value.leading_zeros() as usize;
@@ -100,6 +113,9 @@ mod tests {
             let mut pos = 0;
             prop_assert_eq!(read(&bytes, &mut pos), Ok(v));
             prop_assert_eq!(pos, bytes.len());
+            let mut slice = [0u8; 10];
+            let n = write_slice(&mut slice, v);
+            prop_assert_eq!(&slice[..n], &bytes[..]);
         }
 
         #[test]

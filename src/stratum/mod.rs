@@ -12,6 +12,7 @@
 
 pub mod bans;
 pub mod capacity;
+pub mod delivery;
 pub mod inflight;
 pub mod line;
 pub mod login;

@@ -8,8 +8,8 @@
 //! block is still verified (it may be real) unless the IP was banned.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +17,7 @@ use actix::prelude::*;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
 
+use super::delivery::{self, Fanout, Group};
 use super::inflight::{Permit, SessionWork};
 use super::line::{LineError, LineReader};
 use super::login::{self, Login};
@@ -29,6 +30,7 @@ use super::vardiff::VarDiff;
 use super::{unix_ms, StratumContext, SubmitTicket, JOBS_KEPT, MAX_LINE, MAX_OUTBOX, TEMPLATE_WAIT};
 use crate::accounting::ledger::{CandidateShare, RecordShare};
 use crate::chain::difficulty::{hash_difficulty, target_hex4, target_hex8};
+use crate::chain::template::MAX_HASHING_BLOB;
 use crate::chain::{Hash, HashingBlob};
 use crate::jobs::{JobTemplate, ProxyNonces, SubmitBlock, EXTRA_NONCE_LEN, PROXY_POOL_NONCE_AT, PROXY_WORKER_NONCE_AT};
 use crate::pow::{PowError, Priority};
@@ -54,27 +56,6 @@ impl Drop for Push {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Tick;
-
-/// Tracks one template's fan-out over a port's sessions.
-pub struct Fanout {
-    remaining: AtomicUsize,
-    started: Instant,
-    port: u16,
-}
-
-impl Fanout {
-    /// A fan-out to `sessions` sessions (plus one guard the supervisor releases last).
-    pub fn new(port: u16, sessions: usize, started: Instant) -> Arc<Fanout> {
-        Arc::new(Fanout { remaining: AtomicUsize::new(sessions + 1), started, port })
-    }
-
-    /// One session has its job (or will not get one).
-    pub fn done(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            crate::metrics::job_fanout(self.port, self.started.elapsed());
-        }
-    }
-}
 
 struct Job {
     id: u64,
@@ -131,6 +112,7 @@ pub struct MinerSession {
     port: u16,
     port_difficulty: u64,
     accepted_at: Instant,
+    group: Group,
     shared: Arc<StratumContext>,
     supervisor: Addr<PortSupervisor>,
     writer: Option<StreamWriter>,
@@ -167,6 +149,8 @@ pub struct Accepted {
     pub port_difficulty: u64,
     /// When the connection was accepted.
     pub at: Instant,
+    /// The port supervisor's sessions, for job delivery.
+    pub group: Group,
 }
 
 impl MinerSession {
@@ -184,6 +168,7 @@ impl MinerSession {
                 port: accepted.port,
                 port_difficulty: accepted.port_difficulty,
                 accepted_at: accepted.at,
+                group: accepted.group,
                 shared,
                 supervisor,
                 writer: Some(write),
@@ -290,7 +275,8 @@ impl MinerSession {
             miner.set_difficulty(difficulty);
         }
         let extra_nonce = template.next_extra_nonce();
-        let blob_hex = job_blob_hex(template, &extra_nonce, miner.proxy);
+        let mut hex = [0; 2 * MAX_HASHING_BLOB];
+        let blob_hex = job_blob_hex(template, &extra_nonce, miner.proxy, &mut hex);
         let id = self.shared.next_job_id();
         let (difficulty, target) = miner.job_difficulty(template);
         let fields = JobFields {
@@ -323,11 +309,15 @@ impl MinerSession {
     }
 
     fn push_job(&mut self, template: &Arc<JobTemplate>, ctx: &mut Context<Self>) {
-        let mut out = String::with_capacity(512);
+        // One line buffer per arbiter thread, reused by every push of a fan-out.
+        thread_local!(static LINE: Cell<String> = const { Cell::new(String::new()) });
+        let mut out = LINE.take();
+        out.clear();
         self.new_job(template, &mut out, JobShape::Push);
         if !out.is_empty() {
             self.send(&out, ctx);
         }
+        LINE.set(out);
     }
 
     // ---- requests ----
@@ -509,7 +499,8 @@ impl MinerSession {
             (job.template.seq == template.seq && m.pending_difficulty.is_none()).then_some(job)
         });
         if let (Some(job), Some(miner)) = (cached, self.miner.as_ref()) {
-            let blob_hex = job_blob_hex(&job.template, &job.extra_nonce, miner.proxy);
+            let mut hex = [0; 2 * MAX_HASHING_BLOB];
+            let blob_hex = job_blob_hex(&job.template, &job.extra_nonce, miner.proxy, &mut hex);
             let mut body = String::with_capacity(512);
             let (_, target) = miner.job_difficulty(&job.template);
             protocol::write_job(
@@ -819,14 +810,17 @@ fn is_proxy_agent(agent: &str) -> bool {
 
 /// The blob of a job: the hashing blob (nonce zero), or for a proxy the whole block blob with
 /// the extra nonce written (it writes its own nonces and builds its workers' hashing blobs).
-fn job_blob_hex(template: &JobTemplate, extra_nonce: &[u8; EXTRA_NONCE_LEN], proxy: bool) -> String {
+/// An ordinary job's hex goes into `buf`: nothing is allocated per session in a fan-out.
+fn job_blob_hex<'b>(
+    template: &JobTemplate,
+    extra_nonce: &[u8; EXTRA_NONCE_LEN],
+    proxy: bool,
+    buf: &'b mut [u8; 2 * MAX_HASHING_BLOB],
+) -> Cow<'b, str> {
     if proxy {
-        return hex::encode(template.template.block_blob(extra_nonce, [0; 4]));
+        return Cow::Owned(hex::encode(template.template.block_blob(extra_nonce, [0; 4])));
     }
-    let blob = template.template.hashing_blob(extra_nonce);
-    let mut blob_hex = String::with_capacity(2 * blob.as_slice().len());
-    blob.write_hex(&mut blob_hex);
-    blob_hex
+    Cow::Borrowed(template.template.hashing_blob(extra_nonce).hex(buf))
 }
 
 /// The offsets and difficulties of a proxy's block-template job.
@@ -1026,6 +1020,7 @@ impl Actor for MinerSession {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         crate::metrics::connection_opened(self.port);
+        delivery::join(self.group, self.id, ctx.address());
         self.supervisor.do_send(Register { id: self.id, addr: ctx.address() });
         // Exact, rather than at the next housekeeping tick.
         ctx.run_later(self.shared.config.load().limits.login_timeout, |act, ctx| {
@@ -1037,6 +1032,7 @@ impl Actor for MinerSession {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         crate::metrics::connection_closed(self.port);
+        delivery::leave(self.group, self.id);
         self.work.close();
         self.shared.limits.release(self.ip, self.exempt);
         self.supervisor.do_send(Unregister { id: self.id });

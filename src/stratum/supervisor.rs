@@ -11,7 +11,8 @@ use actix::prelude::*;
 use futures_util::stream;
 use tokio::net::{TcpListener, TcpSocket};
 
-use super::session::{Accepted, Fanout, MinerSession, Push, Retire, Tick};
+use super::delivery::{self, Fanout, Group};
+use super::session::{Accepted, MinerSession, Retire, Tick};
 use super::transport::{canonical_ip, Access, MinerStream, Refusal};
 use super::StratumContext;
 use crate::config::PortConfig;
@@ -81,6 +82,8 @@ pub struct PortSupervisor {
     shared: Arc<StratumContext>,
     arbiters: Arc<Vec<ArbiterHandle>>,
     next_arbiter: usize,
+    /// This supervisor's sessions on every arbiter (job delivery).
+    group: Group,
     listener: Option<TcpListener>,
     sessions: HashMap<u64, Entry>,
     tick_every: Duration,
@@ -123,6 +126,7 @@ impl PortSupervisor {
             shared,
             arbiters,
             next_arbiter: 0,
+            group: Group::new(),
             listener: Some(listener),
             sessions: HashMap::new(),
             tick_every,
@@ -159,6 +163,7 @@ impl PortSupervisor {
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         let supervisor = ctx.address();
         let port_difficulty = self.port.diff;
+        let group = self.group;
         let at = Instant::now();
         let task_shared = shared.clone();
         let spawned = arbiter.spawn(async move {
@@ -170,7 +175,11 @@ impl PortSupervisor {
             };
             if !shared.transport.needs_handshake(mode) {
                 let stream = MinerStream::Plain(stream);
-                MinerSession::start(Accepted { stream, ip: peer_ip, port, port_difficulty, at }, shared, supervisor);
+                MinerSession::start(
+                    Accepted { stream, ip: peer_ip, port, port_difficulty, at, group },
+                    shared,
+                    supervisor,
+                );
                 return;
             }
             let ip = if proxied {
@@ -185,7 +194,7 @@ impl PortSupervisor {
             // From here the connection holds a slot for `ip`: a TLS handshake counts too.
             match shared.transport.secure(stream, mode).await {
                 Ok(stream) => {
-                    MinerSession::start(Accepted { stream, ip, port, port_difficulty, at }, shared, supervisor);
+                    MinerSession::start(Accepted { stream, ip, port, port_difficulty, at, group }, shared, supervisor);
                 }
                 Err(refusal) => {
                     shared.limits.release(ip, shared.exempt(ip));
@@ -206,11 +215,14 @@ impl PortSupervisor {
         }
     }
 
+    /// One task per arbiter, which serves this port's sessions living there (see
+    /// [`delivery`]).
     fn fan_out(&mut self, msg: NewTemplate) {
-        let fanout = Fanout::new(self.port.port, self.sessions.len(), Instant::now());
-        for entry in self.sessions.values() {
-            // do_send ignores the mailbox bound; an undelivered Push reports done on drop.
-            entry.addr.do_send(Push { job: msg.0.clone(), fanout: fanout.clone() });
+        let fanout = Fanout::new(self.port.port, self.arbiters.len(), Instant::now());
+        for arbiter in self.arbiters.iter() {
+            let (job, share, group) = (msg.0.clone(), fanout.share(), self.group);
+            // A stopped arbiter drops the task, and with it the share.
+            arbiter.spawn(async move { delivery::deliver_here(group, &job, share) });
         }
         fanout.done();
     }
