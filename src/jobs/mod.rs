@@ -86,6 +86,12 @@ impl JobTemplate {
         }
     }
 
+    /// A template for unit tests elsewhere (spec §12.3's synthetic block), numbered `seq`.
+    #[cfg(test)]
+    pub(crate) fn for_tests(seq: u64) -> JobTemplate {
+        JobTemplate::new(tests::synthetic(), seq, 0, [0; 4])
+    }
+
     /// A fresh extra nonce for one job.
     pub fn next_extra_nonce(&self) -> [u8; EXTRA_NONCE_LEN] {
         let counter = self.next_nonce.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
@@ -116,7 +122,7 @@ mod tests {
         "41dcffd2f2ee15ea639b73fa3db9b34a245bdfa015c260c598b211bf05a1ecc4b3e3b4f2"
     );
 
-    fn synthetic() -> Template {
+    pub(super) fn synthetic() -> Template {
         let seed = genesis_id();
         Template::parse(hex::decode(SYNTHETIC_BLOB).unwrap(), 125, 17, 1000, 5000, seed, seed).unwrap()
     }

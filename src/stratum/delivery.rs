@@ -5,16 +5,22 @@
 //! from a thread-local registry (sessions join it when they start and leave it when they stop).
 //! So the supervisor's thread does one thing per arbiter instead of one per session, and every
 //! wake-up of a session happens on the session's own thread (no cross-thread queue or unpark).
+//!
+//! A session is served through its [`JobSlot`], not its mailbox: the task puts the template in
+//! the slot and wakes the session only if the slot was empty. No message is allocated or queued
+//! per session, and a session that has not run since the last template gets only the newest.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use actix::Addr;
+use futures_util::Stream;
 
-use super::session::{MinerSession, Push};
 use crate::jobs::JobTemplate;
 
 /// The sessions of one port supervisor, on every arbiter (a supervisor that a reload replaced
@@ -37,21 +43,21 @@ impl Default for Group {
 }
 
 thread_local! {
-    /// This arbiter's sessions, by group and session id.
-    static SESSIONS: RefCell<HashMap<Group, HashMap<u64, Addr<MinerSession>>>> = RefCell::new(HashMap::new());
+    /// This arbiter's sessions, by group and slot (its address: unique while the session lives).
+    static SESSIONS: RefCell<HashMap<Group, HashMap<*const JobSlot, Rc<JobSlot>>>> = RefCell::new(HashMap::new());
 }
 
-/// A session started on this thread: it gets the group's jobs from now on.
-pub(super) fn join(group: Group, id: u64, addr: Addr<MinerSession>) {
-    SESSIONS.with(|s| s.borrow_mut().entry(group).or_default().insert(id, addr));
+/// A session started on this thread: it gets the group's jobs from now on, in `slot`.
+pub(super) fn join(group: Group, slot: &Rc<JobSlot>) {
+    SESSIONS.with(|s| s.borrow_mut().entry(group).or_default().insert(Rc::as_ptr(slot), slot.clone()));
 }
 
 /// A session on this thread stopped.
-pub(super) fn leave(group: Group, id: u64) {
+pub(super) fn leave(group: Group, slot: &Rc<JobSlot>) {
     SESSIONS.with(|s| {
         let mut sessions = s.borrow_mut();
         if let Some(members) = sessions.get_mut(&group) {
-            members.remove(&id);
+            members.remove(&Rc::as_ptr(slot));
             if members.is_empty() {
                 sessions.remove(&group);
             }
@@ -65,11 +71,70 @@ pub(super) fn deliver_here(group: Group, job: &Arc<JobTemplate>, share: FanoutSh
         let sessions = s.borrow();
         let Some(members) = sessions.get(&group) else { return };
         share.0.add(members.len());
-        for addr in members.values() {
-            // do_send ignores the mailbox bound; an undelivered Push reports done on drop.
-            addr.do_send(Push { job: job.clone(), fanout: share.0.clone() });
+        for slot in members.values() {
+            slot.put(Pending { job: job.clone(), fanout: share.0.clone() });
         }
     });
+}
+
+/// A template on its way to one session; the session is done with the fan-out when this is
+/// dropped (handled, replaced by a newer template, or the session gone).
+pub struct Pending {
+    /// The template.
+    pub job: Arc<JobTemplate>,
+    fanout: Arc<Fanout>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.fanout.done();
+    }
+}
+
+/// Where a session's next template waits: shared by the session (which reads it as a stream,
+/// see [`JobSlot::feed`]) and its arbiter's registry.
+#[derive(Default)]
+pub struct JobSlot {
+    pending: Cell<Option<Pending>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl JobSlot {
+    /// Puts a template in the slot (replacing one not yet taken) and wakes the session if it was
+    /// waiting.
+    fn put(&self, pending: Pending) {
+        if self.pending.replace(Some(pending)).is_none() {
+            if let Some(waker) = self.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// The session's side: a stream of templates that never ends.
+    pub fn feed(self: &Rc<Self>) -> JobFeed {
+        JobFeed(self.clone())
+    }
+}
+
+/// The templates put in a [`JobSlot`], as a stream for the session actor.
+pub struct JobFeed(Rc<JobSlot>);
+
+impl Stream for JobFeed {
+    type Item = Pending;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Pending>> {
+        match self.0.pending.take() {
+            Some(pending) => Poll::Ready(Some(pending)),
+            None => {
+                let waker = match self.0.waker.take() {
+                    Some(waker) if waker.will_wake(cx.waker()) => waker,
+                    _ => cx.waker().clone(),
+                };
+                self.0.waker.set(Some(waker));
+                Poll::Pending
+            }
+        }
+    }
 }
 
 /// Tracks one template's fan-out over a port's sessions, for the fan-out metric.
@@ -132,11 +197,49 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_keeps_only_the_newest_template_and_wakes_its_session_once() {
+        use std::sync::atomic::AtomicUsize as Count;
+        use std::task::Wake;
+        struct Counter(Count);
+        impl Wake for Counter {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let wakes = Arc::new(Counter(Count::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let slot = Rc::new(JobSlot::default());
+        let mut feed = slot.feed();
+        assert!(Pin::new(&mut feed).poll_next(&mut cx).is_pending());
+
+        let fanout = Fanout::new(3333, 0, Instant::now());
+        let (old, new) = (Arc::new(JobTemplate::for_tests(1)), Arc::new(JobTemplate::for_tests(2)));
+        fanout.add(2);
+        slot.put(Pending { job: old, fanout: fanout.clone() });
+        slot.put(Pending { job: new.clone(), fanout: fanout.clone() });
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "woken once, by the first template");
+        assert_eq!(fanout.remaining.load(Ordering::Acquire), 2, "the replaced template counts as done");
+        match Pin::new(&mut feed).poll_next(&mut cx) {
+            Poll::Ready(Some(pending)) => assert!(Arc::ptr_eq(&pending.job, &new)),
+            _ => panic!("the newest template is in the slot"),
+        }
+        assert_eq!(fanout.remaining.load(Ordering::Acquire), 1);
+        assert!(Pin::new(&mut feed).poll_next(&mut cx).is_pending());
+    }
+
+    #[test]
     fn groups_are_distinct_and_registries_are_per_thread() {
         let (a, b) = (Group::new(), Group::new());
         assert_ne!(a, b);
         SESSIONS.with(|s| assert!(s.borrow().is_empty()));
-        leave(a, 7); // leaving a group one never joined is harmless
-        SESSIONS.with(|s| assert!(s.borrow().is_empty()));
+        let slot = Rc::new(JobSlot::default());
+        leave(a, &slot); // leaving a group one never joined is harmless
+        join(a, &slot);
+        let other = std::thread::spawn(|| SESSIONS.with(|s| s.borrow().len())).join().unwrap();
+        assert_eq!(other, 0, "another thread's registry does not see this thread's sessions");
+        SESSIONS.with(|s| assert_eq!(s.borrow()[&a].len(), 1));
+        leave(a, &slot);
+        SESSIONS.with(|s| assert!(s.borrow().is_empty(), "an emptied group is dropped"));
     }
 }

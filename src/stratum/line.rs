@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -108,8 +109,10 @@ impl<R: AsyncRead + Unpin> Stream for LineReader<R> {
             if this.done {
                 return Poll::Ready(this.error.take().map(Err));
             }
-            let mut buf = [0u8; 4096];
-            let mut read = ReadBuf::new(&mut buf);
+            // Not zeroed: this runs on every wake of the session (a job push too), and the
+            // socket fills only what it reads.
+            let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+            let mut read = ReadBuf::uninit(&mut buf);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
                 Poll::Pending => {
                     if let Some(deadline) = this.deadline.as_mut() {

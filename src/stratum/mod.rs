@@ -1,7 +1,8 @@
 //! The miner-facing side: one [`PortSupervisor`] actor per configured port accepts
 //! connections and spreads [`MinerSession`] actors (one per TCP connection) over one arbiter
 //! per core; sessions speak the stratum protocol of spec §7, build their own jobs from the
-//! shared template and send shares to the verifier pool.
+//! shared template and send shares to the verifier pool. A new template reaches them through
+//! [`delivery`]: one task per arbiter, no message per session.
 //!
 //! Pure rules live beside the actors and are unit-tested without them: [`protocol`] (wire
 //! format), [`login`] (login string), [`vardiff`], [`trust`] (share trust), [`bans`],

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use actix::prelude::*;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
 
-use super::delivery::{self, Fanout, Group};
+use super::delivery::{self, Group, JobSlot, Pending};
 use super::inflight::{Permit, SessionWork};
 use super::line::{LineError, LineReader};
 use super::login::{self, Login};
@@ -34,23 +35,6 @@ use crate::chain::template::MAX_HASHING_BLOB;
 use crate::chain::{Hash, HashingBlob};
 use crate::jobs::{JobTemplate, ProxyNonces, SubmitBlock, EXTRA_NONCE_LEN, PROXY_POOL_NONCE_AT, PROXY_WORKER_NONCE_AT};
 use crate::pow::{PowError, Priority};
-
-/// A new template to build a job from (sent by the port supervisor).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Push {
-    /// The template.
-    pub job: Arc<JobTemplate>,
-    /// Counts sessions still to be served, for the fan-out metric.
-    pub fanout: Arc<Fanout>,
-}
-
-impl Drop for Push {
-    /// Handled or undeliverable (session gone), this session is done with the fan-out.
-    fn drop(&mut self) {
-        self.fanout.done();
-    }
-}
 
 /// Housekeeping: timeouts, vardiff for silent miners, bans.
 #[derive(Message)]
@@ -113,6 +97,8 @@ pub struct MinerSession {
     port_difficulty: u64,
     accepted_at: Instant,
     group: Group,
+    /// Where the port's fan-out leaves this session's next template.
+    jobs: Rc<JobSlot>,
     shared: Arc<StratumContext>,
     supervisor: Addr<PortSupervisor>,
     writer: Option<StreamWriter>,
@@ -161,6 +147,8 @@ impl MinerSession {
         let line_timeout = shared.config.load().limits.line_timeout;
         MinerSession::create(move |ctx| {
             ctx.add_stream(LineReader::new(read, MAX_LINE).with_line_timeout(line_timeout));
+            let jobs = Rc::new(JobSlot::default());
+            ctx.add_stream(jobs.feed());
             MinerSession {
                 // 53 bits: safe as a JavaScript number in any tool that parses it.
                 id: rand::random::<u64>() >> 11,
@@ -169,6 +157,7 @@ impl MinerSession {
                 port_difficulty: accepted.port_difficulty,
                 accepted_at: accepted.at,
                 group: accepted.group,
+                jobs,
                 shared,
                 supervisor,
                 writer: Some(write),
@@ -1020,7 +1009,7 @@ impl Actor for MinerSession {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         crate::metrics::connection_opened(self.port);
-        delivery::join(self.group, self.id, ctx.address());
+        delivery::join(self.group, &self.jobs);
         self.supervisor.do_send(Register { id: self.id, addr: ctx.address() });
         // Exact, rather than at the next housekeeping tick.
         ctx.run_later(self.shared.config.load().limits.login_timeout, |act, ctx| {
@@ -1032,7 +1021,7 @@ impl Actor for MinerSession {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         crate::metrics::connection_closed(self.port);
-        delivery::leave(self.group, self.id);
+        delivery::leave(self.group, &self.jobs);
         self.work.close();
         self.shared.limits.release(self.ip, self.exempt);
         self.supervisor.do_send(Unregister { id: self.id });
@@ -1062,9 +1051,8 @@ impl StreamHandler<Result<Vec<u8>, LineError>> for MinerSession {
     }
 }
 
-impl Handler<Push> for MinerSession {
-    type Result = ();
-    fn handle(&mut self, msg: Push, ctx: &mut Context<Self>) {
+impl StreamHandler<Pending> for MinerSession {
+    fn handle(&mut self, msg: Pending, ctx: &mut Context<Self>) {
         if let Some(id) = self.waiting_login.take() {
             self.answer_login(&id, &msg.job, ctx);
         } else if self.miner.is_some() && !self.closing {
