@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::accounting::leader::{LeaderElection, Lease, Resign};
@@ -46,6 +46,8 @@ pub struct Pool {
     supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
     /// The template being mined.
     pub current: Arc<ArcSwapOption<JobTemplate>>,
+    /// The running config: `config`, then what each accepted reload applied (the API shows it).
+    running: Arc<ArcSwap<Config>>,
     /// Where the HTTP server listens, if the API module runs.
     pub http_addr: Option<SocketAddr>,
     /// The leader election (unlocker or payments module).
@@ -122,6 +124,7 @@ pub async fn start_inheriting(config: Config, modules: &[Module], inherited: &mu
         ledger: None,
         supervisors: Arc::default(),
         current: current.clone(),
+        running: Arc::new(ArcSwap::new(config.clone())),
         http_addr: None,
         leader: None,
         instance_id: config.pool_server.instance_id.unwrap_or_else(rand::random),
@@ -430,7 +433,7 @@ async fn start_http(pool: &mut Pool, modules: &[Module], inherited: &mut Inherit
         .with_context(|| format!("connecting the API to Redis at {}", config.redis.target().describe()))?;
     let metrics = config.metrics.enabled.then(|| pool.metrics.clone());
     let state =
-        crate::api::ApiState::new(config.clone(), store, metrics, pool.port_supervisors(), pool.current.clone());
+        crate::api::ApiState::new(pool.running.clone(), store, metrics, pool.supervisors.clone(), pool.current.clone());
     if let (Some(capacity), Some(stratum)) = (pool.capacity, &pool.stratum) {
         state.set_session_capacity(capacity, stratum.clone());
     }
@@ -703,7 +706,7 @@ impl Pool {
             _ => None,
         };
         crate::reload::Reloader::new(
-            self.config.clone(),
+            self.running.clone(),
             stratum,
             self.unlocker.clone(),
             self.payments.clone(),

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use actix::prelude::*;
+use arc_swap::ArcSwap;
 
 use crate::accounting::payments::{PaymentProcessor, UpdatePaymentSettings};
 use crate::accounting::unlocker::{BlockUnlocker, UpdateUnlockerSettings};
@@ -214,7 +215,8 @@ pub(crate) struct StratumParts {
 
 /// Applies reloaded configs to a running pool. One per process, driven by SIGHUP.
 pub struct Reloader {
-    current: Arc<Config>,
+    /// The running config, shared with the API (`/stats`, `/admin_ports` describe what runs).
+    current: Arc<ArcSwap<Config>>,
     stratum: Option<Stratum>,
     unlocker: Option<Addr<BlockUnlocker>>,
     payments: Option<Addr<PaymentProcessor>>,
@@ -239,7 +241,7 @@ pub enum ReloadError {
 
 impl Reloader {
     pub(crate) fn new(
-        config: Arc<Config>,
+        current: Arc<ArcSwap<Config>>,
         stratum: Option<StratumParts>,
         unlocker: Option<Addr<BlockUnlocker>>,
         payments: Option<Addr<PaymentProcessor>>,
@@ -250,9 +252,9 @@ impl Reloader {
             shared: parts.shared,
             arbiters: parts.arbiters,
             distributor: parts.distributor,
-            ports: config.ports.iter().map(|p| p.port).zip(parts.supervisors).collect(),
+            ports: current.load().ports.iter().map(|p| p.port).zip(parts.supervisors).collect(),
         });
-        Reloader { current: config, stratum, unlocker, payments, supervisors, handoff }
+        Reloader { current, stratum, unlocker, payments, supervisors, handoff }
     }
 
     /// Reads the config file again and applies it; logs the outcome either way.
@@ -307,9 +309,10 @@ impl Reloader {
         for warning in &warnings {
             tracing::warn!("{}: {warning}", source.path.display());
         }
-        let mut plan = plan(&self.current, &new);
+        let running = self.current.load_full();
+        let mut plan = plan(&running, &new);
         let mut new = new;
-        keep_running_values(&self.current, &mut new);
+        keep_running_values(&running, &mut new);
         let new = Arc::new(new);
         if let Some(stratum) = &mut self.stratum {
             // Everything that can fail comes first, so a failure leaves nothing half applied.
@@ -371,7 +374,7 @@ impl Reloader {
         if let Some(payments) = &self.payments {
             payments.do_send(UpdatePaymentSettings(crate::app::payment_settings(&new)));
         }
-        if self.current.logging != new.logging {
+        if running.logging != new.logging {
             match &source.log_level {
                 Some(set) => {
                     if let Err(e) = set(&new.logging.level) {
@@ -381,7 +384,7 @@ impl Reloader {
                 None => tracing::warn!("reload: log level not changed: RUST_LOG is set and overrides logging.level"),
             }
         }
-        self.current = new;
+        self.current.store(new);
         Ok(plan)
     }
 }

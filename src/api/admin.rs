@@ -129,7 +129,7 @@ fn refused() -> HttpResponse {
 /// Authorises an admin request: `Ok(Some(sid))` when a password login created a session,
 /// `Ok(None)` when it passed otherwise.
 fn authorize(state: &ApiState, req: &HttpRequest) -> Result<Option<String>, Refused> {
-    let api = &state.config.api;
+    let api = &state.config().api;
     let params = Params::of(req);
     let sent = params.get("password");
     let ip = client_ip(req, api.trust_proxy_ip);
@@ -287,14 +287,15 @@ async fn admin_log(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse
 async fn admin_ports(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     let sid = authorized!(state, req);
     let mut ports = Map::new();
-    if !state.supervisors.is_empty() {
-        for supervisor in &state.supervisors {
+    let supervisors = state.port_supervisors();
+    if !supervisors.is_empty() {
+        for supervisor in &supervisors {
             if let Ok(stats) = supervisor.send(crate::stratum::supervisor::GetPortStats).await {
                 ports.insert(stats.port.to_string(), json!(stats.connections));
             }
         }
     } else {
-        let list: Vec<u16> = state.config.ports.iter().map(|p| p.port).collect();
+        let list: Vec<u16> = state.config().ports.iter().map(|p| p.port).collect();
         let users = state.store.port_users(&list).await.unwrap_or_default();
         for (port, users) in list.iter().zip(users) {
             let n = users.as_deref().and_then(shapes::parse_int).unwrap_or(0).max(0);

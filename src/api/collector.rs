@@ -320,7 +320,7 @@ pub struct StatsCollector {
 impl StatsCollector {
     /// A collector publishing into `shared`; start it on the API's arbiter.
     pub fn new(shared: Arc<Shared>) -> StatsCollector {
-        let c = &shared.config;
+        let c = &shared.config();
         let daemon = DaemonClient::new(&c.daemon.host, c.daemon.port, c.daemon.timeout);
         let wallet = WalletClient::new(
             &c.wallet_api.host,
@@ -366,7 +366,7 @@ impl Actor for StatsCollector {
     fn started(&mut self, ctx: &mut Context<Self>) {
         crate::metrics::register_collector_window();
         self.tick();
-        ctx.run_interval(self.shared.config.api.update_interval, |act, _| act.tick());
+        ctx.run_interval(self.shared.config().api.update_interval, |act, _| act.tick());
     }
 }
 
@@ -377,7 +377,7 @@ impl Handler<CheckHealth> for StatsCollector {
         let store = self.shared.store.clone();
         let daemon = self.daemon.clone();
         let wallet = self.wallet.clone();
-        let wallet_required = self.shared.config.payments.enabled;
+        let wallet_required = self.shared.config().payments.enabled;
         Box::pin(async move {
             let limit = Duration::from_secs(3);
             let timeout = |what: &str| format!("no answer from {what} within {} s", limit.as_secs());
@@ -435,7 +435,7 @@ async fn own_connection(shared: &Shared, carry: &mut Carry) -> Store {
     if let Some(store) = &carry.store {
         return store.clone();
     }
-    let config = &shared.config;
+    let config = &shared.config();
     match Store::connect_to(&config.redis.target(), config.redis_prefix(), Duration::from_secs(3)).await {
         Ok(store) => {
             carry.store = Some(store.clone());
@@ -468,7 +468,7 @@ impl Run {
     /// Brings the in-memory hashrate window up to date (reading only what is new, or all of it
     /// when it is new or Redis says it changed under it) and answers its figures.
     async fn window_figures(&self, carry: &mut Carry, now: u64) -> Result<shapes::WindowFigures, StoreError> {
-        let length = self.shared.config.api.hashrate_window.as_secs().max(1);
+        let length = self.shared.config().api.hashrate_window.as_secs().max(1);
         let window = carry.window.get_or_insert_with(|| HashrateWindow::new(length, WINDOW_OVERLAP_SECS));
         if window.window() != length {
             *window = HashrateWindow::new(length, WINDOW_OVERLAP_SECS);
@@ -511,7 +511,7 @@ impl Run {
     }
 
     async fn once(&self, carry: &mut Carry) -> Result<(), StoreError> {
-        let config = self.shared.config.clone();
+        let config = self.shared.config().clone();
         let api = &config.api;
         let now = unix_now();
         let figures = self.window_figures(carry, now).await?;
@@ -769,7 +769,7 @@ impl Run {
 
     /// Per-miner and per-worker hashrate series (spec §8.10: only miners with a hashrate).
     async fn user_charts(&self, carry: &mut Carry, now: u64, figures: &shapes::WindowFigures) {
-        let config = &self.shared.config.charts.user;
+        let config = &self.shared.config().charts.user;
         let mut jobs: Vec<(String, f64, &ChartSeries)> = Vec::new();
         if config.hashrate.enabled && due(carry.user_chart_at, now, config.hashrate.update_interval) {
             carry.user_chart_at = now;
@@ -839,7 +839,7 @@ impl Run {
         if let Ok(info) = self.daemon.info().await {
             crate::metrics::daemon_heights(info.height, info.network_height.max(info.height));
         }
-        if !self.shared.config.payments.enabled {
+        if !self.shared.config().payments.enabled {
             return;
         }
         let (ok, response) = match self.wallet.balance().await {

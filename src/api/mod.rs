@@ -54,8 +54,9 @@ pub struct ApiState {
 
 /// What the handlers and the collector share.
 pub struct Shared {
-    /// The effective config.
-    pub config: Arc<Config>,
+    /// The running config: the start-up one, replaced by every accepted reload (SIGHUP) with
+    /// what the reload applied (settings that need a restart keep their running values).
+    pub running: Arc<ArcSwap<Config>>,
     /// The API's own Redis connection (driven on the API's arbiter, not the stratum threads).
     pub store: Store,
     /// Renders `/metrics` when it is served on the API port; `None` when `metrics.port` moves
@@ -67,8 +68,9 @@ pub struct Shared {
     pub updates: tokio::sync::watch::Sender<u64>,
     /// The collector (health checks run there, next to its daemon and wallet clients).
     pub collector: OnceLock<Addr<StatsCollector>>,
-    /// Stratum port supervisors of this process, for live connection counts.
-    pub supervisors: Vec<Addr<PortSupervisor>>,
+    /// Stratum port supervisors of this process, for live connection counts (the list a
+    /// reload adds ports to).
+    pub supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
     /// The template being mined, when this process runs stratum.
     pub current: Arc<ArcSwapOption<JobTemplate>>,
     /// Admin sessions (`sid` cookie).
@@ -90,16 +92,16 @@ pub const MAX_LONGPOLLS: usize = 10_000;
 impl ApiState {
     /// State for the handlers; the collector is attached with [`ApiState::attach_collector`].
     pub fn new(
-        config: Arc<Config>,
+        running: Arc<ArcSwap<Config>>,
         store: Store,
         metrics: Option<PrometheusHandle>,
-        supervisors: Vec<Addr<PortSupervisor>>,
+        supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
         current: Arc<ArcSwapOption<JobTemplate>>,
     ) -> ApiState {
-        let snapshot = Snapshot::empty(&config);
+        let snapshot = Snapshot::empty(&running.load());
         ApiState {
             inner: Arc::new(Shared {
-                config,
+                running,
                 store,
                 metrics,
                 snapshot: ArcSwap::from_pointee(snapshot),
@@ -139,6 +141,18 @@ impl ApiState {
     /// The shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.inner
+    }
+}
+
+impl Shared {
+    /// The running config (see [`Shared::running`]).
+    pub fn config(&self) -> Arc<Config> {
+        self.running.load_full()
+    }
+
+    /// This process's port supervisors now.
+    pub fn port_supervisors(&self) -> Vec<Addr<PortSupervisor>> {
+        self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

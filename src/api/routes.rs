@@ -107,7 +107,7 @@ async fn wait_for_update(state: &ApiState) {
     }
     crate::metrics::api_longpolls(held);
     let mut updates = state.updates.subscribe();
-    let limit = state.config.api.update_interval * 3 + Duration::from_secs(5);
+    let limit = state.config().api.update_interval * 3 + Duration::from_secs(5);
     let _ = tokio::time::timeout(limit, updates.changed()).await;
 }
 
@@ -166,7 +166,7 @@ async fn worker_list(state: &ApiState, address: &str, index: &[(String, u64)]) -
 
 /// The `/stats_address` object, `None` when the pool knows nothing of `address`.
 async fn miner_object(state: &ApiState, address: &str) -> Result<Option<Value>, StoreError> {
-    let config = &state.config;
+    let config = &state.config();
     let read = state.store.read_miner(address, config.api.payments, STATS_ADDRESS_WORKERS).await?;
     if address.is_empty() || (read.worker_stats.is_empty() && read.balances.is_empty()) {
         return Ok(None);
@@ -229,7 +229,7 @@ async fn miner_blocks(state: &ApiState, address: &str, recent: &[BlockRecord]) -
     }
     let hashes: Vec<String> = mine.iter().map(|(b, _, _)| b.hash.clone()).collect();
     let credits = state.store.block_credits(&hashes, address).await?;
-    let unlocker = &state.config.block_unlocker;
+    let unlocker = &state.config().block_unlocker;
     let fee = |bps: u32| bps as f64 / 10_000.0;
     Ok(mine
         .iter()
@@ -417,10 +417,10 @@ async fn top_miners(state: web::Data<ApiState>, req: HttpRequest) -> HttpRespons
 
 /// `[minPayment, min(maxPayment, api.maxPayoutLevel)]` in PAS.
 fn level_bounds(state: &ApiState) -> (f64, Option<f64>) {
-    let units = state.config.coin_units as f64;
-    let payments = &state.config.payments;
+    let units = state.config().coin_units as f64;
+    let payments = &state.config().payments;
     let min = (payments.min_payment as f64 / units).max(0.0);
-    let max = payments.max_payment.unwrap_or(u64::MAX).min(state.config.api.max_payout_level);
+    let max = payments.max_payment.unwrap_or(u64::MAX).min(state.config().api.max_payout_level);
     (min, Some(max as f64 / units))
 }
 
@@ -437,7 +437,7 @@ async fn get_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
         }
     };
     let (min, max) = level_bounds(&state);
-    let mut level = value.as_deref().and_then(shapes::parse_float).unwrap_or(0.0) / state.config.coin_units as f64;
+    let mut level = value.as_deref().and_then(shapes::parse_float).unwrap_or(0.0) / state.config().coin_units as f64;
     if level < min {
         level = min;
     }
@@ -455,7 +455,7 @@ async fn set_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
     let (Some(address), Some(ip), Some(level)) = (params.get("address"), params.get("ip"), params.get("level")) else {
         return newline_json(&json!({"status": "Parameters are incomplete"}));
     };
-    let api = &state.config.api;
+    let api = &state.config().api;
     let Some(client) = admin::client_ip(&req, api.trust_proxy_ip) else {
         return newline_json(&json!({"status": "We haven't seen that IP for that wallet address in our record"}));
     };
@@ -493,7 +493,7 @@ async fn set_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
             return newline_json(&json!({"status": "We haven't seen that IP for that wallet address in our record"}));
         }
     }
-    let atomic = (level * state.config.coin_units as f64).round() as u64;
+    let atomic = (level * state.config().coin_units as f64).round() as u64;
     if let Err(e) = state.store.set_payout_level(address, atomic).await {
         tracing::warn!("API: {e}");
         return newline_json(&json!({"status": "An error occurred when updating the value in our database"}));
@@ -508,7 +508,7 @@ fn same_ip(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
 }
 
 async fn block_explorers(state: web::Data<ApiState>) -> HttpResponse {
-    json_value(&json!({state.config.coin.clone(): {
+    json_value(&json!({state.config().coin.clone(): {
         "blockchainExplorer": "https://explorer.pastella.org/block/{id}",
         "transactionExplorer": "https://explorer.pastella.org/transaction/{id}",
     }}))
@@ -521,7 +521,7 @@ async fn get_apis() -> HttpResponse {
 /// The wallet's balance against the books (`ok: false` with every gap named). Reported, not a
 /// reason for a 503: the API itself still works.
 async fn wallet_books_json(state: &ApiState) -> Value {
-    let c = &state.config.wallet_api;
+    let c = &state.config().wallet_api;
     let wallet =
         crate::node::WalletClient::new(&c.host, c.port, &c.api_key, c.timeout.min(std::time::Duration::from_secs(10)));
     match crate::accounting::payments::wallet_books(&state.store, &wallet).await {
@@ -545,7 +545,7 @@ async fn health(state: web::Data<ApiState>) -> HttpResponse {
         Ok(report) => {
             let mut response = if report.healthy() { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
             let mut body = report.json();
-            if state.config.payments.enabled {
+            if state.config().payments.enabled {
                 body["books"] = wallet_books_json(&state).await;
             }
             if let Some(sessions) = state.sessions_json() {
