@@ -320,7 +320,7 @@ pub struct StatsCollector {
 impl StatsCollector {
     /// A collector publishing into `shared`; start it on the API's arbiter.
     pub fn new(shared: Arc<Shared>) -> StatsCollector {
-        let c = &shared.config();
+        let c = shared.config();
         let daemon = DaemonClient::new(&c.daemon.host, c.daemon.port, c.daemon.timeout);
         let wallet = WalletClient::new(
             &c.wallet_api.host,
@@ -435,7 +435,7 @@ async fn own_connection(shared: &Shared, carry: &mut Carry) -> Store {
     if let Some(store) = &carry.store {
         return store.clone();
     }
-    let config = &shared.config();
+    let config = shared.config();
     match Store::connect_to(&config.redis.target(), config.redis_prefix(), Duration::from_secs(3)).await {
         Ok(store) => {
             carry.store = Some(store.clone());
@@ -511,7 +511,7 @@ impl Run {
     }
 
     async fn once(&self, carry: &mut Carry) -> Result<(), StoreError> {
-        let config = self.shared.config().clone();
+        let config = self.shared.config();
         let api = &config.api;
         let now = unix_now();
         let figures = self.window_figures(carry, now).await?;

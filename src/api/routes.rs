@@ -13,6 +13,7 @@ use super::collector::{fill_rewards, unix_now, CheckHealth};
 use super::shapes::{self, num, BlockRecord, BlockStatus};
 use super::top::TopQuery;
 use super::{admin, ApiState, MAX_LONGPOLLS};
+use crate::config::Config;
 use crate::store::StoreError;
 
 /// Largest `limit` the paged routes accept.
@@ -166,7 +167,7 @@ async fn worker_list(state: &ApiState, address: &str, index: &[(String, u64)]) -
 
 /// The `/stats_address` object, `None` when the pool knows nothing of `address`.
 async fn miner_object(state: &ApiState, address: &str) -> Result<Option<Value>, StoreError> {
-    let config = &state.config();
+    let config = state.config();
     let read = state.store.read_miner(address, config.api.payments, STATS_ADDRESS_WORKERS).await?;
     if address.is_empty() || (read.worker_stats.is_empty() && read.balances.is_empty()) {
         return Ok(None);
@@ -416,11 +417,11 @@ async fn top_miners(state: web::Data<ApiState>, req: HttpRequest) -> HttpRespons
 }
 
 /// `[minPayment, min(maxPayment, api.maxPayoutLevel)]` in PAS.
-fn level_bounds(state: &ApiState) -> (f64, Option<f64>) {
-    let units = state.config().coin_units as f64;
-    let payments = &state.config().payments;
+fn level_bounds(config: &Config) -> (f64, Option<f64>) {
+    let units = config.coin_units as f64;
+    let payments = &config.payments;
     let min = (payments.min_payment as f64 / units).max(0.0);
-    let max = payments.max_payment.unwrap_or(u64::MAX).min(state.config().api.max_payout_level);
+    let max = payments.max_payment.unwrap_or(u64::MAX).min(config.api.max_payout_level);
     (min, Some(max as f64 / units))
 }
 
@@ -436,8 +437,9 @@ async fn get_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
             return newline_json(&json!({"status": "Unable to get the current minimum payout level from database"}));
         }
     };
-    let (min, max) = level_bounds(&state);
-    let mut level = value.as_deref().and_then(shapes::parse_float).unwrap_or(0.0) / state.config().coin_units as f64;
+    let config = state.config();
+    let (min, max) = level_bounds(&config);
+    let mut level = value.as_deref().and_then(shapes::parse_float).unwrap_or(0.0) / config.coin_units as f64;
     if level < min {
         level = min;
     }
@@ -455,7 +457,8 @@ async fn set_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
     let (Some(address), Some(ip), Some(level)) = (params.get("address"), params.get("ip"), params.get("level")) else {
         return newline_json(&json!({"status": "Parameters are incomplete"}));
     };
-    let api = &state.config().api;
+    let config = state.config();
+    let api = &config.api;
     let Some(client) = admin::client_ip(&req, api.trust_proxy_ip) else {
         return newline_json(&json!({"status": "We haven't seen that IP for that wallet address in our record"}));
     };
@@ -476,7 +479,7 @@ async fn set_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
     let Some(level) = shapes::parse_float(level) else {
         return newline_json(&json!({"status": "Your minimum payout level doesn't look like a number"}));
     };
-    let (min, max) = level_bounds(&state);
+    let (min, max) = level_bounds(&config);
     if level < min {
         return newline_json(&json!({"status": format!("The minimum payout level is {}", num(min))}));
     }
@@ -493,7 +496,7 @@ async fn set_payout_level(state: web::Data<ApiState>, req: HttpRequest) -> HttpR
             return newline_json(&json!({"status": "We haven't seen that IP for that wallet address in our record"}));
         }
     }
-    let atomic = (level * state.config().coin_units as f64).round() as u64;
+    let atomic = (level * config.coin_units as f64).round() as u64;
     if let Err(e) = state.store.set_payout_level(address, atomic).await {
         tracing::warn!("API: {e}");
         return newline_json(&json!({"status": "An error occurred when updating the value in our database"}));
