@@ -28,7 +28,7 @@ use crate::store::{CandidateResult, Store};
 use crate::stratum::capacity::SessionCapacity;
 use crate::stratum::supervisor::{GetPortStats, RetireSessions, StopAccepting, StopListening};
 use crate::stratum::transport::load_tls;
-use crate::stratum::{PortSupervisor, StratumContext};
+use crate::stratum::{PortSupervisor, PortSupervisors, StratumContext};
 use crate::upgrade::{Control, Event, Handover, Inherited, Listener, ListenerKind};
 
 /// A running pool.
@@ -43,7 +43,7 @@ pub struct Pool {
     pub ledger: Option<Addr<ShareLedger>>,
     /// One supervisor per stratum port, ports added by a reload included (shared with the
     /// reloader; connection figures, drain and shutdown read it).
-    supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
+    supervisors: PortSupervisors,
     /// The template being mined.
     pub current: Arc<ArcSwapOption<JobTemplate>>,
     /// The running config: `config`, then what each accepted reload applied (the API shows it).
@@ -122,7 +122,7 @@ pub async fn start_inheriting(config: Config, modules: &[Module], inherited: &mu
         store: store.clone(),
         engine: None,
         ledger: None,
-        supervisors: Arc::default(),
+        supervisors: PortSupervisors::default(),
         current: current.clone(),
         running: Arc::new(ArcSwap::new(config.clone())),
         http_addr: None,
@@ -258,7 +258,7 @@ async fn start_stratum(pool: &mut Pool, inherited: &mut Inherited) -> anyhow::Re
         );
         let supervisor = PortSupervisor::new(port.clone(), listener, shared.clone(), handles.clone()).start();
         distributor.do_send(Subscribe(supervisor.clone().recipient()));
-        pool.supervisors.lock().unwrap_or_else(|e| e.into_inner()).push(supervisor);
+        pool.supervisors.push(supervisor);
     }
     spawn_stratum_reporting(pool, engine.clone());
     pool.engine = Some(engine);
@@ -392,8 +392,7 @@ fn spawn_stratum_reporting(pool: &Pool, engine: PowEngine) {
             let mut prop = std::collections::HashMap::<String, u64>::new();
             let mut solo = std::collections::HashMap::<String, u64>::new();
             let mut ports = Vec::new();
-            let supervisors = registry.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            for supervisor in &supervisors {
+            for supervisor in &registry.snapshot() {
                 let Ok(stats) = supervisor.send(GetPortStats).await else { continue };
                 ports.push((stats.port, stats.connections as u64));
                 for ((key, is_solo), count) in stats.workers {
@@ -511,7 +510,7 @@ impl Pool {
     /// are closed at once. Returns how many sessions it closed.
     pub async fn drain(self, over: Duration, hurry: impl std::future::Future<Output = ()>) -> usize {
         let mut hurry = std::pin::pin!(hurry);
-        for supervisor in &self.port_supervisors() {
+        for supervisor in &self.supervisors.snapshot() {
             supervisor.do_send(StopListening);
         }
         self.handoff.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -555,7 +554,7 @@ impl Pool {
 
     async fn retire(&self, mut count: usize) -> usize {
         let mut asked = 0;
-        for supervisor in &self.port_supervisors() {
+        for supervisor in &self.supervisors.snapshot() {
             if count == 0 {
                 break;
             }
@@ -566,14 +565,9 @@ impl Pool {
         asked
     }
 
-    /// Every port supervisor now: those of the start and those a reload added.
-    fn port_supervisors(&self) -> Vec<Addr<PortSupervisor>> {
-        self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
     async fn connections(&self) -> usize {
         let mut total = 0;
-        for supervisor in &self.port_supervisors() {
+        for supervisor in &self.supervisors.snapshot() {
             total += supervisor.send(GetPortStats).await.map(|s| s.connections).unwrap_or(0);
         }
         total
@@ -582,7 +576,7 @@ impl Pool {
     /// Stops accepting connections and submits, lets the submits in flight be verified and
     /// booked, writes every pending share and block candidate to Redis, and stops the threads.
     pub async fn shutdown(self) {
-        for supervisor in &self.port_supervisors() {
+        for supervisor in &self.supervisors.snapshot() {
             supervisor.do_send(StopAccepting);
         }
         if let Some(shared) = &self.stratum {
@@ -701,7 +695,7 @@ impl Pool {
                 shared: shared.clone(),
                 arbiters: arbiters.clone(),
                 distributor: distributor.clone(),
-                supervisors: self.port_supervisors(),
+                supervisors: self.supervisors.snapshot(),
             }),
             _ => None,
         };

@@ -27,7 +27,7 @@ use crate::accounting::unlocker::{BlockUnlocker, UpdateUnlockerSettings};
 use crate::config::{Config, PortConfig, TlsMode};
 use crate::jobs::{JobDistributor, Subscribe};
 use crate::stratum::supervisor::{ApplyPort, RetirePort};
-use crate::stratum::{PortSupervisor, StratumContext};
+use crate::stratum::{PortSupervisor, PortSupervisors, StratumContext};
 use crate::upgrade::{Listener, ListenerKind};
 
 /// Sets the process's log filter; `Err` says why a filter was not applied.
@@ -222,7 +222,7 @@ pub struct Reloader {
     payments: Option<Addr<PaymentProcessor>>,
     /// Every port supervisor (shared with the pool): ports added here are counted in the
     /// connection figures and stop accepting at shutdown.
-    supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
+    supervisors: PortSupervisors,
     /// The listening sockets an upgrade hands over (shared with the pool): ports added here
     /// are handed over too, removed ones are not.
     handoff: Arc<Mutex<Vec<Listener>>>,
@@ -245,7 +245,7 @@ impl Reloader {
         stratum: Option<StratumParts>,
         unlocker: Option<Addr<BlockUnlocker>>,
         payments: Option<Addr<PaymentProcessor>>,
-        supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
+        supervisors: PortSupervisors,
         handoff: Arc<Mutex<Vec<Listener>>>,
     ) -> Reloader {
         let stratum = stratum.map(|parts| Stratum {
@@ -357,7 +357,7 @@ impl Reloader {
                 let supervisor =
                     PortSupervisor::new(port, listener, stratum.shared.clone(), stratum.arbiters.clone()).start();
                 stratum.distributor.do_send(Subscribe(supervisor.clone().recipient()));
-                self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).push(supervisor.clone());
+                self.supervisors.push(supervisor.clone());
                 stratum.ports.insert(number, supervisor);
             }
         } else {

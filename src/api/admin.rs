@@ -287,7 +287,7 @@ async fn admin_log(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse
 async fn admin_ports(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     let sid = authorized!(state, req);
     let mut ports = Map::new();
-    let supervisors = state.port_supervisors();
+    let supervisors = state.supervisors.snapshot();
     if !supervisors.is_empty() {
         for supervisor in &supervisors {
             if let Ok(stats) = supervisor.send(crate::stratum::supervisor::GetPortStats).await {

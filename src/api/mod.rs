@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::jobs::JobTemplate;
 use crate::store::Store;
 use crate::stratum::capacity::SessionCapacity;
-use crate::stratum::{PortSupervisor, StratumContext};
+use crate::stratum::{PortSupervisors, StratumContext};
 
 pub use collector::{Snapshot, StatsCollector};
 
@@ -70,7 +70,7 @@ pub struct Shared {
     pub collector: OnceLock<Addr<StatsCollector>>,
     /// Stratum port supervisors of this process, for live connection counts (the list a
     /// reload adds ports to).
-    pub supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
+    pub supervisors: PortSupervisors,
     /// The template being mined, when this process runs stratum.
     pub current: Arc<ArcSwapOption<JobTemplate>>,
     /// Admin sessions (`sid` cookie).
@@ -95,7 +95,7 @@ impl ApiState {
         running: Arc<ArcSwap<Config>>,
         store: Store,
         metrics: Option<PrometheusHandle>,
-        supervisors: Arc<Mutex<Vec<Addr<PortSupervisor>>>>,
+        supervisors: PortSupervisors,
         current: Arc<ArcSwapOption<JobTemplate>>,
     ) -> ApiState {
         let snapshot = Snapshot::empty(&running.load());
@@ -148,11 +148,6 @@ impl Shared {
     /// The running config (see [`Shared::running`]).
     pub fn config(&self) -> Arc<Config> {
         self.running.load_full()
-    }
-
-    /// This process's port supervisors now.
-    pub fn port_supervisors(&self) -> Vec<Addr<PortSupervisor>> {
-        self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

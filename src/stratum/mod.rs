@@ -41,7 +41,7 @@ use crate::jobs::{JobTemplate, SubmitBlock};
 use crate::pow::PowEngine;
 
 pub use session::MinerSession;
-pub use supervisor::PortSupervisor;
+pub use supervisor::{PortSupervisor, PortSupervisors};
 
 /// Longest request line accepted (the old pool's flood limit).
 pub const MAX_LINE: usize = 10_240;

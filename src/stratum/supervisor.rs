@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -74,6 +74,24 @@ struct Entry {
     login: Option<(String, bool)>,
     /// Asked to close (upgrade drain).
     retired: bool,
+}
+
+/// Every port supervisor of this process: those of the start and those a reload added. Shared
+/// by the pool (connection counts, drain, shutdown), the reloader (which adds to it) and the
+/// API (`/admin_ports`).
+#[derive(Clone, Default)]
+pub struct PortSupervisors(Arc<Mutex<Vec<Addr<PortSupervisor>>>>);
+
+impl PortSupervisors {
+    /// Adds a port's supervisor.
+    pub fn push(&self, supervisor: Addr<PortSupervisor>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(supervisor);
+    }
+
+    /// The supervisors now.
+    pub fn snapshot(&self) -> Vec<Addr<PortSupervisor>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Supervises one stratum port.
