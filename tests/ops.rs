@@ -683,18 +683,7 @@ fn rust_sources(dir: &std::path::Path) -> Vec<PathBuf> {
 
 /// Waits until the pool's `/metrics` satisfies `check`; the scrape.
 async fn metrics_until(api: u64, what: &str, check: impl Fn(&str) -> bool) -> String {
-    let url = format!("http://127.0.0.1:{api}/metrics");
-    let mut last = String::new();
-    for _ in 0..1200 {
-        if let Ok(response) = reqwest::get(&url).await {
-            last = response.text().await.unwrap_or_default();
-            if check(&last) {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("never reached: {what}\n{last}");
+    get_until(&format!("http://127.0.0.1:{api}/metrics"), what, check).await
 }
 
 /// The value of an unlabelled gauge in a scrape.

@@ -470,6 +470,22 @@ pub async fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<
     }
 }
 
+/// GETs `url` until the body satisfies `check` (two minutes at most); the body. Panics naming
+/// `what` and showing the last body otherwise.
+pub async fn get_until(url: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    for _ in 0..1200 {
+        if let Ok(response) = reqwest::get(url).await {
+            last = response.text().await.unwrap_or_default();
+            if check(&last) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never reached: {what}\n{last}");
+}
+
 /// Where a test keeps temporary files.
 pub fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("pastella-test-{}-{name}", std::process::id()))
